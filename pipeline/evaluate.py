@@ -1,0 +1,51 @@
+"""Inference in data-set order and the classification metrics kdpipe reports."""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def infer(model: nn.Module | Callable, loader: Iterable) -> torch.Tensor:
+    """Logits for every item of a non-shuffled loader, in data-set order, as float32 on CPU."""
+    if isinstance(model, nn.Module):
+        was = model.training
+        model.eval()
+    outs = [model(x).float().cpu() for x, _, _ in loader]
+    if isinstance(model, nn.Module):
+        model.train(was)
+    return torch.cat(outs)
+
+
+def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
+    """Expected calibration error: Σ_b |B_b|/N · |acc(B_b) − conf(B_b)| over equal-width confidence bins."""
+    conf, pred = probs.max(1)
+    edges = torch.linspace(0, 1, bins + 1)
+    total = torch.zeros(())
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            total += m.float().mean() * ((pred[m] == y[m]).float().mean() - conf[m].mean()).abs()
+    return float(total)
+
+
+def classification_metrics(logits: torch.Tensor, y: torch.Tensor, ece_bins: int = 15) -> dict[str, float]:
+    """top-1, top-5 (or top-C for fewer classes), NLL and ECE of logits against labels."""
+    probs = logits.softmax(1)
+    k = min(5, logits.shape[1])
+    topk = logits.topk(k, dim=1).indices
+    return {
+        "top1": (topk[:, 0] == y).float().mean().item(),
+        "top5": (topk == y[:, None]).any(1).float().mean().item(),
+        "nll": F.cross_entropy(logits, y).item(),
+        "ece": ece(probs, y, ece_bins),
+    }
+
+
+def confusion_rows(logits: torch.Tensor, y: torch.Tensor, class_names: list[str]) -> list[dict]:
+    """Per-item {actual, predicted} rows: the format of DVC's confusion-matrix plot template."""
+    pred = logits.argmax(1)
+    return [{"actual": class_names[a], "predicted": class_names[p]} for a, p in zip(y.tolist(), pred.tolist())]

@@ -1,0 +1,76 @@
+"""Thin Typer commands, one module per DVC stage. `python -m stages` == `kdpipe`.
+
+Each command reads its params section, turns it into explicit arguments for `pipeline/`, and
+owns output: logging set-up, the one-line error on a user mistake (exit code 2), and the
+project's path conventions (below).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import typer
+
+from pipeline.errors import KdpipeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="kdpipe: distil a small, fast image classifier from one or more teachers and ship it as ONNX.")
+
+# Path conventions of the DVC project (stages decide paths; pipeline/ never does).
+DATA = Path("data/prepared/data.pt")
+MODELS, STATE, RESULTS = Path("models"), Path("state"), Path("results")
+
+
+def model_path(name: str) -> Path:
+    """`students/<n>` names a student's artifact; any other name is a teacher's."""
+    if name.startswith("students/"):
+        return MODELS / "students" / f"{name.split('/', 1)[1]}.pt"
+    return MODELS / "teachers" / f"{name}.pt"
+
+
+def targets_path(name: str) -> Path:
+    return MODELS / "targets" / f"{name}.pt"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    for noisy in ("dvclive", "dvc", "matplotlib", "PIL", "onnxscript", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def command(name: str) -> Callable:
+    """Register a stage command: logging set up, KdpipeError -> one line on stderr + exit 2."""
+
+    def deco(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            setup_logging(os.environ.get("KDPIPE_VERBOSE") == "1")
+            try:
+                return fn(*args, **kwargs)
+            except KdpipeError as e:
+                typer.echo(f"kdpipe {name}: error: {e}", err=True)
+                raise typer.Exit(2) from None
+
+        return app.command(name)(wrapper)
+
+    return deco
+
+
+def load_all() -> None:
+    """Import every stage module so its command registers."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def main() -> None:
+    load_all()
+    app()
