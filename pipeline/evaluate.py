@@ -49,3 +49,21 @@ def confusion_rows(logits: torch.Tensor, y: torch.Tensor, class_names: list[str]
     """Per-item {actual, predicted} rows: the format of DVC's confusion-matrix plot template."""
     pred = logits.argmax(1)
     return [{"actual": class_names[a], "predicted": class_names[p]} for a, p in zip(y.tolist(), pred.tolist())]
+
+
+def evaluate_model(model: nn.Module, meta: dict, data: dict, batch_size: int = 512, ece_bins: int = 15) -> tuple[dict, torch.Tensor]:
+    """Test-split metrics of one model plus facts for the report; returns (metrics, test logits)."""
+    from pipeline.data import DeviceLoader
+    from pipeline.models import num_parameters
+
+    loader = DeviceLoader(data["test_x"], data["test_y"], data["mean"], data["std"], batch_size=batch_size)
+    logits = infer(model, loader)
+    m = classification_metrics(logits, data["test_y"], ece_bins)
+    n = num_parameters(model)
+    spec = meta.get("params", {}) or {}
+    sources = ", ".join(spec.get("teachers", [])) or "—"
+    if spec.get("teachers") and spec.get("targets") == "cached":
+        sources += " (cached" + (", with augmentation" if spec.get("augment") else "") + ")"
+    m.update(params=n, size_mb=4 * n / 2**20, kind=meta.get("kind", ""), method=spec.get("method", meta.get("method", "")),
+             arch=meta.get("arch", ""), sources=sources)
+    return m, logits

@@ -84,6 +84,7 @@ class ModelParams:
 class EvaluateParams:
     batch_size: int = 512  # images per forward pass
     ece_bins: int = 15  # equal-width confidence bins for the expected calibration error
+    ensembles: dict[str, list[str]] = field(default_factory=dict)  # name -> members (teacher names or students/<n>); mean of softmaxes
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,14 @@ class Params:
     data: DataParams = field(default_factory=DataParams)
     teachers: dict[str, ModelParams] = field(default_factory=dict)
     students: dict[str, ModelParams] = field(default_factory=dict)
+    patriarchs: dict[str, ModelParams] = field(default_factory=dict)  # first teachers of generation chains
+    generations: dict[str, ModelParams] = field(default_factory=dict)  # chained students, one teacher each
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     export: ExportParams = field(default_factory=ExportParams)
     extra: dict[str, Any] = field(default_factory=dict)  # sections owned by other stages (parsed there)
 
+
+MODEL_SECTIONS = ("teachers", "students", "patriarchs", "generations")
 
 # Sections that stages parse themselves with their own dataclass (e.g. `professor`, `probes`, `factor`).
 EXTRA_SECTIONS = ("professor", "probes", "factor", "report", "bench")
@@ -221,15 +226,30 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
             data=from_dict(DataParams, raw.get("data"), "data"),
             teachers={str(k): parse_model(v, f"teachers.{k}") for k, v in (raw.get("teachers") or {}).items()},
             students={str(k): parse_model(v, f"students.{k}") for k, v in (raw.get("students") or {}).items()},
+            patriarchs={str(k): parse_model(v, f"patriarchs.{k}") for k, v in (raw.get("patriarchs") or {}).items()},
+            generations={str(k): parse_model(v, f"generations.{k}") for k, v in (raw.get("generations") or {}).items()},
             evaluate=from_dict(EvaluateParams, raw.get("evaluate"), "evaluate"),
             export=from_dict(ExportParams, raw.get("export"), "export"),
             extra={k: raw[k] for k in EXTRA_SECTIONS if k in raw},
         )
     except KdpipeError as e:
         raise KdpipeError(f"{source}: {e}") from None
-    clash = set(out.teachers) & set(out.students)
-    if clash:
-        raise KdpipeError(f"{source}: {sorted(clash)[0]!r} is both a teacher and a student; rename one")
+    names: dict[str, str] = {}
+    for sec in MODEL_SECTIONS:
+        for name in getattr(out, sec):
+            if name in names:
+                raise KdpipeError(f"{source}: {name!r} is in both {names[name]} and {sec}; model names must be unique")
+            names[name] = sec
+    for sec in MODEL_SECTIONS:
+        for name, spec in getattr(out, sec).items():
+            for t in spec.teachers:
+                tsec, _, tname = t.rpartition("/")
+                if (tsec or "teachers") not in MODEL_SECTIONS or tname not in getattr(out, tsec or "teachers"):
+                    raise KdpipeError(f"{source}: {sec}.{name}.teachers: {t!r} is not a model in params; "
+                                      f"use a teacher name or <section>/<name> ({', '.join(MODEL_SECTIONS)})")
+    for name, spec in out.generations.items():
+        if len(spec.teachers) != 1:
+            raise KdpipeError(f"{source}: generations.{name} must name exactly one teacher (the previous generation)")
     return out
 
 

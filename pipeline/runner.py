@@ -122,5 +122,5 @@ def train_model(name: str, kind: str, spec: ModelParams, base: BaseParams, data:
             out = paths.artifact if not suffix else paths.artifact.with_name(f"{paths.artifact.stem}{suffix}.pt")
             checkpoint.save(art, out)
         if tracker is not None:
-            tracker.close({k: v for k, v in result.final.items() if k.startswith("val/")} | {"resumed_from_epoch": result.resumed_from})
+            tracker.close({"resumed_from_epoch": result.resumed_from})
     return result

@@ -25,15 +25,17 @@ DATA = Path("data/prepared/data.pt")
 MODELS, STATE, RESULTS = Path("models"), Path("state"), Path("results")
 
 
+KNOWLEDGE = MODELS / "knowledge"  # cached targets, professors, probes, factor encoders (students depend on it)
+
+
 def model_path(name: str) -> Path:
-    """`students/<n>` names a student's artifact; any other name is a teacher's."""
-    if name.startswith("students/"):
-        return MODELS / "students" / f"{name.split('/', 1)[1]}.pt"
-    return MODELS / "teachers" / f"{name}.pt"
+    """`<section>/<n>` names a model of that params section; a bare name is a teacher."""
+    section, _, n = name.rpartition("/")
+    return MODELS / (section or "teachers") / f"{n}.pt"
 
 
 def targets_path(name: str) -> Path:
-    return MODELS / "targets" / f"{name}.pt"
+    return KNOWLEDGE / "targets" / f"{name}.pt"
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -74,3 +76,10 @@ def load_all() -> None:
 def main() -> None:
     load_all()
     app()
+
+
+def knowledge_assets(spec) -> dict:
+    """Paths of stage-made knowledge a method may need (professor, probes, factor encoder), by teacher."""
+    first = spec.teachers[0].rpartition("/")[2] if spec.teachers else ""
+    return {"professor": KNOWLEDGE / "professor" / f"{first}.pt", "probes": KNOWLEDGE / "probes.pt",
+            "factor": KNOWLEDGE / "factor" / f"{first}.pt", "teacher_names": list(spec.teachers)}

@@ -1,0 +1,39 @@
+# kdpipe: `make demo` sets everything up and runs the default pipeline; `make test` runs the tests.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DVC_NO_ANALYTICS := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test bench data env clean-env
+
+$(BIN)/kdpipe: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip 2>/dev/null || true
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+env: $(BIN)/kdpipe  ## create .venv and install kdpipe with exact pins
+
+data:  ## make sure Fashion-MNIST is on this machine (Debian package, else torchvision download)
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+	  echo "Fashion-MNIST: Debian package present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) && echo "Fashion-MNIST: installed dataset-fashion-mnist"; \
+	elif [ -d data/raw/FashionMNIST/raw ]; then \
+	  echo "Fashion-MNIST: found under data/raw"; \
+	else \
+	  $(BIN)/python -c "import torchvision; torchvision.datasets.FashionMNIST('data/raw', download=True); torchvision.datasets.FashionMNIST('data/raw', train=False, download=True)" \
+	  || { echo "Fashion-MNIST is missing: install Debian's dataset-fashion-mnist (as root) or put the files under data/raw/FashionMNIST/raw" >&2; exit 1; }; \
+	fi
+
+demo: env data  ## set up, get the data, run the default pipeline with dvc repro, print the results table
+	@test -d .git || (git init -q && git add -A && git commit -qm "kdpipe" >/dev/null)
+	$(BIN)/dvc repro
+	@echo; cat results/report.md
+
+test: env  ## set up and run the test suite
+	$(BIN)/python -m pytest -q
+
+bench: env data  ## fit vs a plain PyTorch loop, KD epoch cost, ORT INT8 vs torch fp32; writes bench/results.md
+	$(BIN)/python -m stages bench

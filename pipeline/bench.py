@@ -1,0 +1,154 @@
+"""Latency and throughput of torch eager fp32, ORT fp32 and ORT INT8 (conventions.md §6).
+
+Per (runtime, batch size): `warmup` untimed runs, then `runs` timed runs with time.perf_counter;
+p50/p90/p99 in ms and images/s at the p50. torch and ORT get the same intra-op thread count
+(inter-op 1), recorded with the provider actually used, the CPU model and library versions.
+`benchmark` is what the export stage calls; `bench_student` loads everything from files (for a
+`make bench` script); `markdown_table` renders the result for README/report.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from pipeline.predict import INPUT, OUTPUT, make_session, read_metadata, resolve_threads
+
+log = logging.getLogger(__name__)
+
+LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy")
+LABELS = {"torch_fp32": "torch eager fp32", "ort_fp32": "ORT fp32", "ort_int8": "ORT INT8"}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = md.version(lib)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def time_runs(fn: Callable[[], object], warmup: int, runs: int, sync: Callable[[], None] = lambda: None) -> dict:
+    """Call `fn` warmup + runs times; percentiles (ms) of the timed runs."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(max(runs, 1)):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    p50, p90, p99 = np.percentile(np.array(times) * 1e3, [50, 90, 99])
+    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(np.mean(times) * 1e3), "runs": len(times)}
+
+
+def _batch(images: np.ndarray, b: int) -> np.ndarray:
+    """`b` real images (repeated if fewer are given): content matters little for latency, but is realistic."""
+    return np.ascontiguousarray(images[np.arange(b) % len(images)], dtype=np.float32)
+
+
+@torch.no_grad()
+def bench_torch(model: nn.Module, x: np.ndarray, warmup: int, runs: int, device: str = "cpu") -> dict:
+    model = model.eval().to(device)
+    xt = torch.from_numpy(x).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return time_runs(lambda: model(xt), warmup, runs, sync)
+
+
+def bench_ort(sess, x: np.ndarray, warmup: int, runs: int) -> dict:
+    return time_runs(lambda: sess.run([OUTPUT], {INPUT: x}), warmup, runs)
+
+
+def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], images: np.ndarray,
+              batch_sizes: list[int], warmup: int = 5, runs: int = 30, threads: int = 0, provider: str = "auto") -> dict:
+    """Latency of `torch_model` (taking `images`' format, float32 [0, 1] NCHW) and each named .onnx file.
+
+    Returns {"latency": {runtime: {"b<batch>": {p50_ms, p90_ms, p99_ms, mean_ms, runs, images_per_s}}},
+    "speedup": {"b<batch>": {"<runtime>_vs_torch_fp32": p50 ratio}}, "env": {...}}.
+    """
+    n = resolve_threads(threads)
+    sessions = {name: make_session(path, n, provider) for name, path in onnx_files.items()}
+    providers = {name: used for name, (_, used) in sessions.items()}
+    torch_device = "cuda" if "CUDAExecutionProvider" in providers.values() and torch.cuda.is_available() else "cpu"
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    lat: dict[str, dict] = {}
+    try:
+        for b in batch_sizes:
+            x = _batch(images, b)
+            if torch_model is not None:
+                lat.setdefault("torch_fp32", {})[f"b{b}"] = bench_torch(torch_model, x, warmup, runs, torch_device)
+            for name, (sess, _) in sessions.items():
+                lat.setdefault(name, {})[f"b{b}"] = bench_ort(sess, x, warmup, runs)
+    finally:
+        torch.set_num_threads(old)
+        if torch_model is not None:
+            torch_model.cpu()
+    for rt in lat.values():
+        for key, r in rt.items():
+            r["images_per_s"] = int(key[1:]) / (r["p50_ms"] / 1e3)
+    speedup = {}
+    if "torch_fp32" in lat:
+        for b in batch_sizes:
+            ref = lat["torch_fp32"][f"b{b}"]["p50_ms"]
+            speedup[f"b{b}"] = {f"{name}_vs_torch_fp32": ref / lat[name][f"b{b}"]["p50_ms"] for name in sessions}
+    env = {"cpu": cpu_model(), "threads": n, "inter_op_threads": 1, "torch_device": torch_device,
+           "providers": providers, "warmup": warmup, "runs": runs, "versions": library_versions()}
+    log.info("latency (p50 ms): %s", "; ".join(f"{k} " + ", ".join(f"{b}={v['p50_ms']:.2f}" for b, v in r.items()) for k, r in lat.items()))
+    return {"latency": lat, "speedup": speedup, "env": env}
+
+
+def bench_student(student_pt: str | Path, fp32_onnx: str | Path, int8_onnx: str | Path | None = None,
+                  batch_sizes: list[int] = (1, 64), warmup: int = 5, runs: int = 30, threads: int = 0,
+                  provider: str = "auto") -> dict:
+    """`benchmark` from files alone (for `make bench`): the student artifact and its exported models.
+
+    Inputs are uniform random images in the model's metadata shape (latency does not depend on them).
+    """
+    from pipeline.checkpoint import load_model
+    from pipeline.export import Normalized
+
+    model, art = load_model(student_pt)
+    meta = read_metadata(fp32_onnx)
+    c, s = meta["in_channels"], meta["input_size"]
+    images = np.random.default_rng(0).random((max(batch_sizes), c, s, s), dtype=np.float32)
+    files = {"ort_fp32": fp32_onnx} | ({"ort_int8": int8_onnx} if int8_onnx else {})
+    return benchmark(Normalized(model, art["mean"], art["std"]), files, images, list(batch_sizes), warmup, runs, threads, provider)
+
+
+def markdown_table(result: dict, title: str = "") -> str:
+    """A README-ready table: one row per (runtime, batch); p50/p90/p99 ms, images/s, speed-up vs torch."""
+    lines = [f"**{title}**", ""] if title else []
+    lines += ["| runtime | batch | p50 ms | p90 ms | p99 ms | images/s | p50 speed-up vs torch |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, rows in result["latency"].items():
+        for key, r in rows.items():
+            ref = result["latency"].get("torch_fp32", {}).get(key)
+            sp = f"{ref['p50_ms'] / r['p50_ms']:.2f}x" if ref else "-"
+            lines.append(f"| {LABELS.get(name, name)} | {key[1:]} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | "
+                         f"{r['images_per_s']:.0f} | {sp} |")
+    env = result["env"]
+    v = env["versions"]
+    lines += ["", f"{env['cpu']}, {env['threads']} intra-op threads, ORT provider {', '.join(sorted(set(env['providers'].values())))}, "
+              f"torch {v.get('torch', '?')}, onnxruntime {v.get('onnxruntime', v.get('onnxruntime-gpu', '?'))}; "
+              f"{env['warmup']} warm-up + {env['runs']} timed runs each."]
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""FitNet hint training with a learned connector (Romero et al., ICLR 2015), single-stage form."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pipeline.errors import KdpipeError
+from pipeline.losses.fitnet import ConvReg, hint_loss
+from pipeline.methods import Method, register_method
+
+
+class Connectors(nn.Module):
+    """One ConvReg per used teacher behind a single forward, so DDP wraps (and syncs) it as one module."""
+
+    def __init__(self, regs: list[ConvReg]) -> None:
+        super().__init__()
+        self.regs = nn.ModuleList(regs)
+
+    def forward(self, f: torch.Tensor) -> list[torch.Tensor]:
+        return [r(f) for r in self.regs]
+
+
+@register_method("fitnet")
+class FitNet(Method):
+    """L = CE(z_s, y) + β·MSE(r(F_s^h), F_t^h)  ("FitNets: Hints for Thin Deep Nets", ICLR 2015).
+
+    `r` is a ConvReg connector (pipeline.losses.fitnet) built in __init__ from the shapes of a dry
+    forward of student and teacher on a zero input; it is an attribute of the method, so it trains
+    with the student, and it is never exported. Hint stage `hint` = 1 is the second stage output
+    (RepDistiller/mdistiller HINT_LAYER=2 in their [stem, s1, s2, s3, pool] list), β = 100.
+    The paper's two-stage procedure (hint pre-training, then KD) is replaced by the yardstick's single
+    stage: CE and hint loss from the first step. Several teachers: `teacher` picks one (default the
+    first), or −1 averages the hint losses over all teachers with one connector each (FitNet-MKD,
+    CA-MKD's AVERAGE_LOSS; our choice of default).
+    """
+
+    needs_teachers = True
+    needs_features = True
+
+    @dataclass(frozen=True)
+    class Params:
+        beta: float = 100.0  # weight of the hint MSE (RepDistiller `-b 100`, mdistiller FITNET.FEAT_WEIGHT)
+        hint: int = 1  # stage index of the hint/guided layer (0 = first stage); 1 = RepDistiller feat[2]
+        teacher: int = 0  # teacher index giving the hint; −1 = mean of hint losses over all teachers
+        use_relu: bool = True  # ConvReg ends with ReLU (RepDistiller default), matching post-ReLU stage outputs
+
+    def __init__(self, ctx, p) -> None:
+        super().__init__(ctx, p)
+        k = ctx.source.num_teachers
+        if not (p.teacher == -1 or 0 <= p.teacher < k):
+            raise KdpipeError(f"fitnet.teacher={p.teacher} but the student has {k} teacher(s); use 0..{k - 1} or -1 (mean)")
+        self.teachers_used = list(range(k)) if p.teacher == -1 else [p.teacher]
+        s_shape, t_shapes = self._dry_shapes(ctx)
+        self.connector = Connectors([ConvReg(s_shape, t_shapes[i], p.use_relu) for i in self.teachers_used])
+
+    @torch.no_grad()
+    def _dry_shapes(self, ctx) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
+        """Hint-map shapes of student and each teacher from one forward on zeros (BN stats untouched)."""
+        x = torch.zeros(2, ctx.in_channels, ctx.input_size, ctx.input_size)
+        batch = (x, torch.zeros(2, dtype=torch.long), torch.arange(2))
+        was = self.student.training
+        self.student.eval()  # a train-mode dry run would move the student's BN running statistics
+        fs, _ = self.student(x, stages=True)
+        self.student.train(was)
+        ft_all, _ = self.source.features(batch)
+        h = self.p.hint
+        if not 0 <= h < len(fs) or any(not 0 <= h < len(ft) for ft in ft_all):
+            raise KdpipeError(f"fitnet.hint={h} out of range: student has {len(fs)} stages, teachers "
+                              f"{[len(ft) for ft in ft_all]}; choose a smaller index")
+        return tuple(fs[h].shape), [tuple(ft[h].shape) for ft in ft_all]
+
+    def forward(self, batch, epoch: int) -> dict:
+        x, y, _ = batch
+        fs, z = self.student(x, stages=True)
+        ft_all, _ = self.source.features(batch)  # no grad
+        mapped = self.connector(fs[self.p.hint])  # one mapped map per used teacher
+        hint = torch.stack([hint_loss(m, ft_all[i][self.p.hint]) for m, i in zip(mapped, self.teachers_used)]).mean()
+        ce = F.cross_entropy(z, y)
+        return {"loss": ce + self.p.beta * hint, "logits": z, "ce": ce, "hint": hint}

@@ -1,0 +1,65 @@
+"""A generation m >= 1 of a born-again / tolerant-teacher chain, taught by generation m − 1."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from pipeline.errors import KdpipeError
+from pipeline.losses.kd import kd_kl
+from pipeline.losses.tsd import top_score_difference
+from pipeline.methods import Method, register_method
+
+
+@register_method("generation")
+class Generation(Method):
+    """L = η_s·[λ·CE(z^m, y) + (1 − λ)·τ²·KL(p^τ(z^{m−1}) ‖ p^τ(z^m))] + (1 − η_s)·TSD(z^m, y, K).
+
+    Yang, Xie, Qiao, Yuille, arXiv 1805.05551 / AAAI 2019 (methods.md §2.2, §2.4); Furlanello et al.,
+    "Born-Again Neural Networks", ICML 2018 (§0.6). The student has the teacher's architecture and a
+    fresh initialisation (the stage builds a new one); its single teacher, generation m − 1 (the
+    patriarch for m = 1), is frozen in eval mode by the knowledge source.
+
+    With η_s = 1 (default) this is exactly `kd` with alpha = 1 − λ, temperature = τ and one teacher
+    (tests/test_tolerant.py checks it). It is a method of its own because the chain has its own
+    vocabulary and rules: λ weights CE as in the spec, exactly one teacher is allowed, the report
+    can find generations by method name, and the spec's ablation "keep a weaker TSD on students"
+    (η_s → 0.9) has a place. λ = 0.5, τ = 1 are [GUESS] (the paper's values are not available):
+    τ = 1 because the tolerant teacher is soft by training, not by temperature. The v1 abstract's
+    "gradually fine-tune them to fit one-hot distributions" can be followed by raising λ per
+    generation in params, e.g. λ_m = min(0.9, 0.5 + 0.1·(m − 1)) [GUESS].
+    """
+
+    needs_teachers = True
+
+    @dataclass(frozen=True)
+    class Params:
+        lam: float = 0.5  # λ: weight of CE; the KL to the previous generation gets 1 − λ; methods.md §2.5 [GUESS]
+        temperature: float = 1.0  # τ of both softmaxes in the KL (scaled by τ²); methods.md §2.5 [GUESS]
+        eta: float = 1.0  # η_s: weight of the CE+KL mix; TSD on the student gets 1 − η_s (1 = off); §2.2 ablation
+        k: int = 5  # K of the student's TSD term (used only when eta < 1); as the patriarch's [MEM]
+
+    def __init__(self, ctx, p) -> None:
+        super().__init__(ctx, p)
+        if ctx.source.num_teachers != 1:
+            raise KdpipeError(f"method 'generation' takes exactly one teacher (the previous generation), got "
+                              f"{ctx.source.num_teachers}; list one under teachers, or use method kd for several")
+        if not (0.0 <= p.lam <= 1.0 and 0.0 <= p.eta <= 1.0):
+            raise KdpipeError(f"generation.lam and generation.eta must be in [0, 1], got {p.lam}, {p.eta}")
+        if p.temperature <= 0:
+            raise KdpipeError(f"generation.temperature must be > 0, got {p.temperature}")
+        if p.eta < 1.0 and not 2 <= p.k <= ctx.num_classes:
+            raise KdpipeError(f"generation.k must be between 2 and the number of classes ({ctx.num_classes}), got {p.k}")
+
+    def forward(self, batch, epoch: int) -> dict:
+        x, y, _ = batch
+        z = self.student(x)
+        zt = self.source.logits(batch)[0]  # (B, C) of the one teacher, no grad
+        ce = F.cross_entropy(z, y)
+        kl = kd_kl(z, zt, self.p.temperature)
+        loss = self.p.lam * ce + (1.0 - self.p.lam) * kl
+        out = {"logits": z, "ce": ce, "kd": kl}
+        if self.p.eta < 1.0:
+            out["tsd"] = top_score_difference(z, y, self.p.k)
+            loss = self.p.eta * loss + (1.0 - self.p.eta) * out["tsd"]
+        return {"loss": loss, **out}

@@ -1,0 +1,209 @@
+"""Linear classifier probes on frozen teachers' middle stages (GPAC's teacher choice per layer).
+
+Alain & Bengio, "Understanding intermediate layers using linear classifier probes" (2016): a linear
+classifier trained with CE on frozen features, no gradient into the backbone. One probe per (teacher k,
+stage l): `GAP(F_k^l) -> Linear(C_k^l -> num_classes)` by default (GAP is cheap and resolution-free);
+`pool: flatten` adaptive-average-pools to s×s and flattens (closer to Alain & Bengio, an ablation).
+All probes of all teachers train at once through `pipeline.train.fit`; each probe's top-1 is then
+measured on the VALIDATION split (held out of the training split, never the test split), and
+k*(l) = argmax_k acc[k][l] (ties go to the earlier teacher). Reference: methods.md §3.2, §3.4, §3.7.
+
+Layers: teachers may differ in depth and resolution, so probed stages are Python indices into each
+network's stage list; the default is the last `min_k(#stages of teacher k)` stages ([-3, -2, -1] for
+CIFAR ResNets). The gpac method indexes the student's stage list with the same indices, and the
+attention loss pools spatial sizes to the smaller map, so resolutions never have to match.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pipeline import checkpoint
+from pipeline.data import DeviceLoader
+from pipeline.errors import KdpipeError
+from pipeline.params import OptimParams
+from pipeline.sources import OnlineTeachers
+from pipeline.tracking import Tracker
+from pipeline.train import Loaders, fit
+
+log = logging.getLogger(__name__)
+PROBES_FORMAT = "kdpipe.probes/1"
+
+
+@dataclass(frozen=True)
+class ProbesParams:
+    teachers: list[str] = field(default_factory=list)  # teachers to probe, in order (empty = every entry of params.teachers)
+    stages: list[int] = field(default_factory=list)  # stage indices probed (Python style, -1 = last); empty = last min_k(#stages)
+    pool: Literal["gap", "flatten"] = "gap"  # probe input: global average pool, or adaptive pool to pool_size² and flatten
+    pool_size: int = 4  # flatten: side s of the s×s pooled map (pixels after pooling)
+    epochs: int = 3  # probe training passes over the training split (CPU-sized; spec §3.4: 30)
+    lr: float = 0.1  # SGD peak learning rate, cosine schedule (spec §3.4)
+    batch_size: int = 128  # images per step
+    weight_decay: float = 5e-4  # L2 penalty on the probes (project default)
+    augment: bool = False  # random crop/flip while training probes (off: a linear probe hardly overfits)
+
+
+class LinearProbe(nn.Module):
+    """pool(F) -> Linear; pool is GAP (C inputs) or adaptive-avg-pool to s×s then flatten (C·s² inputs)."""
+
+    def __init__(self, channels: int, num_classes: int, pool: str = "gap", pool_size: int = 4) -> None:
+        super().__init__()
+        self.size = 1 if pool == "gap" else pool_size
+        self.fc = nn.Linear(channels * self.size**2, num_classes)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(f.float(), self.size).flatten(1))
+
+
+class ProbeNet(nn.Module):
+    """All probes; `forward(x)` -> mean probe logits (B, C) for fit's validation, `every=True` -> (K·L, B, C).
+
+    The teachers are held by reference, NOT as a sub-module, so state_dict, DDP and the optimizer
+    see only the probes; the trainer registers them as its frozen `source`.
+    """
+
+    def __init__(self, source: OnlineTeachers, layers: list[int], num_classes: int, pool: str, pool_size: int) -> None:
+        super().__init__()
+        self.__dict__["source"] = source  # plain attribute: not registered
+        self.layers = list(layers)
+        self.probes = nn.ModuleList(nn.ModuleList(LinearProbe(t.stage_channels[l], num_classes, pool, pool_size) for l in layers)
+                                    for t in source.teachers)
+
+    def forward(self, x: torch.Tensor, every: bool = False) -> torch.Tensor:
+        feats, _ = self.source.features((x,))  # no grad, eval mode
+        z = torch.stack([p(feats[k][l]) for k, row in enumerate(self.probes) for p, l in zip(row, self.layers)])
+        return z if every else z.mean(0)
+
+
+class ProbeTrainer(nn.Module):
+    """The method contract for `fit`: loss = Σ_{k,l} CE(probe_{k,l}); `student` is the ProbeNet.
+
+    fit validates `method.student` on the validation loader every epoch; the ProbeNet's plain
+    forward returns the mean of all probe logits, so `val/acc` is the probe ensemble's accuracy.
+    """
+
+    def __init__(self, net: ProbeNet, names: list[str]) -> None:
+        super().__init__()
+        self.student, self.source, self.names = net, net.source, names
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.student.parameters())
+
+    def ddp_modules(self) -> list[str]:
+        return ["student"]
+
+    def forward(self, batch, epoch: int) -> dict:
+        x, y, _ = batch
+        z = self.student(x, every=True)  # (P, B, C)
+        ce = F.cross_entropy(z.float().flatten(0, 1), y.repeat(z.shape[0]), reduction="none").view(z.shape[:2]).mean(1)
+        L = len(self.student.layers)
+        parts = {f"ce_{self.names[i // L]}_l{i % L}": ce[i] for i in range(len(ce))}
+        return {"loss": ce.sum(), "logits": z.detach().mean(0), **parts}
+
+
+def probe_layers(stage_counts: list[int], stages: list[int]) -> list[int]:
+    """Stage indices to probe, checked against every teacher (default: the last min_k #stages, negative)."""
+    n = min(stage_counts)
+    layers = list(stages) or list(range(-n, 0))
+    bad = [l for l in layers if not -n <= l < n]
+    if bad:
+        raise KdpipeError(f"probes.stages: {bad[0]} is out of range for a teacher with {n} stages; use indices in [-{n}, {n - 1}]")
+    return layers
+
+
+@torch.no_grad()
+def probe_accuracy(net: ProbeNet, loader) -> list[list[float]]:
+    """acc[k][l]: top-1 of every probe on `loader` (the validation split)."""
+    net.eval()
+    correct, count = None, 0
+    for x, y, _ in loader:
+        hit = (net(x, every=True).argmax(-1) == y).sum(1).double().cpu()
+        correct = hit if correct is None else correct + hit
+        count += len(y)
+    if not count:
+        raise KdpipeError("the validation split is empty; probes are measured on it, so set data.val_size > 0")
+    acc = (correct / count).view(len(net.probes), len(net.layers))
+    return [[float(a) for a in row] for row in acc]
+
+
+def choose(acc: list[list[float]]) -> list[int]:
+    """k*(l) = argmax_k acc[k][l] per layer; ties go to the earlier teacher."""
+    return [max(range(len(acc)), key=lambda k: (acc[k][l], -k)) for l in range(len(acc[0]))]
+
+
+def run_probes(teachers: list[nn.Module], names: list[str], data: dict, pp: ProbesParams, device: torch.device,
+               seed: int = 0, tracker: Tracker | None = None, state_path: str | Path | None = None, fingerprint: str = "") -> dict:
+    """Train every (teacher, layer) probe on the training split, measure it on the validation split, choose k*(l)."""
+    if len(teachers) != len(names) or not teachers:
+        raise KdpipeError("probes need at least one teacher; list them in probes.teachers")
+    source = OnlineTeachers(teachers)
+    layers = probe_layers([len(t.stage_channels) for t in teachers], pp.stages)
+    net = ProbeNet(source, layers, len(data["class_names"]), pp.pool, pp.pool_size)
+    optim = OptimParams(epochs=pp.epochs, batch_size=pp.batch_size, lr=pp.lr, weight_decay=pp.weight_decay, compile=False)
+    train = DeviceLoader(data["train_x"], data["train_y"], data["mean"], data["std"], batch_size=pp.batch_size, device=device,
+                         shuffle=True, augment=pp.augment, pad=data["pad"], flip=data["flip"], seed=seed)
+    val = DeviceLoader(data["val_x"], data["val_y"], data["mean"], data["std"], batch_size=512, device=device)
+    if not len(data["val_y"]):
+        raise KdpipeError("the validation split is empty; probes are measured on it, so set data.val_size > 0")
+    fit(ProbeTrainer(net, names), Loaders(train, val), optim, tracker, device, state_path, fingerprint, desc="probes")
+    acc = probe_accuracy(net, val)
+    choice = choose(acc)
+    for j, l in enumerate(layers):
+        log.info("probes: stage[%d] -> %s (%s)", l, names[choice[j]], ", ".join(f"{n}={a[j]:.4f}" for n, a in zip(names, acc)))
+    return {"format": PROBES_FORMAT, "teachers": list(names), "layers": layers, "acc": acc, "choice": choice, "pool": pp.pool}
+
+
+def load_probes(obj: Any) -> dict:
+    """A probe result from a dict or a path to probes.pt, checked for consistent shapes."""
+    d = checkpoint.load(obj, "probe table") if isinstance(obj, (str, Path)) else obj
+    keys = ("teachers", "layers", "acc", "choice")
+    if not isinstance(d, dict) or any(k not in d for k in keys):
+        raise KdpipeError(f"{obj if isinstance(obj, (str, Path)) else 'probe asset'}: not a probe table (needs {', '.join(keys)}); re-run probe-teachers")
+    K, L = len(d["teachers"]), len(d["layers"])
+    if len(d["choice"]) != L or len(d["acc"]) != K or any(not 0 <= c < K for c in d["choice"]):
+        raise KdpipeError("probe table is inconsistent (choice/acc do not match teachers × layers); re-run probe-teachers")
+    return d
+
+
+def layer_label(l: int) -> str:
+    return f"stage[{l}]"
+
+
+def probe_metrics(result: dict) -> dict:
+    """metrics.json view: acc[teacher][stage] numbers, the chosen teacher index and name per stage."""
+    labels = [layer_label(l) for l in result["layers"]]
+    return {"acc": {n: dict(zip(labels, row)) for n, row in zip(result["teachers"], result["acc"])},
+            "choice": dict(zip(labels, result["choice"])),
+            "choice_teacher": {lab: result["teachers"][c] for lab, c in zip(labels, result["choice"])}}
+
+
+def plot_heatmap(result: dict, path: str | Path) -> None:
+    """teachers × layers heat map with each probe's accuracy written in its cell; chosen cells boxed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = torch.tensor(result["acc"]).numpy()
+    K, L = acc.shape
+    fig, ax = plt.subplots(figsize=(1.4 * L + 2.5, 0.6 * K + 1.5))
+    im = ax.imshow(acc, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for k in range(K):
+        for l in range(L):
+            ax.text(l, k, f"{acc[k, l]:.3f}", ha="center", va="center", color="w" if acc[k, l] < 0.6 else "k", fontsize=9)
+    for l, k in enumerate(result["choice"]):
+        ax.add_patch(plt.Rectangle((l - 0.5, k - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    ax.set_xticks(range(L), [layer_label(l) for l in result["layers"]])
+    ax.set_yticks(range(K), result["teachers"])
+    ax.set_title("probe top-1 (validation); red = chosen teacher")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    with checkpoint.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
