@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
+# dvc.yaml runs `python -m stages ...`: the venv's python must come first on PATH
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: demo test bench data env clean-env
 

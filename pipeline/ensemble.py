@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -21,9 +22,10 @@ from pipeline.errors import KdpipeError
 SHARED = ("num_classes", "in_channels", "input_size", "class_names", "mean", "std")
 
 
-def mean_prob_logits(logits: torch.Tensor) -> torch.Tensor:
-    """log((1/M)·Σ_m softmax(z_m)) for stacked member logits (M, B, C), computed stably in log space."""
-    return torch.logsumexp(torch.log_softmax(logits.float(), dim=-1), dim=0) - math.log(logits.shape[0])
+def mean_prob_logits(logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """log((1/M)·Σ_m softmax(z_m)) for M member logits (each (B, C), or stacked (M, B, C)), stably in log space."""
+    m = len(logits)  # a Python int for a list, so an exported graph holds log M as a constant
+    return torch.logsumexp(torch.log_softmax(torch.stack(list(logits)).float(), dim=-1), dim=0) - math.log(m)
 
 
 class EnsembleModel(nn.Module):
@@ -36,7 +38,7 @@ class EnsembleModel(nn.Module):
         self.members = nn.ModuleList(models)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return mean_prob_logits(torch.stack([m(x) for m in self.members]))
+        return mean_prob_logits([m(x) for m in self.members])
 
 
 def load_ensemble(paths: list[str | Path], name: str = "ensemble") -> tuple[EnsembleModel, dict]:

@@ -14,6 +14,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -23,7 +24,7 @@ import torch.nn as nn
 from pipeline import __version__, bench, checkpoint
 from pipeline.errors import KdpipeError
 from pipeline.params import ExportParams
-from pipeline.predict import INPUT, META_FORMAT, OUTPUT, make_session, run_logits
+from pipeline.predict import INPUT, META_FORMAT, OUTPUT, make_session, read_metadata, run_logits
 from pipeline.quantize import quantize_int8
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,26 @@ def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
         model.metadata_props.add(key=k, value=v)
 
 
+@contextlib.contextmanager
+def quiet_loggers(*names: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Raise the level of chatty third-party loggers (onnxscript/onnx_ir passes, ORT's shape inference) for a block."""
+    loggers = [logging.getLogger(n) for n in names]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(level, lg.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, old):
+            lg.setLevel(lv)
+
+
+NOISY = ("onnx_ir", "onnxscript", "torch.onnx", "onnxruntime")
+
+
 def _dynamo(wrapped: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
     # The exporter prints "[torch.onnx] ..." progress lines to stdout: swallow them so stage output stays clean.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), quiet_loggers(*NOISY):
         torch.onnx.export(wrapped, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT], dynamo=True,
                           dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False,
                           opset_version=opset)
@@ -172,8 +190,6 @@ def top1(logits: np.ndarray, y: torch.Tensor | np.ndarray) -> float:
 
 def onnx_accuracy(path: str | Path, data: dict, threads: int = 0, provider: str = "auto") -> float:
     """Top-1 of an exported .onnx file on the prepared test split (used by export and the report)."""
-    from pipeline.predict import read_metadata
-
     meta = read_metadata(path)
     shape = tuple(data["test_x"].shape[1:])
     if shape != (meta["in_channels"], meta["input_size"], meta["input_size"]):
@@ -204,10 +220,12 @@ def export_student(art_path: str | Path, data: dict, out_fp32: str | Path, out_i
     with checkpoint.atomic_path(out_fp32) as f32, checkpoint.atomic_path(out_int8) as i8:
         exporter = export_onnx(model, art, sha, f32, p.opset)
         sess, used = make_session(f32, p.threads, provider)
+        log.info("ONNX Runtime provider: %s (exporter: %s, opset %d)", used, exporter, p.opset)
         wrapped = Normalized(model, art["mean"], art["std"])
         parity, fp32_z, torch_z = check_parity(wrapped, sess, data["test_x"], p.parity_atol)
-        qinfo = quantize_int8(f32, i8, data["train_x"], n=p.calib_images, method=p.calib_method,
-                              activation=p.activation_type, weight=p.weight_type, per_channel=p.per_channel)
+        with quiet_loggers(*NOISY):
+            qinfo = quantize_int8(f32, i8, data["train_x"], n=p.calib_images, method=p.calib_method,
+                                  activation=p.activation_type, weight=p.weight_type, per_channel=p.per_channel)
         int8_z = run_logits(make_session(i8, p.threads, provider)[0], to_unit(data["test_x"]))
         sizes = {"fp32": f32.stat().st_size, "int8": i8.stat().st_size}
     y = data["test_y"]

@@ -248,8 +248,15 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
                     raise KdpipeError(f"{source}: {sec}.{name}.teachers: {t!r} is not a model in params; "
                                       f"use a teacher name or <section>/<name> ({', '.join(MODEL_SECTIONS)})")
     for name, spec in out.generations.items():
-        if len(spec.teachers) != 1:
-            raise KdpipeError(f"{source}: generations.{name} must name exactly one teacher (the previous generation)")
+        if len(spec.teachers) != 1 or "/" not in spec.teachers[0]:
+            raise KdpipeError(f"{source}: generations.{name} must name exactly one teacher as <section>/<name> "
+                              "(e.g. patriarchs/tol, generations/gen1, teachers/resnet20_a)")
+    from pipeline.generations import generation_order, known_models  # cycle check, one line
+
+    try:
+        generation_order(out.generations, "generations", known_models(out))
+    except KdpipeError as e:
+        raise KdpipeError(f"{source}: {e}") from None
     return out
 
 

@@ -97,7 +97,7 @@ def make_session(path: str | Path, threads: int = 0, provider: str = "auto") -> 
     used = sess.get_providers()[0]
     if want_cuda and used != CUDA:
         log.warning("CUDAExecutionProvider is built in but did not start; running on %s", used)
-    log.info("ONNX Runtime session for %s on %s, %d intra-op threads", Path(path).name, used, so.intra_op_num_threads)
+    log.debug("ONNX Runtime session for %s on %s, %d intra-op threads", Path(path).name, used, so.intra_op_num_threads)
     return sess, used
 
 

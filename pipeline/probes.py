@@ -145,7 +145,9 @@ def run_probes(teachers: list[nn.Module], names: list[str], data: dict, pp: Prob
     source = OnlineTeachers(teachers)
     layers = probe_layers([len(t.stage_channels) for t in teachers], pp.stages)
     net = ProbeNet(source, layers, len(data["class_names"]), pp.pool, pp.pool_size)
-    optim = OptimParams(epochs=pp.epochs, batch_size=pp.batch_size, lr=pp.lr, weight_decay=pp.weight_decay, compile=False)
+    # validate (the probe ensemble) only after the last epoch: the per-probe pass below is what counts
+    optim = OptimParams(epochs=pp.epochs, batch_size=pp.batch_size, lr=pp.lr, weight_decay=pp.weight_decay, compile=False,
+                        eval_every=max(pp.epochs, 1))
     train = DeviceLoader(data["train_x"], data["train_y"], data["mean"], data["std"], batch_size=pp.batch_size, device=device,
                          shuffle=True, augment=pp.augment, pad=data["pad"], flip=data["flip"], seed=seed)
     val = DeviceLoader(data["val_x"], data["val_y"], data["mean"], data["std"], batch_size=512, device=device)
@@ -185,20 +187,21 @@ def probe_metrics(result: dict) -> dict:
 
 def plot_heatmap(result: dict, path: str | Path) -> None:
     """teachers × layers heat map with each probe's accuracy written in its cell; chosen cells boxed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg canvas, no pyplot: no global backend state
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     acc = torch.tensor(result["acc"]).numpy()
     K, L = acc.shape
-    fig, ax = plt.subplots(figsize=(1.4 * L + 2.5, 0.6 * K + 1.5))
+    fig = Figure(figsize=(1.4 * L + 2.5, 0.6 * K + 1.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     im = ax.imshow(acc, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for k in range(K):
         for l in range(L):
             ax.text(l, k, f"{acc[k, l]:.3f}", ha="center", va="center", color="w" if acc[k, l] < 0.6 else "k", fontsize=9)
     for l, k in enumerate(result["choice"]):
-        ax.add_patch(plt.Rectangle((l - 0.5, k - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+        ax.add_patch(Rectangle((l - 0.5, k - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     ax.set_xticks(range(L), [layer_label(l) for l in result["layers"]])
     ax.set_yticks(range(K), result["teachers"])
     ax.set_title("probe top-1 (validation); red = chosen teacher")
@@ -206,4 +209,3 @@ def plot_heatmap(result: dict, path: str | Path) -> None:
     fig.tight_layout()
     with checkpoint.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

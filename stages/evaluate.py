@@ -29,7 +29,7 @@ def evaluate(params: Path = typer.Option(Path("params.yaml"), help="params file"
     for name, members in p.evaluate.ensembles.items():
         from pipeline.ensemble import load_ensemble  # only needed when ensembles are configured
 
-        model, meta = load_ensemble([model_path(m) for m in members])
+        model, meta = load_ensemble([model_path(m) for m in members], name=name)
         results[name], _ = evaluate_model(model, meta, data, p.evaluate.batch_size, p.evaluate.ece_bins)
         results[name].update(kind="ensemble", method="mean softmax", sources=", ".join(members))
     numbers = {n: {k: v for k, v in m.items() if isinstance(v, (int, float))} for n, m in results.items()}

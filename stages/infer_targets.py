@@ -11,7 +11,7 @@ from pipeline import checkpoint
 from pipeline.data import DeviceLoader
 from pipeline.errors import KdpipeError
 from pipeline.evaluate import infer
-from pipeline.params import load_params
+from pipeline.params import MODEL_SECTIONS, load_params
 from pipeline.runner import check_teacher, load_data
 from pipeline.runtime import select_device
 from stages import DATA, command, model_path, targets_path
@@ -29,12 +29,14 @@ def compute_targets(model: nn.Module, data: dict, device: torch.device | str = "
 
 
 @command("infer-targets")
-def infer_targets(name: str = typer.Argument(..., help="teacher name (a key of params.teachers, or students/<name>)"),
+def infer_targets(name: str = typer.Argument(..., help="teacher name (a key of params.teachers, or <section>/<name>)"),
                   params: Path = typer.Option(Path("params.yaml"), help="params file")) -> None:
     """Write models/targets/<name>.pt: the teacher's logits on un-augmented train/val images, for targets: cached."""
     p = load_params(params)
-    if name not in p.teachers and name.removeprefix("students/") not in p.students:
-        raise KdpipeError(f"no teacher {name!r} in {params}; known: {', '.join(p.teachers) or 'none'}")
+    section, _, key = name.rpartition("/")  # `<section>/<n>` (e.g. students/kd) or a bare teacher name
+    if (section or "teachers") not in MODEL_SECTIONS or key not in getattr(p, section or "teachers"):
+        raise KdpipeError(f"no model {name!r} in {params}; name a key of teachers, or <section>/<name> (known teachers: "
+                          f"{', '.join(p.teachers) or 'none'})")
     if p.base.threads:
         torch.set_num_threads(p.base.threads)
     path, data = model_path(name), load_data(DATA)
@@ -43,4 +45,5 @@ def infer_targets(name: str = typer.Argument(..., help="teacher name (a key of p
     targets = compute_targets(model, data, select_device(p.base.device), p.evaluate.batch_size)
     targets.update(teacher=name, teacher_sha256=checkpoint.sha256(path), augmented=False)
     checkpoint.save(targets, targets_path(name))  # atomic: temporary file + rename
-    typer.echo(f"targets {name}: train {tuple(targets['train'].shape)}, val {tuple(targets['val'].shape)} -> {targets_path(name)}")
+    shapes = f"train {tuple(targets['train'].shape)}, val {tuple(targets['val'].shape)}"
+    typer.echo(f"targets {name}: {shapes} -> {targets_path(name)}")

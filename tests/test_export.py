@@ -24,6 +24,7 @@ from pipeline.data import DeviceLoader, prepare
 from pipeline.errors import KdpipeError
 from pipeline.export import Normalized, check_parity, export_onnx, onnx_accuracy, to_unit, torch_logits
 from pipeline.methods import Context, build_method
+from pipeline.methods.ce import CrossEntropy
 from pipeline.models import create_model
 from pipeline.params import DataParams, OptimParams
 from pipeline.predict import make_session, read_metadata, run_logits
@@ -54,7 +55,7 @@ def work(tmp_path_factory):
         data = prepare(DataParams(**PARAMS["data"]), seed=0)
         checkpoint.save(data, "data/prepared/data.pt")
         model = create_model("resnet8", 4, 1)
-        method = build_method("ce", Context(student=model, num_classes=4, in_channels=1, input_size=16), None)
+        method = build_method("ce", Context(student=model, num_classes=4, in_channels=1, input_size=16), CrossEntropy.Params())
         loader = DeviceLoader(data["train_x"], data["train_y"], data["mean"], data["std"], batch_size=32, shuffle=True)
         fit(method, Loaders(loader), OptimParams(epochs=2, batch_size=32, lr=0.05))
         art = checkpoint.make_artifact(model, arch="resnet8", arch_kwargs={}, num_classes=4, in_channels=1, input_size=16,
@@ -179,10 +180,12 @@ def test_export_bad_input_is_one_line(work, tmp_path, monkeypatch):
     monkeypatch.chdir(work["root"])
     Path("models/students/junk.pt").write_bytes(torch.zeros(1).numpy().tobytes())
     checkpoint.save({"a": 1}, "models/students/foreign.pt")
+    checkpoint.save(work["art"] | {"arch": "nope"}, "models/students/unknown.pt")
     params = yaml.safe_load(Path("params.yaml").read_text())
-    params["students"].update({k: params["students"]["tiny"] for k in ("junk", "foreign", "missing")})
+    params["students"].update({k: params["students"]["tiny"] for k in ("junk", "foreign", "missing", "unknown")})
     Path("p2.yaml").write_text(yaml.safe_dump(params))
     for name, msg in [("missing", "not found"), ("junk", "not a readable"), ("foreign", "not a kdpipe model artifact"),
+                      ("unknown", "unknown arch 'nope'"),
                       ("nobody", "no student 'nobody'")]:
         res = run_cli("export", name, "--params", "p2.yaml")
         assert res.exit_code == 2 and msg in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.output

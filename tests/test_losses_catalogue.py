@@ -20,6 +20,15 @@ H_34 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
 KL_34_U = LN2 - H_34
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is fastest on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def t(*rows: list[float]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float64)
 
@@ -135,7 +144,8 @@ def test_aver_is_mean_of_per_teacher_kl() -> None:
     assert RULES["aver"](t([0.0, 0.0]), zt, torch.tensor([0]), 1.0).item() == pytest.approx(KL_34_U / 2, abs=1e-9)
 
 
-@pytest.mark.parametrize("s_hw,t_hw,kind", [(16, 8, torch.nn.Conv2d), (4, 8, torch.nn.ConvTranspose2d), (8, 8, torch.nn.Conv2d), (9, 8, torch.nn.Conv2d)])
+@pytest.mark.parametrize("s_hw,t_hw,kind", [(16, 8, torch.nn.Conv2d), (4, 8, torch.nn.ConvTranspose2d),
+                                             (8, 8, torch.nn.Conv2d), (9, 8, torch.nn.Conv2d)])
 def test_convreg_shapes(s_hw: int, t_hw: int, kind: type) -> None:
     reg = ConvReg((2, 6, s_hw, s_hw), (2, 10, t_hw, t_hw))
     assert type(reg.conv) is kind

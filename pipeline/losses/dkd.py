@@ -21,15 +21,15 @@ import torch
 import torch.nn.functional as F
 
 
-def _split(z: torch.Tensor, y: torch.Tensor, T: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(log [p_gt, 1 − p_gt] (B, 2), non-target logits / T (B, C − 1), target mask (B, C)) for logits z."""
+def _split(z: torch.Tensor, y: torch.Tensor, T: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log [p_gt, 1 − p_gt] (B, 2), non-target logits / T (B, C − 1)) for logits z (B, C) and labels y."""
     zt = z.to(torch.promote_types(z.dtype, torch.float32)) / T  # fp16/bf16 -> fp32; fp64 stays fp64
     gt = F.one_hot(y, zt.shape[1]).bool()
     logp = F.log_softmax(zt, dim=1)
     log_gt = logp.gather(1, y[:, None])
     log_other = logp.masked_fill(gt, float("-inf")).logsumexp(dim=1, keepdim=True)
     rest = zt[~gt].view(zt.shape[0], zt.shape[1] - 1)  # drop the target column, keep class order
-    return torch.cat([log_gt, log_other], dim=1), rest, gt
+    return torch.cat([log_gt, log_other], dim=1), rest
 
 
 def _kl_from_logs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -40,8 +40,8 @@ def _kl_from_logs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 def dkd_parts(z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(TCKD, NCKD), each T²-scaled and batch-averaged; z_s, z_t (B, C) logits, y (B,) labels, C ≥ 2."""
-    bin_s, rest_s, _ = _split(z_s, y, temperature)
-    bin_t, rest_t, _ = _split(z_t.detach(), y, temperature)
+    bin_s, rest_s = _split(z_s, y, temperature)
+    bin_t, rest_t = _split(z_t.detach(), y, temperature)
     t2 = temperature**2
     tckd = _kl_from_logs(bin_t, bin_s).mean() * t2
     nckd = _kl_from_logs(F.log_softmax(rest_t, dim=1), F.log_softmax(rest_s, dim=1)).mean() * t2

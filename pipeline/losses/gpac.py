@@ -11,6 +11,7 @@ Notation: p^τ(z) = softmax(z/τ); KL(p‖q) = Σ_c p_c (log p_c − log q_c).
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -51,7 +52,7 @@ def gpac_kl(z_s: torch.Tensor, z_t: torch.Tensor, temperature: float, t_w: float
     T = temperature
     kl = teacher_kl(z_s, z_t, T)  # (K, B)
     w = instruction_weights(kl, t_w) if use_weights else torch.full_like(kl, 1.0 / kl.shape[0])
-    p_t = F.softmax(z_t.float() / T, -1)  # teachers come from a no-grad source
+    p_t = F.softmax(z_t.detach().float() / T, -1)  # targets: no gradient into the teachers
     log_ps = F.log_softmax(z_s.float() / T, -1)
     if use_corrector:
         rho = corrector_rho(kl, rho_max)[..., None]  # (K, B, 1)
@@ -63,11 +64,12 @@ def gpac_kl(z_s: torch.Tensor, z_t: torch.Tensor, temperature: float, t_w: float
 
 
 def beta_at(epoch: int, epochs: int, levels: Sequence[float], breakpoints: Sequence[float]) -> float:
-    """β(e) = levels[i] for the i-th interval of [0, E) cut at e_j = breakpoints[j]·E (fractions of E epochs).
+    """β(e) = levels[i] on the i-th interval of [0, E) cut at e_j = round(breakpoints[j]·E) (fractions of E epochs).
 
     Three levels with breakpoints (150/240, 210/240) give the §3.3 default for the 240-epoch recipe:
     β1 for e < 150, β2 for 150 ≤ e < 210, β3 for e ≥ 210 (e is the 0-based epoch). Fractions make the
-    schedule scale with the number of epochs. [GUESS]: levels and breakpoints are not in the abstract.
+    schedule scale with the number of epochs; rounding half up to whole epochs keeps every level in
+    short runs (6 epochs: cuts at 4 and 5). [GUESS]: levels and breakpoints are not in the abstract.
     """
-    i = sum(1 for b in breakpoints if epoch >= b * epochs)
+    i = sum(1 for b in breakpoints if epoch >= math.floor(b * epochs + 0.5))
     return float(levels[i])

@@ -15,7 +15,9 @@ from pipeline.methods import Method, register_method
 
 @register_method("dml")
 class DML(Method):
-    """L = Σ_k L_k,  L_k = CE(z_k, y) + w/(K−1)·Σ_{j≠k} KL(p_j.detach() ‖ p_k) at τ = 1  ("Deep Mutual Learning", CVPR 2018).
+    """L = Σ_k L_k,  L_k = CE(z_k, y) + w/(K−1)·Σ_{j≠k} KL(p_j.detach() ‖ p_k) at τ = 1.
+
+    Zhang, Xiang, Hospedales, Lu, "Deep Mutual Learning", CVPR 2018.
 
     The reference (paper Alg. 1, IE-KD processors/DML.py) *alternates*: update peer 1, forward
     again, update peer 2. Here all peers are updated simultaneously from one forward with one

@@ -10,6 +10,7 @@ from pipeline.errors import KdpipeError
 from pipeline.losses.at import at_loss
 from pipeline.losses.gpac import beta_at, gpac_kl
 from pipeline.methods import Method, register_method
+from pipeline.probes import load_probes
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class GPAC(Method):
         t_w: float = 1.0  # temperature of the instruction weights softmax_k(−KL_k/t_w) (§3.5 [GUESS])
         rho_max: float = 0.2  # corrector strength: the farthest teacher's target mixes in ρ_max of the student (§3.5 [GUESS])
         beta_levels: list[float] = field(default_factory=lambda: [1000.0, 500.0, 100.0])  # β(e) per interval (§3.3 [GUESS]; AT's β=1000)
-        beta_breakpoints: list[float] = field(default_factory=lambda: [150 / 240, 210 / 240])  # interval ends as fractions of the epochs (§3.3: 150, 210 of 240)
+        beta_breakpoints: list[float] = field(default_factory=lambda: [150 / 240, 210 / 240])  # interval ends as fractions of the epochs, rounded to whole epochs (§3.3: 150, 210 of 240)
         use_probe: bool = True  # False: teacher 0 for every layer instead of the probe choice (ablation)
         use_weights: bool = True  # False: uniform teacher weights 1/K (ablation)
         use_corrector: bool = True  # False: ρ = 0, targets are the teachers' own (ablation)
@@ -65,8 +66,6 @@ class GPAC(Method):
         n_s, K = len(ctx.student.stage_channels), self.source.num_teachers
         if not self.p.use_probe:
             return [(l, 0) for l in range(-n_s, 0)]
-        from pipeline.probes import load_probes  # late import: pipeline.probes is not needed by other methods
-
         if "probes" not in ctx.assets:
             raise KdpipeError("gpac needs the probe table (run probe-teachers; distill passes models/probes/probes.pt), or set gpac.use_probe: false")
         probes, names = load_probes(ctx.assets["probes"]), ctx.assets.get("teacher_names")
