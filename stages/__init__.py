@@ -40,6 +40,8 @@ def targets_path(name: str) -> Path:
 
 def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
+    if int(os.environ.get("RANK", 0)) > 0:
+        level = logging.WARNING  # under torchrun only rank 0 reports progress
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr, force=True)
     for noisy in ("dvclive", "dvc", "matplotlib", "PIL", "onnxscript", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -61,6 +63,12 @@ def command(name: str) -> Callable:
         return app.command(name)(wrapper)
 
     return deco
+
+
+def say(message: str) -> None:
+    """Print a result line for the user (rank 0 only under torchrun)."""
+    if int(os.environ.get("RANK", 0)) == 0:
+        typer.echo(message)
 
 
 def load_all() -> None:

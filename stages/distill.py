@@ -9,7 +9,7 @@ from pipeline.errors import KdpipeError
 from pipeline.params import load_params
 from pipeline.runner import RunPaths, load_data, train_model
 from pipeline.tracking import LiveTracker
-from stages import DATA, MODELS, RESULTS, STATE, command, knowledge_assets, model_path, targets_path
+from stages import DATA, MODELS, RESULTS, STATE, command, say, knowledge_assets, model_path, targets_path
 
 
 @command("distill")
@@ -27,4 +27,4 @@ def distill(name: str = typer.Argument(..., help="model name (a key of params.st
                       teacher_paths=[model_path(t) for t in spec.teachers],
                       target_paths=[targets_path(t) for t in spec.teachers], assets=knowledge_assets(spec))
     resumed = f" (resumed at epoch {res.resumed_from})" if res.resumed_from else ""
-    typer.echo(f"{section} {name}: val top-1 {res.final.get('val/acc', float('nan')):.4f}{resumed}")
+    say(f"{section} {name}: val top-1 {res.final.get('val/acc', float('nan')):.4f}{resumed}")

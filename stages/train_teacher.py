@@ -9,7 +9,7 @@ from pipeline.errors import KdpipeError
 from pipeline.params import load_params
 from pipeline.runner import RunPaths, load_data, train_model
 from pipeline.tracking import LiveTracker
-from stages import DATA, MODELS, RESULTS, STATE, command
+from stages import DATA, MODELS, RESULTS, STATE, command, say
 
 
 @command("train-teacher")
@@ -27,4 +27,4 @@ def train_teacher(name: str = typer.Argument(..., help="teacher name (a key of p
     paths = RunPaths(MODELS / section / f"{name}.pt", STATE / section / name / "last.pt", RESULTS / "train-teacher" / name)
     res = train_model(name, "teacher", spec, p.base, load_data(DATA), paths, LiveTracker)
     resumed = f" (resumed at epoch {res.resumed_from})" if res.resumed_from else ""
-    typer.echo(f"{section} {name}: val top-1 {res.final.get('val/acc', float('nan')):.4f}{resumed}")
+    say(f"{section} {name}: val top-1 {res.final.get('val/acc', float('nan')):.4f}{resumed}")
