@@ -37,6 +37,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise KdpipeError(f"cannot write {path}: {e.strerror}; check the directory's permissions and free space") from None
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give them the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -89,7 +89,7 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class ExportParams:
-    students: list[str] = field(default_factory=list)  # students to export (empty = all)
+    students: list[str] = field(default_factory=list)  # students to export: dvc.yaml makes one export stage per entry
     opset: int = 18  # ONNX opset
     parity_atol: float = 1e-4  # max |logit difference| allowed between ORT and torch
     calib_images: int = 512  # training images for INT8 calibration

@@ -30,7 +30,7 @@ def model_table(evaluation: dict, exports: dict[str, dict]) -> list[str]:
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in evaluation.items():
         ex = exports.get(name, {})
-        int8 = f"{100 * ex['int8']['top1']:.2f}" if "int8" in ex else "—"
+        int8 = f"{100 * ex['top1']['int8']:.2f}" if "top1" in ex else "—"
         lat = ex.get("latency", {}).get("ort_int8", {}).get("b1", {}).get("p50_ms")
         rows.append(f"| {name} | {m.get('kind', '')} | {m.get('method', '')} | {m.get('arch', '')} | {m.get('sources', '')} | "
                     f"{m.get('params', 0):,} | {m.get('size_mb', 0):.2f} | {100 * m['top1']:.2f} | {100 * m['top5']:.2f} | "
@@ -107,7 +107,7 @@ def build_report(evaluation: dict, exports: dict[str, dict], curves: dict, out_d
         lat = ex.get("latency", {})
         for key, label in (("ort_fp32", "fp32"), ("ort_int8", "INT8")):
             p50 = lat.get(key, {}).get("b1", {}).get("p50_ms")
-            acc = ex.get("fp32" if label == "fp32" else "int8", {}).get("top1")
+            acc = ex.get("top1", {}).get(label.lower())
             if p50 is not None and acc is not None:
                 points.append((f"{name} {label}", p50, acc))
     lines = [header, "", "## Models (test split, last epoch)", "", *model_table(evaluation, exports), ""]
@@ -122,8 +122,8 @@ def build_report(evaluation: dict, exports: dict[str, dict], curves: dict, out_d
         for name, ex in exports.items():
             for key, prec in (("ort_fp32", "fp32"), ("ort_int8", "int8")):
                 lat = ex.get("latency", {}).get(key, {})
-                acc = ex.get(prec, {}).get("top1", float("nan"))
-                size = ex.get(prec, {}).get("size_bytes", 0) / 2**20
+                acc = ex.get("top1", {}).get(prec, float("nan"))
+                size = ex.get("size_bytes", {}).get(prec, 0) / 2**20
                 b1, b64 = lat.get("b1", {}), lat.get("b64", {})
                 lines.append(f"| {name} | {prec} | {size:.2f} | {100 * acc:.2f} | {b1.get('p50_ms', float('nan')):.3f} | "
                              f"{b64.get('p50_ms', float('nan')):.2f} | {b64.get('images_per_s', float('nan')):.0f} |")

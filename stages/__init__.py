@@ -43,7 +43,7 @@ def setup_logging(verbose: bool = False) -> None:
     if int(os.environ.get("RANK", 0)) > 0:
         level = logging.WARNING  # under torchrun only rank 0 reports progress
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr, force=True)
-    for noisy in ("dvclive", "dvc", "matplotlib", "PIL", "onnxscript", "torch.onnx"):
+    for noisy in ("dvclive", "dvc", "matplotlib", "PIL", "onnxscript", "onnx_ir", "onnxruntime", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

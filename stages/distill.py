@@ -5,6 +5,7 @@ from pathlib import Path
 
 import typer
 
+from pipeline import checkpoint
 from pipeline.errors import KdpipeError
 from pipeline.params import load_params
 from pipeline.runner import RunPaths, load_data, train_model
@@ -23,8 +24,11 @@ def distill(name: str = typer.Argument(..., help="model name (a key of params.st
         raise KdpipeError(f"no {section} entry {name!r} in {params}; known: {', '.join(models or {}) or 'none'}")
     spec = models[name]
     paths = RunPaths(MODELS / section / f"{name}.pt", STATE / section / name / "last.pt", RESULTS / "distill" / name)
+    assets = knowledge_assets(spec)
+    # stage-made knowledge is part of the run's identity: new probes/professor/factor never resume old state
+    used = [checkpoint.sha256(v) for v in assets.values() if isinstance(v, Path) and v.is_file()]
     res = train_model(name, "student", spec, p.base, load_data(DATA), paths, LiveTracker,
                       teacher_paths=[model_path(t) for t in spec.teachers],
-                      target_paths=[targets_path(t) for t in spec.teachers], assets=knowledge_assets(spec))
+                      target_paths=[targets_path(t) for t in spec.teachers], assets=assets, extra_fingerprint=used)
     resumed = f" (resumed at epoch {res.resumed_from})" if res.resumed_from else ""
     say(f"{section} {name}: val top-1 {res.final.get('val/acc', float('nan')):.4f}{resumed}")

@@ -14,18 +14,18 @@ from pipeline.probes import ProbesParams, plot_heatmap, probe_metrics, run_probe
 from pipeline.runner import check_teacher, fingerprint, load_data
 from pipeline.runtime import seed_everything, select_device
 from pipeline.tracking import LiveTracker
-from stages import DATA, MODELS, RESULTS, STATE, command, model_path
+from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, model_path, say
 
 
 @command("probe-teachers")
 def probe_teachers(params: Path = typer.Option(Path("params.yaml"), help="params file")) -> None:
-    """Train probes, write models/probes/probes.pt, results/probe-teachers/{metrics.json,heatmap.png}."""
+    """Train probes, write models/knowledge/probes.pt, results/probe-teachers/{metrics.json,heatmap.png}."""
     p = load_params(params)
     pp = section(p, "probes", ProbesParams)
     names = pp.teachers or list(p.teachers)
     for n in names:
-        if n not in p.teachers and n.removeprefix("students/") not in p.students:
-            raise KdpipeError(f"probes.teachers names {n!r}, which is in neither teachers nor students; fix probes.teachers")
+        if "/" not in n and n not in p.teachers:  # `<section>/<name>` names another section's model
+            raise KdpipeError(f"probes.teachers names {n!r}, which is not in params.teachers; fix probes.teachers")
     data = load_data(DATA)
     teachers, shas = [], {}
     for n in names:
@@ -43,8 +43,8 @@ def probe_teachers(params: Path = typer.Option(Path("params.yaml"), help="params
     result = run_probes(teachers, names, data, pp, device, seed=p.base.seed, tracker=tracker,
                         state_path=STATE / "probes" / "last.pt", fingerprint=fp)
     tracker.close({})
-    checkpoint.save(result | {"sha256": shas, "params": to_dict(pp)}, MODELS / "probes" / "probes.pt")
+    checkpoint.save(result | {"sha256": shas, "params": to_dict(pp)}, KNOWLEDGE / "probes.pt")
     checkpoint.atomic_write_text(out / "metrics.json", json.dumps(probe_metrics(result), indent=2) + "\n")
     plot_heatmap(result, out / "heatmap.png")
     chosen = ", ".join(f"stage[{l}]={names[c]}" for l, c in zip(result["layers"], result["choice"]))
-    typer.echo(f"probe-teachers: {chosen}")
+    say(f"probe-teachers: {chosen}")

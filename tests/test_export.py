@@ -223,3 +223,16 @@ def test_check_onnx_tool_reproduces_top1_without_kdpipe(work, tmp_path):
     assert lines[-1] == "IMPORTED []"
     report = json.loads("\n".join(lines[:-1]))
     assert report["top1"] == pytest.approx(work["metrics"]["top1"]["fp32"]) and report["images"] == 64
+
+
+def test_stage_parity_failure_leaves_no_onnx(work, monkeypatch):
+    monkeypatch.chdir(work["root"])
+    Path("models/students/tiny2.pt").write_bytes(Path("models/students/tiny.pt").read_bytes())
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["students"]["tiny2"] = params["students"]["tiny"]
+    params["export"]["parity_atol"] = -1.0  # no export can pass: the stage must fail after writing its temporary files
+    Path("p3.yaml").write_text(yaml.safe_dump(params))
+    res = run_cli("export", "tiny2", "--params", "p3.yaml")
+    assert res.exit_code == 2 and "max |Δlogit|" in res.stderr and "top-1 agreement" in res.stderr, res.output
+    assert sorted(f.name for f in Path("models/export").iterdir()) == ["tiny.int8.onnx", "tiny.onnx"]  # no tiny2*, no .tmp
+    assert not Path("results/export/tiny2").exists()

@@ -189,7 +189,7 @@ def test_probe_teachers_stage(tmp_path, monkeypatch) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     res = CliRunner().invoke(app, ["probe-teachers"])
     assert res.exit_code == 0, res.output
-    saved = load_probes("models/probes/probes.pt")
+    saved = load_probes("models/knowledge/probes.pt")
     assert saved["teachers"] == ["ta", "tb"] and len(saved["sha256"]["ta"]) == 64
     metrics = json.loads((tmp_path / "results/probe-teachers/metrics.json").read_text())
     assert set(metrics["acc"]["tb"]) == {"stage[-3]", "stage[-2]", "stage[-1]"}

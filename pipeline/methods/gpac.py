@@ -24,7 +24,7 @@ class GPAC(Method):
     piecewise in the epoch with breakpoints given as fractions of the run's epochs.
 
     Assets (passed by the distill stage in `ctx.assets`):
-    - "probes": path to models/probes/probes.pt or the loaded dict (teachers, layers, acc, choice);
+    - "probes": path to models/knowledge/probes.pt or the loaded dict (teachers, layers, acc, choice);
       layer l uses teacher k*(l) = choice[l]; `layers` are stage indices (e.g. -1 = last stage) applied
       to the student's and the teachers' stage lists. Layers the student lacks are skipped (warning).
     - "teacher_names": the student's `teachers` list, in the order of the knowledge source; each
@@ -67,7 +67,7 @@ class GPAC(Method):
         if not self.p.use_probe:
             return [(l, 0) for l in range(-n_s, 0)]
         if "probes" not in ctx.assets:
-            raise KdpipeError("gpac needs the probe table (run probe-teachers; distill passes models/probes/probes.pt), or set gpac.use_probe: false")
+            raise KdpipeError("gpac needs the probe table (run probe-teachers; distill passes models/knowledge/probes.pt), or set gpac.use_probe: false")
         probes, names = load_probes(ctx.assets["probes"]), ctx.assets.get("teacher_names")
         if names is None or len(names) != K:
             raise KdpipeError(f"gpac needs the student's {K} teacher names in assets['teacher_names'] to map the probe choice")
