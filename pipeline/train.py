@@ -87,8 +87,13 @@ def validate(model: nn.Module, loader: Iterable, amp: torch.dtype | None = None)
 
 
 def _state_keys(method: nn.Module) -> dict:
-    # the knowledge source (teachers, cached tables) is rebuilt by the stage, never saved per epoch
-    return {k: v for k, v in method.state_dict().items() if not k.startswith("source.")}
+    # the knowledge source (teachers, cached tables) is rebuilt by the stage, never saved per epoch;
+    # DDP's `module.` and torch.compile's `_orig_mod.` segments are dropped so any run can resume any other
+    out = {}
+    for k, v in method.state_dict().items():
+        if not k.startswith("source."):
+            out[k.replace(".module.", ".").replace("._orig_mod.", ".")] = v
+    return out
 
 
 def _save_state(path: Path, method, opt, sched, scaler, epoch: int, history: list, fingerprint: str) -> None:
@@ -164,18 +169,18 @@ def fit(method: nn.Module, loaders: Loaders, optim: OptimParams, tracker: Tracke
     method.to(device)
     if device.type == "cuda" and optim.channels_last:
         method.to(memory_format=torch.channels_last)
+    opt = make_optimizer(method.trainable_parameters(), optim)
+    steps = max(len(loaders.train), 1)  # type: ignore[arg-type]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(optim, s / steps))
+    amp = _amp_dtype(optim, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    # resume before wrapping: DDP then broadcasts rank 0's restored weights to every rank
+    start, history = _try_resume(state_path, fingerprint, method, opt, sched, scaler)
     if dist.is_initialized():
         _wrap_ddp(method, device)
     student = method.student
     if optim.compile:
         method.student = torch.compile(method.student)
-    params = method.trainable_parameters()
-    opt = make_optimizer(params, optim)
-    steps = max(len(loaders.train), 1)  # type: ignore[arg-type]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(optim, s / steps))
-    amp = _amp_dtype(optim, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    start, history = _try_resume(state_path, fingerprint, method, opt, sched, scaler)
     if start:
         log.info("%s: resuming from %s at epoch %d of %d", desc, state_path, start, optim.epochs)
     for h in history:

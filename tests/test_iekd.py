@@ -11,10 +11,11 @@ import yaml
 from pipeline import checkpoint
 from pipeline.data import DataParams, prepare
 from pipeline.errors import KdpipeError
-from pipeline.factor import FactorTrainer, load_factor, make_factor, random_factor, reconstruction_loss, split_indices
+from pipeline.factor import FactorTrainer, load_factor, make_factor, random_factor, split_indices
 from pipeline.losses.ie import d1, exploration_loss, inheritance_loss, reconstruction_l1
 from pipeline.methods import Context
 from pipeline.methods.ce import CrossEntropy
+from pipeline.methods.dml import DML
 from pipeline.methods.ie_dml import IEDML
 from pipeline.methods.ie_kd import IEKD
 from pipeline.methods.kd import KD
@@ -164,10 +165,21 @@ def test_ie_dml_cross_targets_detached_and_two_plain_exports():
     assert all(q.grad is None for q in m.peer.parameters()) and all(q.grad is None for q in m.ae_b.parameters())
     assert any(q.grad is not None for q in m.student.parameters())
     fresh = set(create_model("resnet8", 4, 1).state_dict())
-    assert {k: set(n.state_dict()) for k, n in m.exported().items()} == {"": fresh, "_peer": fresh}
-    dml = IEDML(ctx, IEDML.Params(lambda_inh=0.0, lambda_exp=0.0, rec_weight=0.0))  # plain DML control
-    o = dml(batch, 0)
+    assert {k: set(n.state_dict()) for k, n in m.exported().items()} == {"": fresh, "_peer1": fresh}
+
+
+def test_ie_dml_without_ie_terms_equals_dml():
+    student, _, batch = _setup()
+
+    def make():  # the same peer initialisation for both methods
+        torch.manual_seed(7)
+        return create_model("resnet8", 4, 1)
+
+    ctx = Context(student=student, make_student=make)
+    ie = IEDML(ctx, IEDML.Params(lambda_inh=0.0, lambda_exp=0.0, rec_weight=0.0))
+    o = ie(batch, 0)
     torch.testing.assert_close(o["loss"], o["ce"] + o["ce_peer"] + o["kl"] + o["kl_peer"])
+    torch.testing.assert_close(o["loss"], DML(ctx, DML.Params(kl_weight=1.0))(batch, 0)["loss"], rtol=0, atol=1e-6)
 
 
 def test_pretrain_factor_stage_writes_artifact_and_metrics(tmp_path, monkeypatch):

@@ -32,7 +32,7 @@ class IEDML(Method):
       (p_other, F_other) is detached, so each network's gradient is its own L_A or L_B alone.
       The one difference: B is pushed by A's pre-step outputs, not by A's updated ones.
     - Both networks use the same split (channel indices saved as buffers); A is exported as the
-      student (""), B as "<name>_peer". Encoders and auto-encoders are never exported.
+      student (""), B as "<name>_peer1" (as `dml`). Encoders and auto-encoders are never exported.
     """
 
     @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class IEDML(Method):
         dml_weight: float = 1.0  # w of each network's KL(p_other ‖ p_self) at τ = 1 (DML; spec §0.5: set 1 explicitly)
         lambda_inh: float = 500.0  # weight of L_inh against the other network's factor; [GUESS] spec §4.6
         lambda_exp: float = 500.0  # weight of L_exp against the other network's factor; [GUESS] spec §4.6
-        exploration: Literal["l1", "cos"] = "l1"  # L_exp form: l1 = −D₁ | cos = mean |cos| (spec §4.3)
+        exploration: Literal["l1", "cos"] = "l1"  # L_exp form: l1 = −D₁ | cos = mean |cos| (spec §4.3; ~20× larger than D₁, so lower λ_exp)
         split: float = 0.5  # fraction of last-stage channels that inherit (spec: 50/50)
         divide: Literal["natural", "random"] = "natural"  # channel order of the split
         divide_seed: int = 0  # seed of the random permutation (divide: random)
@@ -67,7 +67,7 @@ class IEDML(Method):
         self.inh_b, self.exp_b, self.ae_b = Coder(len(inh), k), Coder(len(exp), k), AutoEncoder(c_ae, k)
 
     def exported(self) -> dict[str, nn.Module]:
-        return {"": self.student, "_peer": self.peer}
+        return {"": self.student, "_peer1": self.peer}  # same names as `dml` (models/students/<name>_peer1.pt)
 
     def _side(self, f, enc_inh: nn.Module, enc_exp: nn.Module, ae: nn.Module):
         """(F_inh, F_exp, own factor detached, L_rec) of one network's last-stage feature f."""

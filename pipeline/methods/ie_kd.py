@@ -50,7 +50,7 @@ class IEKD(Method):
     class Params:
         lambda_inh: float = 500.0  # weight of L_inh = D₁(F_inh, F_T); [GUESS] spec §4.6 (official FT's β = 500)
         lambda_exp: float = 500.0  # weight of L_exp; 0 = inheritance-only control; [GUESS] spec §4.6
-        exploration: Literal["l1", "cos"] = "l1"  # L_exp form: l1 = −D₁ (spec default) | cos = mean |cos| (code's ablation)
+        exploration: Literal["l1", "cos"] = "l1"  # L_exp form: l1 = −D₁ (spec default) | cos = mean |cos| (code's ablation; ~20× larger than D₁, so lower λ_exp)
         split: float = 0.5  # fraction of the student's last-stage channels that inherit (spec §4.6: 50/50)
         divide: Literal["natural", "random"] = "natural"  # natural = first channels inherit | random = fixed permutation
         divide_seed: int = 0  # seed of the random permutation (divide: random)
