@@ -11,8 +11,8 @@ parameters: the discriminator losses see *detached* latents/targets, and the gen
 terms run the discriminators through `frozen_call` (torch.func.functional_call with detached parameters),
 so gradients flow through D into E_P/G_P but never into D's parameters. Adam normalises each parameter
 on its own, so one Adam over the three disjoint groups equals the CAAE's three Adams (same lr, β) with
-simultaneous updates. Validation: the refined target is label-conditioned, so `fit` gets no val loader;
-`train_professor` computes the professor's metrics on the un-augmented train and val splits afterwards.
+simultaneous updates. The refined target is label-conditioned, so `fit` gets no val loader; `train_professor`
+computes the professor's metrics on the un-augmented train and val splits afterwards.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pipeline import checkpoint
 from pipeline.data import DeviceLoader
 from pipeline.errors import KdpipeError
+from pipeline.evaluate import infer
 from pipeline.losses import professor as L
 from pipeline.methods import Context, Method
 from pipeline.params import OptimParams, from_dict, to_dict
@@ -46,6 +47,7 @@ FORMAT = "kdpipe.professor/1"
 class ProfessorParams:
     """The `professor` section of params.yaml (parsed by the refine-targets stage)."""
 
+    teachers: list[str] = field(default_factory=list)  # teachers that get a professor (dvc.yaml `foreach`); names as in distill
     temperature: float = 4.0  # τ of p^τ = softmax(z/τ): encoder input log p^τ(z_t), L_rec, D_p inputs [GUESS §1.3]
     latent_dim: int = 64  # d_z, size of E_P's tanh latent and of the U[−1,1] prior [GUESS §1.3]
     encoder_hidden: list[int] = field(default_factory=lambda: [512, 256])  # E_P widths C → … → d_z [GUESS §1.3]
@@ -62,7 +64,7 @@ class ProfessorParams:
     lr: float = 2e-4  # Adam learning rate for E_P+G_P, D_z and D_p (CAAE [CODE])
     beta1: float = 0.5  # Adam β1 (CAAE [CODE]); β2 is 0.999
     weight_decay: float = 0.0  # L2 penalty (none in the CAAE)
-    augment: bool = True  # train on augmented images, teacher run online on them (spec §1.4)
+    augment: bool = True  # augmented images with the teacher run online (spec §1.4); false: teacher logits computed once
     seed: int = 0  # added to base.seed for the professor's initialisation and batch order
 
     def optim(self) -> OptimParams:
@@ -169,7 +171,7 @@ class ProfessorSource(KnowledgeSource):
         return super().train(False)  # always eval: BN running statistics, never batch statistics
 
     @torch.no_grad()
-    def refine(self, batch, z_t: torch.Tensor) -> torch.Tensor:
+    def refine(self, batch, z_t: torch.Tensor) -> torch.Tensor:  # z_t (K, B, C) -> refined (K, B, C)
         with torch.autocast(z_t.device.type, enabled=False):
             return torch.stack([prof(z.float(), batch[1]).float() for prof, z in zip(self.professors, z_t)])
 
@@ -178,7 +180,7 @@ class ProfessorSource(KnowledgeSource):
 
 
 def targets_file(professor_path: str | Path) -> Path:
-    """models/professor/T.pt → models/professor/T.targets.pt (the cached refined logits next to it)."""
+    """models/knowledge/professor/T.pt → models/knowledge/professor/T.targets.pt (the cached refined logits next to it)."""
     path = Path(professor_path)
     return path.with_name(f"{path.stem}.targets.pt")
 
@@ -201,11 +203,9 @@ def load_professor(path: str | Path) -> tuple[ProfessorNet, dict]:
 
 
 def refined_source(teachers: KnowledgeSource, professors: Any) -> KnowledgeSource:
-    """Refined targets for a student: cached when the teacher source is cached, online otherwise.
+    """Refined targets for a student: cached (targets_file(path)["train"]) when the teacher source is cached, else online.
 
-    `professors`: one entry per teacher, each a path to a professor artifact (models/professor/<T>.pt) or a
-    ready module (tests); a single entry may be given bare. With cached teacher logits the refined
-    table is read from `targets_file(path)` ("train" split) and served by CachedLogits.
+    `professors`: one per teacher (a bare one is allowed), each a professor artifact path or a ready module (tests).
     """
     items = list(professors) if isinstance(professors, (list, tuple)) else [professors]
     if isinstance(teachers, CachedLogits):
@@ -256,11 +256,9 @@ def refine_splits(source: ProfessorSource, data: dict, device: torch.device | st
 
 
 @dataclass
-class ProfessorPaths:
-    """Where refine-targets writes (chosen by the stage)."""
-
-    artifact: Path  # the professor artifact, models/professor/<teacher>.pt
-    targets: Path  # cached refined logits, models/professor/<teacher>.targets.pt
+class ProfessorPaths:  # where refine-targets writes (chosen by the stage)
+    artifact: Path  # the professor artifact, models/knowledge/professor/<teacher>.pt
+    targets: Path  # cached refined logits, models/knowledge/professor/<teacher>.targets.pt
     state: Path  # resumable training state (last.pt) in a persist: true output
     metrics_dir: Path  # dvclive directory: metrics.json + per-epoch plots
 
@@ -273,12 +271,14 @@ def train_professor(teacher_name: str, teacher: nn.Module, teacher_sha: str, dat
     if n % p.batch_size == 1:
         raise KdpipeError(f"professor.batch_size={p.batch_size} leaves a last batch of 1 sample, which batch norm cannot train on; change it")
     seed_everything(base.seed + p.seed)
-    facts, teachers = data_facts(data), OnlineTeachers([teacher])
-    net = ProfessorNet(facts["num_classes"], p)
-    trainer = ProfessorTrainer(Context(student=net, source=teachers, epochs=p.epochs, **facts), p)
-    train = DeviceLoader(data["train_x"], data["train_y"], data["mean"], data["std"], batch_size=p.batch_size, device=device,
-                         shuffle=True, augment=p.augment, pad=data["pad"], flip=data["flip"], seed=base.seed + p.seed)
-    fp = fingerprint(to_dict(p), base.seed, teacher_sha, n, data["source"])
+    facts, teachers = data_facts(data), OnlineTeachers([teacher]).to(device)
+    net, split = ProfessorNet(facts["num_classes"], p), (data["train_x"], data["train_y"], data["mean"], data["std"])
+    # without augmentation every epoch sees the same images: run the teacher once and look its logits up by idx
+    source = teachers if p.augment else CachedLogits(infer(teacher, DeviceLoader(*split, batch_size=512, device=device))[None])
+    trainer = ProfessorTrainer(Context(student=net, source=source, epochs=p.epochs, **facts), p)
+    train = DeviceLoader(*split, batch_size=p.batch_size, device=device, shuffle=True, augment=p.augment, pad=data["pad"],
+                         flip=data["flip"], seed=base.seed + p.seed)
+    fp = fingerprint(to_dict(p) | {"teachers": None}, base.seed, teacher_sha, n, data["source"])  # the list is not this run
     tracker = tracker_factory(paths.metrics_dir)
     res = fit(trainer, Loaders(train, None), p.optim(), tracker, device, paths.state, fp, desc=f"professor {teacher_name}")
     tables = refine_splits(ProfessorSource(teachers, [net]), data, device)

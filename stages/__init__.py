@@ -89,5 +89,5 @@ def main() -> None:
 def knowledge_assets(spec) -> dict:
     """Paths of stage-made knowledge a method may need (professor, probes, factor encoder), by teacher."""
     first = spec.teachers[0].rpartition("/")[2] if spec.teachers else ""
-    return {"professor": KNOWLEDGE / "professor" / f"{first}.pt", "probes": KNOWLEDGE / "probes.pt",
+    return {"professor": [KNOWLEDGE / "professor" / f"{t.rpartition('/')[2]}.pt" for t in spec.teachers], "probes": KNOWLEDGE / "probes.pt",
             "factor": KNOWLEDGE / "factor" / f"{first}.pt", "teacher_names": list(spec.teachers)}

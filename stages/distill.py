@@ -26,7 +26,8 @@ def distill(name: str = typer.Argument(..., help="model name (a key of params.st
     paths = RunPaths(MODELS / section / f"{name}.pt", STATE / section / name / "last.pt", RESULTS / "distill" / name)
     assets = knowledge_assets(spec)
     # stage-made knowledge is part of the run's identity: new probes/professor/factor never resume old state
-    used = [checkpoint.sha256(v) for v in assets.values() if isinstance(v, Path) and v.is_file()]
+    flat = [x for v in assets.values() for x in (v if isinstance(v, list) else [v])]
+    used = [checkpoint.sha256(v) for v in flat if isinstance(v, Path) and v.is_file()]
     res = train_model(name, "student", spec, p.base, load_data(DATA), paths, LiveTracker,
                       teacher_paths=[model_path(t) for t in spec.teachers],
                       target_paths=[targets_path(t) for t in spec.teachers], assets=assets, extra_fingerprint=used)

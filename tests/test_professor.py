@@ -248,7 +248,8 @@ def test_online_and_cached_refined_targets_are_identical(tmp_path, tiny_data) ->
         torch.testing.assert_close(online.logits(batch), cached.logits(batch), atol=1e-5, rtol=1e-5)
 
 
-def test_refine_targets_stage_writes_artifact_targets_and_metrics(tmp_path, monkeypatch, tiny_data, make_artifact) -> None:
+@pytest.mark.parametrize("augment", [True, False])  # online teacher on augmented batches / teacher logits computed once
+def test_refine_targets_stage_writes_artifact_targets_and_metrics(tmp_path, monkeypatch, tiny_data, make_artifact, augment) -> None:
     from typer.testing import CliRunner
 
     from stages import app, load_all
@@ -260,13 +261,13 @@ def test_refine_targets_stage_writes_artifact_targets_and_metrics(tmp_path, monk
     (tmp_path / "models/teachers").mkdir(parents=True)
     teacher.rename(tmp_path / "models/teachers/t.pt")
     params = {"base": {"device": "cpu"}, "data": {"source": "synthetic"}, "teachers": {"t": {"arch": "resnet8"}},
-              "professor": {"epochs": 1, "batch_size": 128}}
+              "professor": {"epochs": 1, "batch_size": 128, "augment": augment}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     res = CliRunner().invoke(app, ["refine-targets", "t"])
     assert res.exit_code == 0, res.output
-    net, art = load_professor("models/professor/t.pt")
+    net, art = load_professor("models/knowledge/professor/t.pt")
     assert art["teacher_sha256"] == checkpoint.sha256("models/teachers/t.pt") and isinstance(net, ProfessorNet)
-    targets = torch.load("models/professor/t.targets.pt", weights_only=True)
+    targets = torch.load("models/knowledge/professor/t.targets.pt", weights_only=True)
     assert targets["train"].shape == (448, 4) and targets["val"].shape == (64, 4)
     metrics = json.loads((tmp_path / "results/refine-targets/t/metrics.json").read_text())
     assert {"teacher_top1", "refined_top1", "kl_refined_teacher", "nontarget_corr"} <= set(metrics["val"])

@@ -50,10 +50,11 @@ class ProfessorKD(Method):
       curriculum  z_t for epochs < round(switch_fraction·epochs), z_P after   S2' [GUESS]
     (methods.md §1.5, all [GUESS]). With K teachers, professor k refines teacher k and the base method's
     multi-teacher rule aggregates as usual. Targets follow the student's `targets`: online runs teacher +
-    professor on the augmented batch (labels from the batch); cached reads models/professor/<T>.targets.pt.
+    professor on the augmented batch (labels from the batch); cached reads models/knowledge/professor/<T>.targets.pt.
 
-    Assets (from the distill stage): ctx.assets["professor"] = list of professor artifacts, one per
-    teacher in order (models/professor/<teacher>.pt); cached refined targets are found next to each.
+    Assets (from the distill stage): ctx.assets["professor"] = the professor artifact of the one teacher
+    (models/knowledge/professor/<teacher>.pt, as stages.knowledge_assets gives it), or a list of them, one
+    per teacher in order; cached refined targets are read from <teacher>.targets.pt next to each.
     The base method must be logit-only (no modules of its own, no teacher features).
     """
 
@@ -66,6 +67,10 @@ class ProfessorKD(Method):
         switch_fraction: float = 0.5  # curriculum: fraction of the epochs taught by the teacher before the professor [GUESS §1.5]
         base: str = "kd"  # the logit-based method that consumes the targets (kd, dkd, ...)
         base_args: dict[str, Any] = field(default_factory=dict)  # the base method's params block (e.g. {temperature: 4, alpha: 0.9})
+
+        def __post_init__(self) -> None:  # strict like every params block: a typo fails when params.yaml loads
+            if self.base in REGISTRY:
+                from_dict(REGISTRY[self.base].Params, self.base_args, "professor.base_args")
 
     def __init__(self, ctx: Context, p: Params) -> None:
         super().__init__(ctx, p)
