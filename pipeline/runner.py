@@ -72,7 +72,8 @@ def build_source(spec: ModelParams, teacher_paths: list[Path], data: dict, targe
     if not spec.teachers:
         return None
     if spec.targets == "cached":
-        if spec.augment and not spec.cached_with_augment:
+        augments = spec.augment and (data["pad"] > 0 or data["flip"])
+        if augments and not spec.cached_with_augment:
             raise KdpipeError("cached targets were computed on un-augmented images; set augment: false, or cached_with_augment: true to accept it")
         if REGISTRY[spec.method].needs_features:
             raise KdpipeError(f"method {spec.method!r} needs teacher features, which are not cached; set targets: online")

@@ -1,0 +1,51 @@
+"""bench: training-loop and deployment speed as ratios measured in one run -> bench/results.{md,json}."""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+import typer
+
+from pipeline import checkpoint
+from pipeline.bench import bench_student, cpu_model, library_versions, markdown_table
+from pipeline.params import load_params
+from pipeline.runner import load_data
+from pipeline.speed import run_training_bench
+from stages import DATA, MODELS, command, say
+
+
+@command("bench")
+def bench(params: Path = typer.Option(Path("params.yaml"), help="params file"),
+          student: str = typer.Option("resnet8", help="student arch for the training benchmark"),
+          teacher: str = typer.Option("resnet20", help="teacher arch for the online-KD benchmark"),
+          reps: int = typer.Option(3, help="interleaved timed epochs per side"),
+          out: Path = typer.Option(Path("bench"), help="output folder")) -> None:
+    """Time fit vs a plain PyTorch loop, KD epochs vs scratch, and ORT INT8 vs torch fp32 on the exported students."""
+    p = load_params(params)
+    if p.base.threads:
+        torch.set_num_threads(p.base.threads)
+    train = run_training_bench(load_data(DATA), student, teacher, batch_size=128, reps=reps)
+    deploy = {}
+    for name in p.export.students:
+        fp32, int8 = MODELS / "export" / f"{name}.onnx", MODELS / "export" / f"{name}.int8.onnx"
+        if fp32.is_file():
+            deploy[name] = bench_student(MODELS / "students" / f"{name}.pt", fp32, int8 if int8.is_file() else None,
+                                         p.export.batch_sizes, p.export.latency_warmup, p.export.latency_runs, p.export.threads)
+    env = {"cpu": cpu_model(), "machine": platform.machine(), "torch_threads": torch.get_num_threads(), "versions": library_versions()}
+    r = lambda k: train[k]  # noqa: E731
+    lines = ["# kdpipe benchmarks", "", f"{env['cpu']}, {env['torch_threads']} torch threads, torch {env['versions'].get('torch')}; "
+             f"{train['images']} training images, batch {train['batch_size']}, student {student}, teacher {teacher}; "
+             f"median of {reps} interleaved epochs per side after one warm-up each.", "",
+             "| comparison | ratio (median) | min–max | A s/epoch | B s/epoch | goal |", "|---|---:|---:|---:|---:|---|",
+             f"| `fit` / plain PyTorch loop | {r('fit_vs_plain')['ratio']:.3f} | {r('fit_vs_plain')['ratio_min']:.2f}–{r('fit_vs_plain')['ratio_max']:.2f} | {r('fit_vs_plain')['a_s']:.2f} | {r('fit_vs_plain')['b_s']:.2f} | ≤ 1.05 |",
+             f"| KD cached targets / scratch | {r('kd_cached_vs_scratch')['ratio']:.3f} | {r('kd_cached_vs_scratch')['ratio_min']:.2f}–{r('kd_cached_vs_scratch')['ratio_max']:.2f} | {r('kd_cached_vs_scratch')['a_s']:.2f} | {r('kd_cached_vs_scratch')['b_s']:.2f} | ≤ 1.15 |",
+             f"| KD online teacher / scratch | {r('kd_online_vs_scratch')['ratio']:.3f} | {r('kd_online_vs_scratch')['ratio_min']:.2f}–{r('kd_online_vs_scratch')['ratio_max']:.2f} | {r('kd_online_vs_scratch')['a_s']:.2f} | {r('kd_online_vs_scratch')['b_s']:.2f} | reported |", ""]
+    for name, res in deploy.items():
+        lines += [markdown_table(res, f"Deployment latency: {name}"), ""]
+    if not deploy:
+        lines += ["(no exported student found: run `dvc repro` first for the deployment figures)", ""]
+    checkpoint.atomic_write_text(out / "results.json", json.dumps({"training": train, "deployment": deploy, "env": env}, indent=2))
+    checkpoint.atomic_write_text(out / "results.md", "\n".join(lines))
+    say("\n".join(lines))
