@@ -20,6 +20,14 @@ from pipeline.errors import KdpipeError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="kdpipe: distil a small, fast image classifier from one or more teachers and ship it as ONNX.")
 
+
+
+@app.callback()
+def _root() -> None:
+    """kdpipe: distil a small, fast image classifier from one or more teachers and ship it as ONNX."""
+    # a callback keeps Typer in group mode even when only the invoked command's module is imported
+
+
 # Path conventions of the DVC project (stages decide paths; pipeline/ never does).
 DATA = Path("data/prepared/data.pt")
 MODELS, STATE, RESULTS = Path("models"), Path("state"), Path("results")
@@ -82,6 +90,15 @@ def load_all() -> None:
 
 
 def main() -> None:
+    """Import only the invoked command's module (stage start-up is paid once per DVC stage); all for --help."""
+    import importlib
+
+    cmd = sys.argv[1] if len(sys.argv) > 1 else ""
+    module = cmd.replace("-", "_")
+    if cmd and not cmd.startswith("-") and (Path(__file__).parent / f"{module}.py").is_file():
+        importlib.import_module(f"{__name__}.{module}")
+        if cmd in {c.name for c in app.registered_commands}:
+            return app()
     load_all()
     app()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from pipeline.models import register_model
 
@@ -15,6 +14,8 @@ from pipeline.models import register_model
 class TorchvisionResNet(nn.Module):
     def __init__(self, name: str, num_classes: int, in_channels: int = 3, cifar_stem: bool = False) -> None:
         super().__init__()
+        import torchvision.models  # imported here: it costs ~1.5 s and most runs never build these
+
         net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
         if cifar_stem:
             net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
