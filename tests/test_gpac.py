@@ -25,15 +25,6 @@ from pipeline.train import Loaders, fit
 LN3 = math.log(3.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tiny models gain nothing from two, and lose a lot on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _two_teachers() -> tuple[torch.Tensor, torch.Tensor]:
     # student p_s = [0.5, 0.5]; teacher A = the student; teacher B p = softmax([ln 3, 0]) = [0.75, 0.25]
     z_s = torch.zeros(1, 2)

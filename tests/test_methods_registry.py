@@ -23,15 +23,6 @@ from pipeline.sources import CachedLogits, OnlineTeachers
 B, SIZE = 8, 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest and keeps timings stable on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _batch(num_classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(B, 1, SIZE, SIZE, generator=g), torch.randint(0, num_classes, (B,), generator=g), torch.arange(B)

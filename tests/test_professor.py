@@ -25,15 +25,6 @@ from pipeline.train import Loaders, fit
 LN2 = math.log(2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny MLP ops are much slower with several OpenMP threads on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_losses_by_hand() -> None:
     zt, zp = torch.tensor([[math.log(3), 0.0]]), torch.tensor([[0.0, 0.0]])
     # p_t = [3/4, 1/4], p_p = [1/2, 1/2]: mean(|1/2 − 3/4|, |1/2 − 1/4|) = 0.25
