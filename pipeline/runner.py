@@ -89,9 +89,21 @@ def build_source(spec: ModelParams, teacher_paths: list[Path], data: dict, targe
     return OnlineTeachers(teachers)
 
 
+def code_version() -> str:
+    """Hash of kdpipe's library source: a run only resumes state written by the same code."""
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.rglob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def fingerprint(*parts: Any) -> str:
-    """A short hash of params and inputs; resumption only continues a run with the same fingerprint."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A short hash of params, inputs and code; resumption only continues a run with the same fingerprint.
+
+    DVC re-runs a stage when its params, data or code change; the code hash makes sure such a re-run
+    trains anew instead of "resuming" a finished state written by other code.
+    """
+    return hashlib.sha256(json.dumps([code_version(), *parts], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def train_model(name: str, kind: str, spec: ModelParams, base: BaseParams, data: dict, paths: RunPaths,
