@@ -63,7 +63,8 @@ def evaluate_model(model: nn.Module, meta: dict, data: dict, batch_size: int = 5
     spec = meta.get("params", {}) or {}
     sources = ", ".join(spec.get("teachers", [])) or "—"
     if spec.get("teachers") and spec.get("targets") == "cached":
-        sources += " (cached" + (", with augmentation" if spec.get("augment") else "") + ")"
+        augmented = spec.get("augment") and (data["pad"] > 0 or data["flip"])  # the loader only augments then
+        sources += " (cached" + (", with augmentation" if augmented else "") + ")"
     m.update(params=n, size_mb=4 * n / 2**20, kind=meta.get("kind", ""), method=spec.get("method", meta.get("method", "")),
              arch=meta.get("arch", ""), sources=sources)
     return m, logits

@@ -8,6 +8,7 @@ import torch
 import typer
 
 from pipeline import checkpoint
+from pipeline.bench import cpu_model
 from pipeline.params import load_params
 from pipeline.report import build_report, read_history, read_json
 from stages import RESULTS, command
@@ -24,7 +25,7 @@ def report(params: Path = typer.Option(Path("params.yaml"), help="params file"),
               for stage in ("train-teacher", "distill") for d in sorted((RESULTS / stage).glob("*")) if d.is_dir()}
     data = read_json(RESULTS / "prepare-data" / "metrics.json")
     header = (f"# kdpipe report\n\nData: {p.data.source}, {data.get('train', '?')} training / {data.get('val', '?')} validation / "
-              f"{data.get('test', '?')} test images; seed {p.base.seed}. Machine: {platform.processor() or platform.machine()}, "
+              f"{data.get('test', '?')} test images; seed {p.base.seed}. Machine: {cpu_model()} ({platform.machine()}), "
               f"{torch.get_num_threads()} torch threads, torch {torch.__version__}.")
     text = build_report(evaluation, exports, curves, out.parent, header)
     checkpoint.atomic_write_text(out, text)
