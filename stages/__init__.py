@@ -16,6 +16,7 @@ from typing import Callable
 import typer
 
 from pipeline.errors import KdpipeError
+from stages._layout import DATA, KNOWLEDGE, MODELS, RESULTS, STATE, knowledge_assets, model_path, targets_path  # noqa: F401
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="kdpipe: distil a small, fast image classifier from one or more teachers and ship it as ONNX.")
@@ -28,22 +29,6 @@ def _root() -> None:
     # a callback keeps Typer in group mode even when only the invoked command's module is imported
 
 
-# Path conventions of the DVC project (stages decide paths; pipeline/ never does).
-DATA = Path("data/prepared/data.pt")
-MODELS, STATE, RESULTS = Path("models"), Path("state"), Path("results")
-
-
-KNOWLEDGE = MODELS / "knowledge"  # cached targets, professors, probes, factor encoders (students depend on it)
-
-
-def model_path(name: str) -> Path:
-    """`<section>/<n>` names a model of that params section; a bare name is a teacher."""
-    section, _, n = name.rpartition("/")
-    return MODELS / (section or "teachers") / f"{n}.pt"
-
-
-def targets_path(name: str) -> Path:
-    return KNOWLEDGE / "targets" / f"{name}.pt"
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -101,10 +86,3 @@ def main() -> None:
             return app()
     load_all()
     app()
-
-
-def knowledge_assets(spec) -> dict:
-    """Paths of stage-made knowledge a method may need (professor, probes, factor encoder), by teacher."""
-    first = spec.teachers[0].rpartition("/")[2] if spec.teachers else ""
-    return {"professor": [KNOWLEDGE / "professor" / f"{t.rpartition('/')[2]}.pt" for t in spec.teachers], "probes": KNOWLEDGE / "probes.pt",
-            "factor": KNOWLEDGE / "factor" / f"{first}.pt", "teacher_names": list(spec.teachers)}
