@@ -25,7 +25,7 @@ from pipeline import checkpoint
 from pipeline.errors import KdpipeError
 from pipeline.losses.ie import reconstruction_l1
 from pipeline.params import BaseParams, ModelParams, OptimParams, to_dict
-from pipeline.runtime import init_distributed, is_main, seed_everything, select_device
+from pipeline.runtime import is_main, prepare
 
 log = logging.getLogger(__name__)
 FACTOR_FORMAT = "kdpipe.factor/1"
@@ -199,12 +199,8 @@ def pretrain_factor(name: str, teacher_path: Path, data: dict, fp: FactorParams,
     from pipeline.runner import check_teacher, fingerprint, make_loaders  # late: runner imports the methods
     from pipeline.train import fit
 
-    device = select_device(base.device)
-    if base.threads:
-        torch.set_num_threads(base.threads)
-    rank, world = init_distributed(device)
     seed = base.seed + fp.seed
-    seed_everything(seed)
+    device, rank, world = prepare(base.device, base.threads, seed)
     teacher, art = checkpoint.load_model(teacher_path)
     check_teacher(art, data, name)
     sha = checkpoint.sha256(teacher_path)

@@ -35,7 +35,7 @@ from pipeline.losses import professor as L
 from pipeline.methods import Context, Method
 from pipeline.params import OptimParams, from_dict, to_dict
 from pipeline.runner import data_facts, fingerprint
-from pipeline.runtime import seed_everything, select_device
+from pipeline.runtime import prepare
 from pipeline.sources import CachedLogits, KnowledgeSource, OnlineTeachers
 from pipeline.train import Loaders, fit
 
@@ -266,11 +266,10 @@ class ProfessorPaths:  # where refine-targets writes (chosen by the stage)
 def train_professor(teacher_name: str, teacher: nn.Module, teacher_sha: str, data: dict, p: ProfessorParams, base: Any,
                     paths: ProfessorPaths, tracker_factory: Any) -> dict[str, Any]:
     """Train the professor on the frozen teacher with `fit`, then write artifact, cached targets and metrics."""
-    device, n = select_device(base.device), len(data["train_y"])
-    torch.set_num_threads(base.threads or torch.get_num_threads())
+    n = len(data["train_y"])
     if n % p.batch_size == 1:
         raise KdpipeError(f"professor.batch_size={p.batch_size} leaves a last batch of 1 sample, which batch norm cannot train on; change it")
-    seed_everything(base.seed + p.seed)
+    device = prepare(base.device, base.threads, base.seed + p.seed)[0]
     facts, teachers = data_facts(data), OnlineTeachers([teacher]).to(device)
     net, split = ProfessorNet(facts["num_classes"], p), (data["train_x"], data["train_y"], data["mean"], data["std"])
     # without augmentation every epoch sees the same images: run the teacher once and look its logits up by idx

@@ -20,7 +20,7 @@ from pipeline.errors import KdpipeError
 from pipeline.methods import REGISTRY, Context, build_method
 from pipeline.models import create_model
 from pipeline.params import BaseParams, ModelParams, to_dict
-from pipeline.runtime import init_distributed, is_main, seed_everything, select_device
+from pipeline.runtime import is_main, prepare
 from pipeline.sources import CachedLogits, KnowledgeSource, OnlineTeachers
 from pipeline.tracking import Tracker
 from pipeline.train import FitResult, Loaders, fit
@@ -110,12 +110,8 @@ def train_model(name: str, kind: str, spec: ModelParams, base: BaseParams, data:
                 tracker_factory: Callable[[Path], Tracker], teacher_paths: list[Path] = (), target_paths: list[Path] | None = None,
                 assets: dict | None = None, extra_fingerprint: Any = None) -> FitResult:
     """Build the method for `spec`, train it with `fit`, and write each exported network as an artifact."""
-    device = select_device(base.device)
-    if base.threads:
-        torch.set_num_threads(base.threads)
-    rank, world = init_distributed(device)
     seed = base.seed + spec.seed
-    seed_everything(seed)
+    device, rank, world = prepare(base.device, base.threads, seed)
     facts = data_facts(data)
     make = lambda: create_model(spec.arch, facts["num_classes"], facts["in_channels"], **spec.arch_kwargs)  # noqa: E731
     source = build_source(spec, list(teacher_paths), data, target_paths)

@@ -49,6 +49,17 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def prepare(device_name: str, threads: int, seed: int) -> tuple[torch.device, int, int]:
+    """Common start of every training job: pick the device, cap CPU threads (0 = torch's default), join the
+    process group under torchrun and seed every RNG; returns (device, rank, world_size)."""
+    device = select_device(device_name)
+    if threads:
+        torch.set_num_threads(threads)
+    rank_, world = init_distributed(device)
+    seed_everything(seed)
+    return device, rank_, world
+
+
 def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 import typer
 
 from pipeline import checkpoint
@@ -12,7 +11,7 @@ from pipeline.errors import KdpipeError
 from pipeline.params import load_params, section, to_dict
 from pipeline.probes import ProbesParams, plot_heatmap, probe_metrics, run_probes
 from pipeline.runner import check_teacher, fingerprint, load_data
-from pipeline.runtime import seed_everything, select_device
+from pipeline.runtime import prepare
 from pipeline.tracking import LiveTracker
 from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, model_path, say
 
@@ -33,10 +32,7 @@ def probe_teachers(params: Path = typer.Option(Path("params.yaml"), help="params
         check_teacher(art, data, n)
         teachers.append(model)
         shas[n] = checkpoint.sha256(model_path(n))
-    device = select_device(p.base.device)
-    if p.base.threads:
-        torch.set_num_threads(p.base.threads)
-    seed_everything(p.base.seed)
+    device = prepare(p.base.device, p.base.threads, p.base.seed)[0]
     out = RESULTS / "probe-teachers"
     fp = fingerprint(to_dict(pp), p.base.seed, shas, data["train_y"].shape[0], data["source"])
     tracker = LiveTracker(out / "train")  # per-epoch probe losses; val/acc = mean-probe ensemble
