@@ -21,6 +21,7 @@ def bench(params: Path = typer.Option(Path("params.yaml"), help="params file"),
           student: str = typer.Option("resnet8", help="student arch for the training benchmark"),
           teacher: str = typer.Option("resnet20", help="teacher arch for the online-KD benchmark"),
           reps: int = typer.Option(3, help="interleaved timed epochs per side"),
+          threads: list[int] = typer.Option([1, 0], help="intra-op thread counts for the latency tables (0 = all cores)"),
           out: Path = typer.Option(Path("bench"), help="output folder")) -> None:
     """Time fit vs a plain PyTorch loop, KD epochs vs scratch, and ORT INT8 vs torch fp32 on the exported students."""
     p = load_params(params)
@@ -30,9 +31,9 @@ def bench(params: Path = typer.Option(Path("params.yaml"), help="params file"),
     deploy = {}
     for name in p.export.students:
         fp32, int8 = MODELS / "export" / f"{name}.onnx", MODELS / "export" / f"{name}.int8.onnx"
-        if fp32.is_file():
-            deploy[name] = bench_student(MODELS / "students" / f"{name}.pt", fp32, int8 if int8.is_file() else None,
-                                         p.export.batch_sizes, p.export.latency_warmup, p.export.latency_runs, p.export.threads)
+        for t in threads if fp32.is_file() else []:  # small CNNs scale unevenly with threads: show each count
+            deploy[f"{name}, {t or 'all'} thread(s)"] = bench_student(MODELS / "students" / f"{name}.pt", fp32, int8 if int8.is_file() else None,
+                                                                      p.export.batch_sizes, p.export.latency_warmup, p.export.latency_runs, t)
     env = {"cpu": cpu_model(), "machine": platform.machine(), "torch_threads": torch.get_num_threads(), "versions": library_versions()}
     r = lambda k: train[k]  # noqa: E731
     lines = ["# kdpipe benchmarks", "", f"{env['cpu']}, {env['torch_threads']} torch threads, torch {env['versions'].get('torch')}; "
