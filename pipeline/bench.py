@@ -1,7 +1,7 @@
 """Latency and throughput of torch eager fp32, ORT fp32 and ORT INT8 (conventions.md §6).
 
-Per (runtime, batch size): `warmup` untimed runs, then `runs` timed runs with time.perf_counter;
-p50/p90/p99 in ms and images/s at the p50. torch and ORT get the same intra-op thread count
+Per batch size: `warmup` untimed runs of each runtime, then `runs` timed rounds that call every runtime
+once in turn (interleaved, so machine noise hits all alike), time.perf_counter; p50/p90/p99 in ms and images/s at the p50. torch and ORT get the same intra-op thread count
 (inter-op 1), recorded with the provider actually used, the CPU model and library versions.
 `benchmark` is what the export stage calls; `bench_student` loads everything from files (for a
 `make bench` script); `markdown_table` renders the result for README/report.
@@ -24,7 +24,7 @@ from pipeline.predict import INPUT, OUTPUT, make_session, read_metadata, resolve
 log = logging.getLogger(__name__)
 
 LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy")
-LABELS = {"torch_fp32": "torch eager fp32", "ort_fp32": "ORT fp32", "ort_int8": "ORT INT8"}
+LABELS = {"torch_fp32": "torch eager fp32", "ort_fp32": "ORT fp32", "ort_int8": "ORT INT8", "ort_int8_s8s8": "ORT INT8 S8S8"}
 
 
 def cpu_model() -> str:
@@ -47,36 +47,30 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def time_runs(fn: Callable[[], object], warmup: int, runs: int, sync: Callable[[], None] = lambda: None) -> dict:
-    """Call `fn` warmup + runs times; percentiles (ms) of the timed runs."""
-    for _ in range(warmup):
-        fn()
+def time_runs(fns: dict[str, Callable[[], object]], warmup: int, runs: int, sync: Callable[[], None] = lambda: None) -> dict:
+    """Warm each fn up, then time `runs` rounds of one call per fn, round-robin (A, B, C, A, B, C, ...), so
+    drift and load from neighbours hit every runtime alike; returns {name: percentiles in ms}."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     sync()
-    times = []
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(max(runs, 1)):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    p50, p90, p99 = np.percentile(np.array(times) * 1e3, [50, 90, 99])
-    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(np.mean(times) * 1e3), "runs": len(times)}
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t0)
+    out = {}
+    for k, t in times.items():
+        p50, p90, p99 = np.percentile(np.array(t) * 1e3, [50, 90, 99])
+        out[k] = {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(np.mean(t) * 1e3), "runs": len(t)}
+    return out
 
 
 def _batch(images: np.ndarray, b: int) -> np.ndarray:
     """`b` real images (repeated if fewer are given): content matters little for latency, but is realistic."""
     return np.ascontiguousarray(images[np.arange(b) % len(images)], dtype=np.float32)
-
-
-@torch.no_grad()
-def bench_torch(model: nn.Module, x: np.ndarray, warmup: int, runs: int, device: str = "cpu") -> dict:
-    model = model.eval().to(device)
-    xt = torch.from_numpy(x).to(device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    return time_runs(lambda: model(xt), warmup, runs, sync)
-
-
-def bench_ort(sess, x: np.ndarray, warmup: int, runs: int) -> dict:
-    return time_runs(lambda: sess.run([OUTPUT], {INPUT: x}), warmup, runs)
 
 
 def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], images: np.ndarray,
@@ -93,13 +87,18 @@ def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], 
     old = torch.get_num_threads()
     torch.set_num_threads(n)
     lat: dict[str, dict] = {}
+    sync = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
+    if torch_model is not None:
+        torch_model.eval().to(torch_device)
     try:
         for b in batch_sizes:
             x = _batch(images, b)
+            xt = torch.from_numpy(x).to(torch_device)
+            fns = {name: (lambda s=sess, x=x: s.run([OUTPUT], {INPUT: x})) for name, (sess, _) in sessions.items()}
             if torch_model is not None:
-                lat.setdefault("torch_fp32", {})[f"b{b}"] = bench_torch(torch_model, x, warmup, runs, torch_device)
-            for name, (sess, _) in sessions.items():
-                lat.setdefault(name, {})[f"b{b}"] = bench_ort(sess, x, warmup, runs)
+                fns = {"torch_fp32": torch.no_grad()(lambda xt=xt: torch_model(xt))} | fns
+            for name, r in time_runs(fns, warmup, runs, sync).items():
+                lat.setdefault(name, {})[f"b{b}"] = r
     finally:
         torch.set_num_threads(old)
         if torch_model is not None:
@@ -120,8 +119,9 @@ def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], 
 
 def bench_student(student_pt: str | Path, fp32_onnx: str | Path, int8_onnx: str | Path | None = None,
                   batch_sizes: list[int] = (1, 64), warmup: int = 5, runs: int = 30, threads: int = 0,
-                  provider: str = "auto") -> dict:
-    """`benchmark` from files alone (for `make bench`): the student artifact and its exported models.
+                  provider: str = "auto", extra: dict[str, str | Path] | None = None) -> dict:
+    """`benchmark` from files alone (for `make bench`): the student artifact, its exported models and any
+    `extra` {runtime name: .onnx} (e.g. another INT8 recipe to compare against the default).
 
     Inputs are uniform random images in the model's metadata shape (latency does not depend on them).
     """
@@ -132,7 +132,7 @@ def bench_student(student_pt: str | Path, fp32_onnx: str | Path, int8_onnx: str 
     meta = read_metadata(fp32_onnx)
     c, s = meta["in_channels"], meta["input_size"]
     images = np.random.default_rng(0).random((max(batch_sizes), c, s, s), dtype=np.float32)
-    files = {"ort_fp32": fp32_onnx} | ({"ort_int8": int8_onnx} if int8_onnx else {})
+    files = {"ort_fp32": fp32_onnx} | ({"ort_int8": int8_onnx} if int8_onnx else {}) | (extra or {})
     return benchmark(Normalized(model, art["mean"], art["std"]), files, images, list(batch_sizes), warmup, runs, threads, provider)
 
 

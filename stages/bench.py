@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import platform
+import tempfile
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ import typer
 from pipeline import checkpoint
 from pipeline.bench import bench_student, cpu_model, library_versions, markdown_table
 from pipeline.params import load_params
+from pipeline.quantize import quantize_int8
 from pipeline.runner import load_data
 from pipeline.speed import run_training_bench
 from stages import DATA, MODELS, command, say
@@ -20,20 +22,26 @@ from stages import DATA, MODELS, command, say
 def bench(params: Path = typer.Option(Path("params.yaml"), help="params file"),
           student: str = typer.Option("resnet8", help="student arch for the training benchmark"),
           teacher: str = typer.Option("resnet20", help="teacher arch for the online-KD benchmark"),
-          reps: int = typer.Option(3, help="interleaved timed epochs per side"),
+          reps: int = typer.Option(5, help="interleaved timed epochs per side"),
+          runs: int = typer.Option(100, help="timed rounds per latency figure (each round calls every runtime once)"),
           threads: list[int] = typer.Option([1, 0], help="intra-op thread counts for the latency tables (0 = all cores)"),
           out: Path = typer.Option(Path("bench"), help="output folder")) -> None:
     """Time fit vs a plain PyTorch loop, KD epochs vs scratch, and ORT INT8 vs torch fp32 on the exported students."""
     p = load_params(params)
-    if p.base.threads:
-        torch.set_num_threads(p.base.threads)
-    train = run_training_bench(load_data(DATA), student, teacher, batch_size=128, reps=reps)
+    torch.set_num_threads(p.base.threads or torch.get_num_threads())
+    train = run_training_bench(data := load_data(DATA), student, teacher, batch_size=128, reps=reps)
     deploy = {}
     for name in p.export.students:
         fp32, int8 = MODELS / "export" / f"{name}.onnx", MODELS / "export" / f"{name}.int8.onnx"
-        for t in threads if fp32.is_file() else []:  # small CNNs scale unevenly with threads: show each count
-            deploy[f"{name}, {t or 'all'} thread(s)"] = bench_student(MODELS / "students" / f"{name}.pt", fp32, int8 if int8.is_file() else None,
-                                                                      p.export.batch_sizes, p.export.latency_warmup, p.export.latency_runs, t)
+        with tempfile.TemporaryDirectory(prefix="kdpipe-bench-") as tmp:
+            extra = {}
+            if fp32.is_file() and int8.is_file():  # the alternative INT8 recipe, to show why U8S8 is the default
+                extra["ort_int8_s8s8"] = Path(tmp) / "s8s8.onnx"
+                quantize_int8(fp32, extra["ort_int8_s8s8"], data["train_x"], p.export.calib_images, activation="s8", weight="s8")
+            for t in threads if fp32.is_file() else []:  # small CNNs scale unevenly with threads: show each count
+                deploy[f"{name}, {t or 'all'} thread(s)"] = bench_student(
+                    MODELS / "students" / f"{name}.pt", fp32, int8 if int8.is_file() else None, p.export.batch_sizes,
+                    p.export.latency_warmup, runs, t, extra=extra)
     env = {"cpu": cpu_model(), "machine": platform.machine(), "torch_threads": torch.get_num_threads(), "versions": library_versions()}
     r = lambda k: train[k]  # noqa: E731
     lines = ["# kdpipe benchmarks", "", f"{env['cpu']}, {env['torch_threads']} torch threads, torch {env['versions'].get('torch')}; "

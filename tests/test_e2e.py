@@ -67,13 +67,13 @@ def test_dvc_repro_runs_every_stage_and_is_then_up_to_date(repo):
 @pytest.mark.e2e
 def test_bench_writes_ratios_and_latency_tables(repo):
     """`make bench`'s command on the tiny run's outputs: every ratio measured, one latency table per thread count."""
-    run([sys.executable, "-m", "stages", "bench", "--reps", "1", "--threads", "1", "--threads", "0", "--out", "bench"], repo)
+    run([sys.executable, "-m", "stages", "bench", "--reps", "1", "--runs", "3", "--threads", "1", "--threads", "0", "--out", "bench"], repo)
     res = json.loads((repo / "bench" / "results.json").read_text())
     for key in ("fit_vs_plain", "kd_cached_vs_scratch", "kd_online_vs_scratch"):
         assert res["training"][key]["ratio"] > 0 and res["training"][key]["a_s"] > 0, key
     assert sorted(res["deployment"]) == ["kd, 1 thread(s)", "kd, all thread(s)"]
     one = res["deployment"]["kd, 1 thread(s)"]
-    assert one["env"]["threads"] == 1 and set(one["latency"]) == {"torch_fp32", "ort_fp32", "ort_int8"}
+    assert one["env"]["threads"] == 1 and set(one["latency"]) == {"torch_fp32", "ort_fp32", "ort_int8", "ort_int8_s8s8"}
     assert "| `fit` / plain PyTorch loop |" in (repo / "bench" / "results.md").read_text()
 
 

@@ -1,0 +1,21 @@
+"""Latency timing helpers: interleaved rounds and the percentiles they report."""
+from __future__ import annotations
+
+from pipeline.bench import markdown_table, time_runs
+
+
+def test_time_runs_interleaves_runtimes_after_their_warm_up():
+    calls: list[str] = []
+    out = time_runs({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=2, runs=3)
+    # warm-up: each runtime alone (a, a, b, b); then 3 rounds calling a then b
+    assert calls == ["a", "a", "b", "b", "a", "b", "a", "b", "a", "b"]
+    assert set(out) == {"a", "b"} and out["a"]["runs"] == 3
+    assert 0 <= out["a"]["p50_ms"] <= out["a"]["p90_ms"] <= out["a"]["p99_ms"]
+
+
+def test_markdown_table_gives_speed_up_against_torch():
+    row = lambda ms: {"p50_ms": ms, "p90_ms": ms, "p99_ms": ms, "images_per_s": 64 / (ms / 1e3)}  # noqa: E731
+    res = {"latency": {"torch_fp32": {"b64": row(12.0)}, "ort_int8": {"b64": row(4.0)}},
+           "env": {"cpu": "x", "threads": 2, "providers": {"ort_int8": "CPUExecutionProvider"}, "versions": {}, "warmup": 1, "runs": 3}}
+    text = markdown_table(res)
+    assert "| ORT INT8 | 64 | 4.00 | 4.00 | 4.00 | 16000 | 3.00x |" in text  # 12 ms / 4 ms = 3.00x; 64 / 0.004 s = 16000/s
