@@ -1,8 +1,9 @@
 """Latency and throughput of torch eager fp32, ORT fp32 and ORT INT8 (conventions.md §6).
 
-Per batch size: `warmup` untimed runs of each runtime, then `runs` timed rounds that call every runtime
-once in turn (interleaved, so machine noise hits all alike), time.perf_counter; p50/p90/p99 in ms and images/s at the p50. torch and ORT get the same intra-op thread count
-(inter-op 1), recorded with the provider actually used, the CPU model and library versions.
+Per batch size: `warmup` untimed runs of each runtime, then `runs` timed rounds that call every
+runtime once in turn (interleaved, so machine noise hits all alike), time.perf_counter; p50/p90/p99
+in ms and images/s at the p50. torch and ORT get the same intra-op thread count (inter-op 1, ORT
+spinning off), recorded with the provider actually used, the CPU model and library versions.
 `benchmark` is what the export stage calls; `bench_student` loads everything from files (for a
 `make bench` script); `markdown_table` renders the result for README/report.
 """
@@ -81,7 +82,9 @@ def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], 
     "speedup": {"b<batch>": {"<runtime>_vs_torch_fp32": p50 ratio}}, "env": {...}}.
     """
     n = resolve_threads(threads)
-    sessions = {name: make_session(path, n, provider) for name, path in onnx_files.items()}
+    # No spinning: in interleaved rounds, ORT workers busy-waiting after their run took the cores from
+    # torch (measured on 2 cores, 2 threads: torch b64 60 ms with spinning vs 19 ms without).
+    sessions = {name: make_session(path, n, provider, spin=False) for name, path in onnx_files.items()}
     providers = {name: used for name, (_, used) in sessions.items()}
     torch_device = "cuda" if "CUDAExecutionProvider" in providers.values() and torch.cuda.is_available() else "cpu"
     old = torch.get_num_threads()
@@ -111,7 +114,7 @@ def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], 
         for b in batch_sizes:
             ref = lat["torch_fp32"][f"b{b}"]["p50_ms"]
             speedup[f"b{b}"] = {f"{name}_vs_torch_fp32": ref / lat[name][f"b{b}"]["p50_ms"] for name in sessions}
-    env = {"cpu": cpu_model(), "threads": n, "inter_op_threads": 1, "torch_device": torch_device,
+    env = {"cpu": cpu_model(), "threads": n, "inter_op_threads": 1, "ort_spinning": False, "torch_device": torch_device,
            "providers": providers, "warmup": warmup, "runs": runs, "versions": library_versions()}
     log.info("latency (p50 ms): %s", "; ".join(f"{k} " + ", ".join(f"{b}={v['p50_ms']:.2f}" for b, v in r.items()) for k, r in lat.items()))
     return {"latency": lat, "speedup": speedup, "env": env}

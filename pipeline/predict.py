@@ -73,8 +73,12 @@ def read_metadata(path: str | Path) -> dict:
     return parse_metadata({p.key: p.value for p in model.metadata_props}, str(path))
 
 
-def make_session(path: str | Path, threads: int = 0, provider: str = "auto") -> tuple[ort.InferenceSession, str]:
+def make_session(path: str | Path, threads: int = 0, provider: str = "auto",
+                 spin: bool = True) -> tuple[ort.InferenceSession, str]:
     """An InferenceSession with providers chosen explicitly; returns (session, provider actually used).
+
+    `spin=False` stops idle intra-op workers from busy-waiting after a run: set it when other work
+    shares the cores (benchmarks interleaving runtimes), where spinning workers starve the next one.
 
     `provider`: auto (CUDA when this onnxruntime build has it and a session really starts on it, else
     CPU) | cpu | cuda. `get_available_providers()` lists what was built, not what loads: a missing CUDA
@@ -85,6 +89,7 @@ def make_session(path: str | Path, threads: int = 0, provider: str = "auto") -> 
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # a CNN is a chain: no inter-op parallelism to gain
     so.intra_op_num_threads = resolve_threads(threads)
     so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     so.log_severity_level = 3  # errors only: ORT's warnings would clutter stage output
     want_cuda = provider in ("auto", "cuda") and CUDA in ort.get_available_providers()
     if provider == "cuda" and not want_cuda:

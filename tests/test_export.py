@@ -236,3 +236,13 @@ def test_stage_parity_failure_leaves_no_onnx(work, monkeypatch):
     assert res.exit_code == 2 and "max |Δlogit|" in res.stderr and "top-1 agreement" in res.stderr, res.output
     assert sorted(f.name for f in Path("models/export").iterdir()) == ["tiny.int8.onnx", "tiny.onnx"]  # no tiny2*, no .tmp
     assert not Path("results/export/tiny2").exists()
+
+
+def test_benchmark_sessions_do_not_spin(work):
+    """Interleaved timing needs ORT workers that sleep when idle, or they starve torch's next call."""
+    path = work["root"] / "models/export/tiny.onnx"
+    key = "session.intra_op.allow_spinning"
+    assert make_session(path, threads=1)[0].get_session_options().get_session_config_entry(key) == "1"
+    assert make_session(path, threads=1, spin=False)[0].get_session_options().get_session_config_entry(key) == "0"
+    m = json.loads((work["root"] / "results/export/tiny/metrics.json").read_text())
+    assert m["env"]["ort_spinning"] is False
