@@ -1,9 +1,9 @@
 """Latency and throughput of torch eager fp32, ORT fp32 and ORT INT8 (conventions.md §6).
 
-Per batch size: `warmup` untimed runs of each runtime, then `runs` timed rounds that call every
-runtime once in turn (interleaved, so machine noise hits all alike), time.perf_counter; p50/p90/p99
-in ms and images/s at the p50. torch and ORT get the same intra-op thread count (inter-op 1, ORT
-spinning off), recorded with the provider actually used, the CPU model and library versions.
+Per batch size: `warmup` untimed runs of each runtime, then `runs` timed calls of each in blocks
+that take turns (`time_runs`), time.perf_counter; p50/p90/p99 in ms and images/s at the p50. torch
+and ORT get the same intra-op thread count (inter-op 1), recorded with the provider actually used,
+the CPU model and library versions; torch is timed with glibc's allocator steadied (pipeline.allocator).
 `benchmark` is what the export stage calls; `bench_student` loads everything from files (for a
 `make bench` script); `markdown_table` renders the result for README/report.
 """
@@ -20,12 +20,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from pipeline.allocator import steady_allocator
 from pipeline.predict import INPUT, OUTPUT, make_session, read_metadata, resolve_threads
 
 log = logging.getLogger(__name__)
 
 LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy")
-LABELS = {"torch_fp32": "torch eager fp32", "ort_fp32": "ORT fp32", "ort_int8": "ORT INT8", "ort_int8_s8s8": "ORT INT8 S8S8"}
+LABELS = {"torch_fp32": "torch eager fp32", "ort_fp32": "ORT fp32", "ort_int8": "ORT INT8", "ort_int8_s8s8": "ORT INT8 S8S8",
+          "ort_int8_int8_stem": "ORT INT8, stem conv INT8"}
 
 
 def cpu_model() -> str:
@@ -48,20 +50,31 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def time_runs(fns: dict[str, Callable[[], object]], warmup: int, runs: int, sync: Callable[[], None] = lambda: None) -> dict:
-    """Warm each fn up, then time `runs` rounds of one call per fn, round-robin (A, B, C, A, B, C, ...), so
-    drift and load from neighbours hit every runtime alike; returns {name: percentiles in ms}."""
+def time_runs(fns: dict[str, Callable[[], object]], warmup: int, runs: int, sync: Callable[[], None] = lambda: None,
+              block: int = 10, pause_s: float = 0.05) -> dict:
+    """Time `runs` calls of each fn, in blocks of `block` consecutive calls that take turns (A A A, B B B,
+    C C C, then B.., C.., A..: the order rotates every round), so drift and neighbours' load hit every
+    runtime alike while each runs as in service (warm caches, ORT workers spinning between calls).
+    Each block follows a `pause_s` sleep and one untimed call: the pause lets the previous runtime's
+    spinning workers park instead of taking this one's cores. Returns {name: percentiles in ms}."""
+    names = list(fns)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(max(runs, 1)):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
+    block = max(1, block)
+    for r in range(-(-max(runs, 1) // block)):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            n = min(block, max(runs, 1) - r * block)
+            time.sleep(pause_s)
+            fns[k]()
             sync()
-            times[k].append(time.perf_counter() - t0)
+            for _ in range(n):
+                t0 = time.perf_counter()
+                fns[k]()
+                sync()
+                times[k].append(time.perf_counter() - t0)
     out = {}
     for k, t in times.items():
         p50, p90, p99 = np.percentile(np.array(t) * 1e3, [50, 90, 99])
@@ -75,16 +88,16 @@ def _batch(images: np.ndarray, b: int) -> np.ndarray:
 
 
 def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], images: np.ndarray,
-              batch_sizes: list[int], warmup: int = 5, runs: int = 30, threads: int = 0, provider: str = "auto") -> dict:
+              batch_sizes: list[int], warmup: int = 5, runs: int = 30, threads: int = 0, provider: str = "auto",
+              spin: bool = True) -> dict:
     """Latency of `torch_model` (taking `images`' format, float32 [0, 1] NCHW) and each named .onnx file.
 
     Returns {"latency": {runtime: {"b<batch>": {p50_ms, p90_ms, p99_ms, mean_ms, runs, images_per_s}}},
     "speedup": {"b<batch>": {"<runtime>_vs_torch_fp32": p50 ratio}}, "env": {...}}.
     """
     n = resolve_threads(threads)
-    # No spinning: in interleaved rounds, ORT workers busy-waiting after their run took the cores from
-    # torch (measured on 2 cores, 2 threads: torch b64 60 ms with spinning vs 19 ms without).
-    sessions = {name: make_session(path, n, provider, spin=False) for name, path in onnx_files.items()}
+    tuned = steady_allocator()
+    sessions = {name: make_session(path, n, provider, spin=spin) for name, path in onnx_files.items()}
     providers = {name: used for name, (_, used) in sessions.items()}
     torch_device = "cuda" if "CUDAExecutionProvider" in providers.values() and torch.cuda.is_available() else "cpu"
     old = torch.get_num_threads()
@@ -114,7 +127,8 @@ def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], 
         for b in batch_sizes:
             ref = lat["torch_fp32"][f"b{b}"]["p50_ms"]
             speedup[f"b{b}"] = {f"{name}_vs_torch_fp32": ref / lat[name][f"b{b}"]["p50_ms"] for name in sessions}
-    env = {"cpu": cpu_model(), "threads": n, "inter_op_threads": 1, "ort_spinning": False, "torch_device": torch_device,
+    env = {"cpu": cpu_model(), "threads": n, "inter_op_threads": 1, "ort_spinning": spin, "steady_allocator": tuned,
+           "torch_device": torch_device,
            "providers": providers, "warmup": warmup, "runs": runs, "versions": library_versions()}
     log.info("latency (p50 ms): %s", "; ".join(f"{k} " + ", ".join(f"{b}={v['p50_ms']:.2f}" for b, v in r.items()) for k, r in lat.items()))
     return {"latency": lat, "speedup": speedup, "env": env}

@@ -225,7 +225,8 @@ def export_student(art_path: str | Path, data: dict, out_fp32: str | Path, out_i
         parity, fp32_z, torch_z = check_parity(wrapped, sess, data["test_x"], p.parity_atol)
         with quiet_loggers(*NOISY):
             qinfo = quantize_int8(f32, i8, data["train_x"], n=p.calib_images, method=p.calib_method,
-                                  activation=p.activation_type, weight=p.weight_type, per_channel=p.per_channel)
+                                  activation=p.activation_type, weight=p.weight_type, per_channel=p.per_channel,
+                                  fp32_stem=p.fp32_stem)
         int8_z = run_logits(make_session(i8, p.threads, provider)[0], to_unit(data["test_x"]))
         sizes = {"fp32": f32.stat().st_size, "int8": i8.stat().st_size}
     y = data["test_y"]

@@ -11,6 +11,7 @@ from typing import Callable
 
 import typer
 
+from pipeline.allocator import steady_allocator
 from pipeline.errors import KdpipeError
 
 HERE = Path(__file__).parent  # the stages package: one module per command
@@ -40,6 +41,7 @@ def command(name: str) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             setup_logging(os.environ.get("KDPIPE_VERBOSE") == "1")
+            steady_allocator()  # stage processes reuse activation memory instead of page-faulting it in per batch
             try:
                 return fn(*args, **kwargs)
             except KdpipeError as e:

@@ -23,7 +23,7 @@ def bench(params: Path = typer.Option(Path("params.yaml"), help="params file"),
           student: str = typer.Option("resnet8", help="student arch for the training benchmark"),
           teacher: str = typer.Option("resnet20", help="teacher arch for the online-KD benchmark"),
           reps: int = typer.Option(5, help="interleaved timed epochs per side"),
-          runs: int = typer.Option(100, help="timed rounds per latency figure (each round calls every runtime once)"),
+          runs: int = typer.Option(100, help="timed calls per runtime and batch size (blocks of 10, runtimes taking turns)"),
           threads: list[int] = typer.Option([1, 0], help="intra-op thread counts for the latency tables (0 = all cores)"),
           out: Path = typer.Option(Path("bench"), help="output folder")) -> None:
     """Time fit vs a plain PyTorch loop, KD epochs vs scratch, and ORT INT8 vs torch fp32 on the exported students."""
@@ -34,10 +34,10 @@ def bench(params: Path = typer.Option(Path("params.yaml"), help="params file"),
     for name in p.export.students:
         fp32, int8 = MODELS / "export" / f"{name}.onnx", MODELS / "export" / f"{name}.int8.onnx"
         with tempfile.TemporaryDirectory(prefix="kdpipe-bench-") as tmp:
-            extra = {}
-            if fp32.is_file() and int8.is_file():  # the alternative INT8 recipe, to show why U8S8 is the default
-                extra["ort_int8_s8s8"] = Path(tmp) / "s8s8.onnx"
-                quantize_int8(fp32, extra["ort_int8_s8s8"], data["train_x"], p.export.calib_images, activation="s8", weight="s8")
+            recipes = {"ort_int8_s8s8": {"activation": "s8", "weight": "s8"}, "ort_int8_int8_stem": {"fp32_stem": False}}
+            extra = {k: Path(tmp) / f"{k}.onnx" for k in recipes} if fp32.is_file() and int8.is_file() else {}
+            for k, path in extra.items():  # alternative INT8 recipes, to show why the defaults are the defaults
+                quantize_int8(fp32, path, data["train_x"], p.export.calib_images, **recipes[k])
             for t in threads if fp32.is_file() else []:  # small CNNs scale unevenly with threads: show each count
                 deploy[f"{name}, {t or 'all'} thread(s)"] = bench_student(
                     MODELS / "students" / f"{name}.pt", fp32, int8 if int8.is_file() else None, p.export.batch_sizes,

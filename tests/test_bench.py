@@ -1,16 +1,24 @@
 """Latency timing helpers: interleaved rounds and the percentiles they report."""
 from __future__ import annotations
 
+from pipeline.allocator import steady_allocator
 from pipeline.bench import markdown_table, time_runs
 
 
-def test_time_runs_interleaves_runtimes_after_their_warm_up():
+def test_time_runs_takes_turns_in_blocks_after_warm_up():
     calls: list[str] = []
-    out = time_runs({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=2, runs=3)
-    # warm-up: each runtime alone (a, a, b, b); then 3 rounds calling a then b
-    assert calls == ["a", "a", "b", "b", "a", "b", "a", "b", "a", "b"]
-    assert set(out) == {"a", "b"} and out["a"]["runs"] == 3
+    out = time_runs({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=2, runs=3, block=2, pause_s=0)
+    # warm-up: each runtime alone (a a, b b); round 0 in order a, b: one untimed call then a block of 2 timed;
+    # round 1 rotated to b, a: one untimed call then the 1 timed call left (3 = 2 + 1)
+    assert calls == ["a", "a", "b", "b"] + ["a"] * 3 + ["b"] * 3 + ["b"] * 2 + ["a"] * 2
+    assert set(out) == {"a", "b"} and out["a"]["runs"] == 3 and out["b"]["runs"] == 3
     assert 0 <= out["a"]["p50_ms"] <= out["a"]["p90_ms"] <= out["a"]["p99_ms"]
+
+
+def test_steady_allocator_takes_effect_under_glibc():
+    import platform
+    # glibc accepts both mallopt settings (Linux CI); elsewhere the call reports False, never raises
+    assert steady_allocator() is (platform.libc_ver()[0] == "glibc")
 
 
 def test_markdown_table_gives_speed_up_against_torch():

@@ -73,7 +73,7 @@ def test_bench_writes_ratios_and_latency_tables(repo):
         assert res["training"][key]["ratio"] > 0 and res["training"][key]["a_s"] > 0, key
     assert sorted(res["deployment"]) == ["kd, 1 thread(s)", "kd, all thread(s)"]
     one = res["deployment"]["kd, 1 thread(s)"]
-    assert one["env"]["threads"] == 1 and set(one["latency"]) == {"torch_fp32", "ort_fp32", "ort_int8", "ort_int8_s8s8"}
+    assert one["env"]["threads"] == 1 and set(one["latency"]) == {"torch_fp32", "ort_fp32", "ort_int8", "ort_int8_s8s8", "ort_int8_int8_stem"}
     assert "| `fit` / plain PyTorch loop |" in (repo / "bench" / "results.md").read_text()
 
 

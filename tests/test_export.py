@@ -28,6 +28,7 @@ from pipeline.methods.ce import CrossEntropy
 from pipeline.models import create_model
 from pipeline.params import DataParams, OptimParams
 from pipeline.predict import make_session, read_metadata, run_logits
+from pipeline.quantize import quantize_int8
 from pipeline.train import Loaders, fit
 from stages import app, load_all
 
@@ -120,6 +121,24 @@ def test_int8_same_interface_and_agrees(work):
     zq, zf = run_logits(sq, x, batch_size=7), run_logits(make_session(d / "tiny.onnx", threads=1)[0], x)
     assert (zq.argmax(1) == zf.argmax(1)).mean() >= 0.9
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(d / "tiny.int8.onnx")).graph.node)
+
+
+
+def _conv_weight_is_int8(proto: onnx.ModelProto, conv: onnx.NodeProto) -> bool:
+    """In QDQ format a quantized conv reads its weight through a DequantizeLinear node."""
+    return any(n.op_type == "DequantizeLinear" and n.output[0] == conv.input[1] for n in proto.graph.node)
+
+
+@pytest.mark.parametrize("fp32_stem", [True, False])
+def test_int8_stem_conv_stays_fp32_only_when_asked(work, tmp_path, fp32_stem):
+    out = tmp_path / "q.onnx"
+    info = quantize_int8(work["root"] / "models/export/tiny.onnx", out, work["data"]["train_x"], n=16, fp32_stem=fp32_stem)
+    proto = onnx.load(str(out))
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 9  # resnet8: stem + 3 stages x 2 convs + 2 strided 1x1 shortcuts = 1 + 6 + 2
+    assert _conv_weight_is_int8(proto, convs[0]) is not fp32_stem
+    assert all(_conv_weight_is_int8(proto, c) for c in convs[1:])
+    assert info["fp32_nodes"] == ([convs[0].name] if fp32_stem else [])
 
 
 def test_predict_cli_on_pngs(work, tmp_path):
@@ -238,11 +257,11 @@ def test_stage_parity_failure_leaves_no_onnx(work, monkeypatch):
     assert not Path("results/export/tiny2").exists()
 
 
-def test_benchmark_sessions_do_not_spin(work):
-    """Interleaved timing needs ORT workers that sleep when idle, or they starve torch's next call."""
+def test_sessions_spin_unless_told_not_to(work):
+    """Spinning is ORT's serving default; `spin=False` is there for hosts that share the cores."""
     path = work["root"] / "models/export/tiny.onnx"
     key = "session.intra_op.allow_spinning"
     assert make_session(path, threads=1)[0].get_session_options().get_session_config_entry(key) == "1"
     assert make_session(path, threads=1, spin=False)[0].get_session_options().get_session_config_entry(key) == "0"
     m = json.loads((work["root"] / "results/export/tiny/metrics.json").read_text())
-    assert m["env"]["ort_spinning"] is False
+    assert m["env"]["ort_spinning"] is True and m["env"]["steady_allocator"] is True
