@@ -115,9 +115,10 @@ def train_model(name: str, kind: str, spec: ModelParams, base: BaseParams, data:
     facts = data_facts(data)
     make = lambda: create_model(spec.arch, facts["num_classes"], facts["in_channels"], **spec.arch_kwargs)  # noqa: E731
     source = build_source(spec, list(teacher_paths), data, target_paths)
-    ctx = Context(student=make(), source=source, epochs=spec.optim.epochs, make_student=make, assets=assets or {}, **facts)
-    method = build_method(spec.method, ctx, spec.args)
     loaders = make_loaders(data, spec, seed, device, rank, world)
+    ctx = Context(student=make(), source=source, epochs=spec.optim.epochs, steps_per_epoch=len(loaders.train), make_student=make,
+                  assets=assets or {}, **facts)
+    method = build_method(spec.method, ctx, spec.args)
     fp = fingerprint(to_dict(spec), base.seed, [str(checkpoint.sha256(p)) for p in teacher_paths],
                      data["train_y"].shape[0], data["source"], extra_fingerprint)
     tracker = tracker_factory(paths.metrics_dir) if is_main() else None

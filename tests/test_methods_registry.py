@@ -179,12 +179,30 @@ def test_fitnet_connector_trains_but_is_not_exported() -> None:
 
 def test_dkd_warmup_and_weighting() -> None:
     m = build_method("dkd", _context("dkd", 2, 4), _params("dkd"))
-    # min((e + 1)/20, 1): epoch 0 -> 0.05, epoch 9 -> 0.5, epoch 19 and later -> 1
+    # no step count known: per epoch, min((e + 1)/20, 1): epoch 0 -> 0.05, epoch 9 -> 0.5, epoch 19 and later -> 1
     assert (m.ramp(0), m.ramp(9), m.ramp(19), m.ramp(50)) == (0.05, 0.5, 1.0, 1.0)
     assert build_method("dkd", _context("dkd", 2, 4), _params("dkd", warmup=0.0)).ramp(0) == 1.0
+    m.eval()  # evaluation batches do not advance the warm-up: epoch 9 gives the per-epoch 0.5
     out = m(_batch(4), 9)
     want = out["ce"] + 0.5 * (1.0 * out["tckd"] + 8.0 * out["nckd"])
     assert out["loss"].item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_dkd_warmup_rises_per_step_and_restarts_with_the_epoch() -> None:
+    ctx = _context("dkd", 1, 4)
+    ctx.steps_per_epoch = 4
+    m = build_method("dkd", ctx, _params("dkd", warmup=2.0)).train()
+    ramps = []
+    for epoch, steps in ((0, 4), (1, 2), (1, 2)):  # the last pair: two more steps of epoch 1
+        for _ in range(steps):
+            out = m(_batch(4), epoch)
+            ramps.append((out["loss"] - out["ce"]).item() / (out["tckd"] + 8.0 * out["nckd"]).item())
+    # progress = e + (i + 1)/4 over W = 2: 0.25/2, 0.5/2, 0.75/2, 1/2, then 1.25/2, 1.5/2, 1.75/2, 2/2
+    want = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
+    assert ramps == pytest.approx(want, rel=1e-5)
+    # a warm-up shorter than one epoch is now possible: W = 0.5 reaches full weight at mid-epoch
+    short = build_method("dkd", ctx, _params("dkd", warmup=0.5))
+    assert (short.ramp(0, 0), short.ramp(0, 1), short.ramp(0, 3)) == (0.5, 1.0, 1.0)  # (1/4)/0.5, (2/4)/0.5, capped
 
 
 def test_at_weighting_and_teacher_choice() -> None:

@@ -43,6 +43,7 @@ class Context:
     in_channels: int = 3
     input_size: int = 32
     epochs: int = 1
+    steps_per_epoch: int = 0  # training batches per epoch on this rank (0 = unknown: schedules go per epoch)
     make_student: Callable[[], nn.Module] | None = None  # another fresh student (DML peers)
     assets: dict[str, Any] = field(default_factory=dict)  # stage-provided extras (factor encoder, probe choice...)
 

@@ -13,13 +13,17 @@ from pipeline.methods import Method, register_method
 
 @register_method("dkd")
 class DKD(Method):
-    """L = CE(z_s, y) + min((e + 1)/W, 1)·(α·TCKD + β·NCKD)  ("Decoupled Knowledge Distillation", CVPR 2022).
+    """L = CE(z_s, y) + min(progress/W, 1)·(α·TCKD + β·NCKD)  ("Decoupled Knowledge Distillation", CVPR 2022).
 
     TCKD/NCKD in pipeline.losses.dkd (T²-scaled, batchmean). Defaults α = 1, β = 8, T = 4, W = 20
     epochs are mdistiller's CIFAR-100 defaults for a 240-epoch schedule (β = 2 for res56→res20 and
     res110→res32, 6 for the WRN/VGG pairs). W is in epochs: scale it with the schedule
-    (20/240 of training ≈ 0.5 epoch for a 6-epoch run). `e` is the loop's 0-based epoch, so the
-    first epoch gets 1/W, as mdistiller's 1-based `epoch / warmup`; W = 0 turns the warm-up off.
+    (20/240 of training ≈ 0.33 epoch for a 4-epoch run). Our choice: the ramp is min(progress/W, 1)
+    with progress = e + (i + 1)/steps for the i-th training batch of 0-based epoch e, so it rises per
+    step and a warm-up shorter than an epoch is possible; at each epoch's end it equals mdistiller's
+    per-epoch `epoch / warmup` (1-based epoch). Without a known step count it is per epoch, (e + 1)/W.
+    W = 0 turns the warm-up off. (Before this, the ramp was per epoch only: W = 1 meant full weight
+    from the first step, and DKD at β = 8 collapsed in the 4-epoch comparison.)
     Several teachers (the paper has one): `teachers: mean_logits` (default, our choice) distils
     from the mean of the teachers' logits, a single target that keeps DKD's binary/non-target split
     well defined; `first` uses the first teacher only.
@@ -42,10 +46,15 @@ class DKD(Method):
             raise KdpipeError(f"dkd: temperature must be > 0 and warmup >= 0, got {p.temperature} and {p.warmup}")
         if ctx.num_classes < 2:
             raise KdpipeError("dkd needs at least 2 classes (NCKD is over the non-target classes)")
+        self.steps = ctx.steps_per_epoch
+        self._epoch, self._step = -1, 0  # training batches seen in the current epoch (restarts with it: resume-safe)
 
-    def ramp(self, epoch: int) -> float:
-        """Warm-up factor min((epoch + 1)/W, 1) for the 0-based epoch."""
-        return 1.0 if self.p.warmup == 0 else min((epoch + 1) / self.p.warmup, 1.0)
+    def ramp(self, epoch: int, step: int | None = None) -> float:
+        """Warm-up factor min(progress/W, 1); progress = epoch + (step + 1)/steps, or epoch + 1 per epoch."""
+        if self.p.warmup == 0:
+            return 1.0
+        progress = epoch + ((step + 1) / self.steps if step is not None and self.steps else 1.0)
+        return min(progress / self.p.warmup, 1.0)
 
     def forward(self, batch, epoch: int) -> dict:
         x, y, _ = batch
@@ -54,5 +63,10 @@ class DKD(Method):
         zt = zt.mean(0) if self.p.teachers == "mean_logits" else zt[0]
         tckd, nckd = dkd_parts(z, zt, y, self.p.temperature)
         ce = F.cross_entropy(z, y)
-        loss = self.p.ce_weight * ce + self.ramp(epoch) * (self.p.alpha * tckd + self.p.beta * nckd)
+        step = None
+        if self.training:
+            if epoch != self._epoch:
+                self._epoch, self._step = epoch, 0
+            step, self._step = self._step, self._step + 1
+        loss = self.p.ce_weight * ce + self.ramp(epoch, step) * (self.p.alpha * tckd + self.p.beta * nckd)
         return {"loss": loss, "logits": z, "ce": ce, "tckd": tckd, "nckd": nckd}
