@@ -97,7 +97,7 @@ class ExportParams:
     activation_type: Literal["u8", "s8"] = "u8"  # INT8 activations (u8 is faster on x86 VNNI)
     weight_type: Literal["s8", "u8"] = "s8"  # INT8 weights
     per_channel: bool = True  # per-channel weight scales
-    fp32_stem: bool = True  # keep the first conv in fp32: with 1-3 input channels it is slower in INT8 (and less exact)
+    fp32_stem: bool = True  # keep the first conv in fp32: with 1 input channel it measured slower in INT8 (and less exact)
     latency_runs: int = 30  # timed runs per (runtime, batch size)
     latency_warmup: int = 5  # untimed warm-up runs
     threads: int = 0  # intra-op threads for torch and ORT (0 = all cores)
