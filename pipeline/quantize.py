@@ -8,8 +8,8 @@ VNNI) U8S8 QDQ measured 1.95x faster than ORT fp32 (resnet8, batch 64, 1 thread)
 documented first choice) was 2.7x slower than U8S8 (README, Benchmarks). The first conv stays fp32
 by default (`fp32_stem`): with one input channel its INT8 GEMM has K = 9 and took 0.90 ms per batch
 of 64 against 0.16 ms in fp32 (resnet8, 1 thread), 23 % of the whole INT8 model, and its 8-bit
-input cost 0.11 points of top-1 (measured on the default profile's kd student). The INT8 model keeps the fp32 interface and metadata, plus a
-`quantization` entry describing the settings.
+input cost 0.11 points of top-1 (measured on the default profile's kd student). The INT8 model
+keeps the fp32 interface and metadata, plus a `quantization` entry describing the settings.
 """
 from __future__ import annotations
 
