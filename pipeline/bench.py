@@ -57,16 +57,15 @@ def time_runs(fns: dict[str, Callable[[], object]], warmup: int, runs: int, sync
     runtime alike while each runs as in service (warm caches, ORT workers spinning between calls).
     Each block follows a `pause_s` sleep and one untimed call: the pause lets the previous runtime's
     spinning workers park instead of taking this one's cores. Returns {name: percentiles in ms}."""
-    names = list(fns)
+    names, runs, block = list(fns), max(runs, 1), max(block, 1)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    block = max(1, block)
-    for r in range(-(-max(runs, 1) // block)):
+    for r in range(-(-runs // block)):  # ceil(runs / block) rounds; the last block may be short
+        n = min(block, runs - r * block)
         for k in names[r % len(names):] + names[:r % len(names)]:
-            n = min(block, max(runs, 1) - r * block)
             time.sleep(pause_s)
             fns[k]()
             sync()
@@ -88,8 +87,7 @@ def _batch(images: np.ndarray, b: int) -> np.ndarray:
 
 
 def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], images: np.ndarray,
-              batch_sizes: list[int], warmup: int = 5, runs: int = 30, threads: int = 0, provider: str = "auto",
-              spin: bool = True) -> dict:
+              batch_sizes: list[int], warmup: int = 5, runs: int = 30, threads: int = 0, provider: str = "auto") -> dict:
     """Latency of `torch_model` (taking `images`' format, float32 [0, 1] NCHW) and each named .onnx file.
 
     Returns {"latency": {runtime: {"b<batch>": {p50_ms, p90_ms, p99_ms, mean_ms, runs, images_per_s}}},
@@ -97,7 +95,7 @@ def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], 
     """
     n = resolve_threads(threads)
     tuned = steady_allocator()
-    sessions = {name: make_session(path, n, provider, spin=spin) for name, path in onnx_files.items()}
+    sessions = {name: make_session(path, n, provider) for name, path in onnx_files.items()}  # ORT's default: spinning on
     providers = {name: used for name, (_, used) in sessions.items()}
     torch_device = "cuda" if "CUDAExecutionProvider" in providers.values() and torch.cuda.is_available() else "cpu"
     old = torch.get_num_threads()
@@ -127,9 +125,8 @@ def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], 
         for b in batch_sizes:
             ref = lat["torch_fp32"][f"b{b}"]["p50_ms"]
             speedup[f"b{b}"] = {f"{name}_vs_torch_fp32": ref / lat[name][f"b{b}"]["p50_ms"] for name in sessions}
-    env = {"cpu": cpu_model(), "threads": n, "inter_op_threads": 1, "ort_spinning": spin, "steady_allocator": tuned,
-           "torch_device": torch_device,
-           "providers": providers, "warmup": warmup, "runs": runs, "versions": library_versions()}
+    env = {"cpu": cpu_model(), "threads": n, "inter_op_threads": 1, "ort_spinning": True, "steady_allocator": tuned,
+           "torch_device": torch_device, "providers": providers, "warmup": warmup, "runs": runs, "versions": library_versions()}
     log.info("latency (p50 ms): %s", "; ".join(f"{k} " + ", ".join(f"{b}={v['p50_ms']:.2f}" for b, v in r.items()) for k, r in lat.items()))
     return {"latency": lat, "speedup": speedup, "env": env}
 

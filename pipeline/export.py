@@ -14,7 +14,6 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
@@ -23,6 +22,7 @@ import torch.nn as nn
 
 from pipeline import __version__, bench, checkpoint
 from pipeline.errors import KdpipeError
+from pipeline.logs import NOISY, quiet_loggers
 from pipeline.params import ExportParams
 from pipeline.predict import INPUT, META_FORMAT, OUTPUT, make_session, read_metadata, run_logits
 from pipeline.quantize import quantize_int8
@@ -70,21 +70,6 @@ def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
         model.metadata_props.add(key=k, value=v)
 
 
-@contextlib.contextmanager
-def quiet_loggers(*names: str, level: int = logging.WARNING) -> Iterator[None]:
-    """Raise the level of chatty third-party loggers (onnxscript/onnx_ir passes, ORT's shape inference) for a block."""
-    loggers = [logging.getLogger(n) for n in names]
-    old = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(max(level, lg.getEffectiveLevel()))
-    try:
-        yield
-    finally:
-        for lg, lv in zip(loggers, old):
-            lg.setLevel(lv)
-
-
-NOISY = ("onnx_ir", "onnxscript", "torch.onnx", "onnxruntime")
 
 
 def _dynamo(wrapped: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:

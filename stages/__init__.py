@@ -5,5 +5,5 @@ output. The shared plumbing is in `stages/_cli.py`, the project's path conventio
 """
 from __future__ import annotations
 
-from stages._cli import app, command, load_all, main, say, setup_logging  # noqa: F401
+from stages._cli import app, command, load_all, say  # noqa: F401
 from stages._layout import DATA, KNOWLEDGE, MODELS, RESULTS, STATE, knowledge_assets, model_path, targets_path  # noqa: F401
