@@ -1,4 +1,4 @@
-"""Latency timing helpers: interleaved rounds and the percentiles they report."""
+"""Latency timing helpers: turn-taking blocks, the percentiles they report, the allocator set-up."""
 from __future__ import annotations
 
 from pipeline.allocator import steady_allocator

@@ -123,7 +123,6 @@ def test_int8_same_interface_and_agrees(work):
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(d / "tiny.int8.onnx")).graph.node)
 
 
-
 def _conv_weight_is_int8(proto: onnx.ModelProto, conv: onnx.NodeProto) -> bool:
     """In QDQ format a quantized conv reads its weight through a DequantizeLinear node."""
     return any(n.op_type == "DequantizeLinear" and n.output[0] == conv.input[1] for n in proto.graph.node)
