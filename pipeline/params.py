@@ -9,22 +9,21 @@ typo in a `dvc exp run -S` override fails loudly instead of being ignored. Metho
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from pipeline.config import bounded, convert, from_dict, to_dict  # noqa: F401 - re-exported for callers
 from pipeline.errors import KdpipeError
 
 
 @dataclass(frozen=True)
 class BaseParams:
-    seed: int = 0  # global seed; per-model seeds are added to it
+    seed: int = bounded(0, ge=0)  # global seed; per-model seeds are added to it
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | mps
-    threads: int = 0  # torch CPU threads; 0 keeps torch's default (one per core)
+    threads: int = bounded(0, ge=0)  # torch CPU threads; 0 keeps torch's default (one per core)
 
 
 @dataclass(frozen=True)
@@ -47,21 +46,21 @@ class DataParams:
 
 @dataclass(frozen=True)
 class OptimParams:
-    epochs: int = 10  # passes over the training split
-    batch_size: int = 128  # images per optimizer step (global, across DDP ranks)
+    epochs: int = bounded(10, ge=1)  # passes over the training split
+    batch_size: int = bounded(128, ge=1)  # images per optimizer step (global, across DDP ranks)
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.1  # peak learning rate
-    momentum: float = 0.9  # SGD momentum (Adam: beta1)
+    lr: float = bounded(0.1, gt=0)  # peak learning rate
+    momentum: float = bounded(0.9, ge=0, lt=1)  # SGD momentum (Adam: beta1)
     nesterov: bool = True  # SGD Nesterov momentum
-    weight_decay: float = 5e-4  # L2 penalty
+    weight_decay: float = bounded(5e-4, ge=0)  # L2 penalty
     schedule: Literal["cosine", "multistep", "constant"] = "cosine"
-    milestones: list[int] = field(default_factory=list)  # multistep: epochs at which lr *= gamma
-    gamma: float = 0.1  # multistep decay factor
-    warmup_epochs: int = 0  # linear warm-up from lr/10 over this many epochs
+    milestones: list[int] = bounded([], ge=0)  # multistep: epochs at which lr *= gamma
+    gamma: float = bounded(0.1, gt=0, le=1)  # multistep decay factor
+    warmup_epochs: int = bounded(0, ge=0)  # linear warm-up from lr/10 over this many epochs
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # autocast dtype on CUDA (auto = bf16 if supported)
     compile: bool = False  # torch.compile the student
     channels_last: bool = True  # NHWC memory format on CUDA (ignored on CPU)
-    eval_every: int = 1  # validate every N epochs (the last epoch is always validated)
+    eval_every: int = bounded(1, ge=1)  # validate every N epochs (the last epoch is always validated)
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ class ModelParams:
     arch: str  # registry name, see `pipeline.models.list_models()`
     method: str = "ce"  # registry name, see `pipeline.methods.REGISTRY`
     teachers: list[str] = field(default_factory=list)  # knowledge sources: teacher names or students/<name>
-    seed: int = 0  # added to base.seed; different seeds give different initialisations
+    seed: int = bounded(0, ge=0)  # added to base.seed; different seeds give different initialisations
     targets: Literal["online", "cached"] = "online"  # run teachers each step, or read infer-targets' logits
     cached_with_augment: bool = False  # allow cached (un-augmented) targets together with augmentation
     augment: bool = True  # random crop/flip on the training images
@@ -82,26 +81,26 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    batch_size: int = 512  # images per forward pass
-    ece_bins: int = 15  # equal-width confidence bins for the expected calibration error
+    batch_size: int = bounded(512, ge=1)  # images per forward pass
+    ece_bins: int = bounded(15, ge=1)  # equal-width confidence bins for the expected calibration error
     ensembles: dict[str, list[str]] = field(default_factory=dict)  # name -> members (teacher names or students/<n>); mean of softmaxes
 
 
 @dataclass(frozen=True)
 class ExportParams:
     students: list[str] = field(default_factory=list)  # students to export: dvc.yaml makes one export stage per entry
-    opset: int = 18  # ONNX opset
-    parity_atol: float = 1e-4  # max |logit difference| allowed between ORT and torch
-    calib_images: int = 512  # training images for INT8 calibration
+    opset: int = bounded(18, ge=18)  # ONNX opset
+    parity_atol: float = bounded(1e-4, gt=0)  # max |logit difference| allowed between ORT and torch
+    calib_images: int = bounded(512, ge=1)  # training images for INT8 calibration
     calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     activation_type: Literal["u8", "s8"] = "u8"  # INT8 activations (u8 is faster on x86 VNNI)
     weight_type: Literal["s8", "u8"] = "s8"  # INT8 weights
     per_channel: bool = True  # per-channel weight scales
     fp32_stem: bool = True  # keep the first conv in fp32: with 1 input channel it measured slower in INT8 (and less exact)
-    latency_runs: int = 30  # timed runs per (runtime, batch size)
-    latency_warmup: int = 5  # untimed warm-up runs
-    threads: int = 0  # intra-op threads for torch and ORT (0 = all cores)
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 64])  # latency batch sizes
+    latency_runs: int = bounded(30, ge=1)  # timed runs per (runtime, batch size)
+    latency_warmup: int = bounded(5, ge=0)  # untimed warm-up runs
+    threads: int = bounded(0, ge=0)  # intra-op threads for torch and ORT (0 = all cores)
+    batch_sizes: list[int] = bounded([1, 64], ge=1)  # latency batch sizes
 
 
 @dataclass(frozen=True)
@@ -121,81 +120,6 @@ MODEL_SECTIONS = ("teachers", "students", "patriarchs", "generations")
 
 # Sections that stages parse themselves with their own dataclass (e.g. `professor`, `probes`, `factor`).
 EXTRA_SECTIONS = ("professor", "probes", "factor", "report", "bench")
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def convert(value: Any, tp: Any, where: str) -> Any:
-    """Check `value` against the annotation `tp` and convert it; raise KdpipeError naming `where`."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return convert(value, a, where)
-            except KdpipeError as e:
-                errors.append(str(e))
-        raise KdpipeError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise KdpipeError(f"{where}: {value!r} is not one of {list(args)}")
-        return value
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise KdpipeError(f"{where}: expected a list, got {value!r}")
-        return [convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise KdpipeError(f"{where}: expected a mapping, got {value!r}")
-        return {str(k): convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise KdpipeError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise KdpipeError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise KdpipeError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise KdpipeError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise KdpipeError(f"{where}: unsupported type {_type_name(tp)}")
-
-
-def from_dict(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass `cls` from a mapping, strictly (unknown keys and wrong types are errors)."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise KdpipeError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise KdpipeError(f"{where}.{unknown[0]}: unknown key; known keys: {', '.join(fields)}")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = convert(data[name], hints[name], f"{where}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise KdpipeError(f"{where}.{name}: required key is missing")
-    return cls(**kwargs)
 
 
 def parse_model(data: Any, where: str) -> ModelParams:
@@ -279,14 +203,3 @@ def section(params: Params, name: str, cls: type) -> Any:
         return from_dict(cls, params.extra.get(name), name)
     except KdpipeError as e:
         raise KdpipeError(f"params: {e}") from None
-
-
-def to_dict(obj: Any) -> Any:
-    """Plain-Python view of a params object (for artifacts and logs)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    return obj
