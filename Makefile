@@ -7,7 +7,7 @@ export PYTHONUNBUFFERED := 1
 # dvc.yaml runs `python -m stages ...`: the venv's python must come first on PATH
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test bench data env clean-env
+.PHONY: demo test lint bench data env clean-env dvc.yaml
 
 $(BIN)/kdpipe: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,11 +31,19 @@ data:  ## make sure Fashion-MNIST is on this machine (Debian package, else torch
 
 demo: env data  ## set up, get the data, run the default pipeline with dvc repro, print the results table
 	@test -d .git || (git init -q && git add -A && git commit -qm "kdpipe" >/dev/null)
+	$(BIN)/kdpipe dvc-yaml
 	$(BIN)/dvc repro
 	@echo; cat results/report.md
 
 test: env  ## set up and run the test suite
 	$(BIN)/python -m pytest -q
+
+lint: env  ## house style: ruff lint and format check (line length 110)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+dvc.yaml: env  ## regenerate the stage file from params.yaml (after adding, removing or re-wiring models)
+	$(BIN)/kdpipe dvc-yaml
 
 bench: env data  ## fit vs a plain PyTorch loop, KD epoch cost, ORT INT8 vs torch fp32; writes bench/results.md
 	$(BIN)/python -m stages bench

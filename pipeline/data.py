@@ -206,3 +206,12 @@ class DeviceLoader:
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, self.y[bi], bi
+
+
+def raw_paths(p: DataParams) -> list[str]:
+    """The raw files a source reads (DVC deps of prepare-data): changing one re-prepares the data."""
+    if p.source == "imagefolder":
+        return [p.root]
+    if p.source == "fashion_mnist" and (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file():
+        return sorted(str(f) for f in DEBIAN_FASHION.glob("*-ubyte.gz"))
+    return []

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from pipeline.config import bounded, convert, from_dict, to_dict  # noqa: F401 - re-exported for callers
 from pipeline.errors import KdpipeError
 
@@ -71,6 +69,10 @@ class ModelParams:
     method: str = "ce"  # registry name, see `pipeline.methods.REGISTRY`
     teachers: list[str] = field(default_factory=list)  # knowledge sources: teacher names or students/<name>
     seed: int = bounded(0, ge=0)  # added to base.seed; different seeds give different initialisations
+    seeds: list[int] = bounded([], ge=0)  # one model per seed, named <name>_s<seed> (replaces `seed`); [] = one model
+    baseline: str = ""  # student this one is compared with, paired by seed ("" = the ce student of the same arch)
+    group: str = ""  # set when params load: the entry's name before seed expansion
+    input_size: int = bounded(0, ge=0)  # this model's input side in pixels (0 = the prepared data's size)
     targets: Literal["online", "cached"] = "online"  # run teachers each step, or read infer-targets' logits
     cached_with_augment: bool = False  # allow cached (un-augmented) targets together with augmentation
     augment: bool = True  # random crop/flip on the training images
@@ -113,88 +115,32 @@ class Params:
     generations: dict[str, ModelParams] = field(default_factory=dict)  # chained students, one teacher each
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     export: ExportParams = field(default_factory=ExportParams)
-    extra: dict[str, Any] = field(default_factory=dict)  # sections owned by other stages (parsed there)
+    extra: dict[str, Any] = field(default_factory=dict)  # sections owned by knowledge stages (parsed there)
+
+    def model(self, ref: str) -> tuple[str, str, ModelParams]:
+        """(section, name, spec) of a model reference: a bare name is a teacher, else `<section>/<name>`."""
+        section, _, name = ref.rpartition("/")
+        section = section or "teachers"
+        models = getattr(self, section, None) if section in MODEL_SECTIONS else None
+        if models is None or name not in models:
+            raise KdpipeError(f"{ref!r} is not a model in params; use a teacher name or <section>/<name>")
+        return section, name, models[name]
 
 
 MODEL_SECTIONS = ("teachers", "students", "patriarchs", "generations")
 
-# Sections that stages parse themselves with their own dataclass (e.g. `professor`, `probes`, `factor`).
-EXTRA_SECTIONS = ("professor", "probes", "factor", "report", "bench")
+# Sections that knowledge stages parse with their own dataclass; each is optional.
+EXTRA_SECTIONS = ("professor", "probes", "factor")
 
 
-def parse_model(data: Any, where: str) -> ModelParams:
-    """Parse a teacher/student entry; its method block (key = method name) goes to `args`."""
-    from pipeline.methods import REGISTRY  # late import: methods import this module
-
-    if not isinstance(data, dict):
-        raise KdpipeError(f"{where}: expected a mapping with at least 'arch', got {data!r}")
-    method = data.get("method", "ce")
-    if method not in REGISTRY:
-        raise KdpipeError(f"{where}.method: unknown method {method!r}; known: {', '.join(sorted(REGISTRY))}")
-    own = {k: v for k, v in data.items() if k != method}
-    spec = from_dict(ModelParams, own, where)
-    args = convert(data.get(method) or {}, REGISTRY[method].Params, f"{where}.{method}")
-    return dataclasses.replace(spec, args=args)
+def model_entries(p: Params) -> list[tuple[str, str, ModelParams]]:
+    """Every model of the params (seeds expanded), as (section, name, spec), in section order."""
+    return [(sec, name, spec) for sec in MODEL_SECTIONS for name, spec in getattr(p, sec).items()]
 
 
-def parse_params(raw: dict, source: str = "params.yaml") -> Params:
-    """Parse an already loaded params mapping; `source` names the file in error messages."""
-    if not isinstance(raw, dict):
-        raise KdpipeError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
-    known = {f.name for f in dataclasses.fields(Params)} - {"extra"}
-    unknown = [k for k in raw if k not in known and k not in EXTRA_SECTIONS]
-    if unknown:
-        raise KdpipeError(f"{source}: {unknown[0]}: unknown section; known: {', '.join(sorted(known | set(EXTRA_SECTIONS)))}")
-    try:
-        out = Params(
-            base=from_dict(BaseParams, raw.get("base"), "base"),
-            data=from_dict(DataParams, raw.get("data"), "data"),
-            teachers={str(k): parse_model(v, f"teachers.{k}") for k, v in (raw.get("teachers") or {}).items()},
-            students={str(k): parse_model(v, f"students.{k}") for k, v in (raw.get("students") or {}).items()},
-            patriarchs={str(k): parse_model(v, f"patriarchs.{k}") for k, v in (raw.get("patriarchs") or {}).items()},
-            generations={str(k): parse_model(v, f"generations.{k}") for k, v in (raw.get("generations") or {}).items()},
-            evaluate=from_dict(EvaluateParams, raw.get("evaluate"), "evaluate"),
-            export=from_dict(ExportParams, raw.get("export"), "export"),
-            extra={k: raw[k] for k in EXTRA_SECTIONS if k in raw},
-        )
-    except KdpipeError as e:
-        raise KdpipeError(f"{source}: {e}") from None
-    names: dict[str, str] = {}
-    for sec in MODEL_SECTIONS:
-        for name in getattr(out, sec):
-            if name in names:
-                raise KdpipeError(f"{source}: {name!r} is in both {names[name]} and {sec}; model names must be unique")
-            names[name] = sec
-    for sec in MODEL_SECTIONS:
-        for name, spec in getattr(out, sec).items():
-            for t in spec.teachers:
-                tsec, _, tname = t.rpartition("/")
-                if (tsec or "teachers") not in MODEL_SECTIONS or tname not in getattr(out, tsec or "teachers"):
-                    raise KdpipeError(f"{source}: {sec}.{name}.teachers: {t!r} is not a model in params; "
-                                      f"use a teacher name or <section>/<name> ({', '.join(MODEL_SECTIONS)})")
-    for name, spec in out.generations.items():
-        if len(spec.teachers) != 1 or "/" not in spec.teachers[0]:
-            raise KdpipeError(f"{source}: generations.{name} must name exactly one teacher as <section>/<name> "
-                              "(e.g. patriarchs/tol, generations/gen1, teachers/resnet20_a)")
-    from pipeline.generations import generation_order, known_models  # cycle check, one line
-
-    try:
-        generation_order(out.generations, "generations", known_models(out))
-    except KdpipeError as e:
-        raise KdpipeError(f"{source}: {e}") from None
-    return out
-
-
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate a params file; every problem is a one-line KdpipeError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise KdpipeError(f"{path}: params file not found; run from the project root or pass --params")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise KdpipeError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
-    return parse_params(raw, str(path))
+def model_ref(section: str, name: str) -> str:
+    """The reference other entries use for a model: bare for teachers, `<section>/<name>` otherwise."""
+    return name if section == "teachers" else f"{section}/{name}"
 
 
 def section(params: Params, name: str, cls: type) -> Any:
@@ -203,3 +149,5 @@ def section(params: Params, name: str, cls: type) -> Any:
         return from_dict(cls, params.extra.get(name), name)
     except KdpipeError as e:
         raise KdpipeError(f"params: {e}") from None
+
+

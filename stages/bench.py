@@ -11,7 +11,7 @@ import typer
 
 from pipeline import checkpoint
 from pipeline.bench import bench_student, cpu_model, library_versions, markdown_table
-from pipeline.params import load_params
+from pipeline.checks import load_params
 from pipeline.quantize import quantize_int8
 from pipeline.runner import load_data
 from pipeline.speed import run_training_bench

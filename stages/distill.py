@@ -7,7 +7,7 @@ import typer
 
 from pipeline import checkpoint
 from pipeline.errors import KdpipeError
-from pipeline.params import load_params
+from pipeline.checks import load_params
 from pipeline.runner import RunPaths, load_data, train_model
 from pipeline.tracking import LiveTracker
 from stages import DATA, MODELS, RESULTS, STATE, command, say, knowledge_assets, model_path, targets_path

@@ -8,7 +8,8 @@ import typer
 
 from pipeline import checkpoint
 from pipeline.evaluate import confusion_rows, evaluate_model
-from pipeline.params import MODEL_SECTIONS, load_params
+from pipeline.params import MODEL_SECTIONS
+from pipeline.checks import load_params
 from pipeline.runner import load_data
 from stages import DATA, MODELS, RESULTS, command, model_path
 

@@ -9,7 +9,7 @@ import typer
 from pipeline import checkpoint
 from pipeline.errors import KdpipeError
 from pipeline.export import export_student
-from pipeline.params import load_params
+from pipeline.checks import load_params
 from pipeline.runner import load_data
 from stages import DATA, MODELS, RESULTS, command
 

@@ -11,7 +11,8 @@ from pipeline import checkpoint
 from pipeline.data import DeviceLoader
 from pipeline.errors import KdpipeError
 from pipeline.evaluate import infer
-from pipeline.params import MODEL_SECTIONS, load_params
+from pipeline.params import MODEL_SECTIONS
+from pipeline.checks import load_params
 from pipeline.runner import check_teacher, load_data
 from pipeline.runtime import select_device
 from stages import DATA, command, model_path, targets_path

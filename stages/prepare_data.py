@@ -8,7 +8,7 @@ import typer
 
 from pipeline import checkpoint
 from pipeline.data import prepare, summary
-from pipeline.params import load_params
+from pipeline.checks import load_params
 from stages import DATA, RESULTS, command
 
 

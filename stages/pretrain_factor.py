@@ -9,7 +9,8 @@ import typer
 from pipeline import checkpoint
 from pipeline.errors import KdpipeError
 from pipeline.factor import FactorParams, pretrain_factor
-from pipeline.params import load_params, section
+from pipeline.params import section
+from pipeline.checks import load_params
 from pipeline.runner import load_data
 from pipeline.runtime import is_main
 from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, model_path

@@ -8,7 +8,8 @@ import typer
 
 from pipeline import checkpoint
 from pipeline.errors import KdpipeError
-from pipeline.params import load_params, section, to_dict
+from pipeline.params import section, to_dict
+from pipeline.checks import load_params
 from pipeline.probes import ProbesParams, plot_heatmap, probe_metrics, run_probes
 from pipeline.runner import check_teacher, fingerprint, load_data
 from pipeline.runtime import prepare

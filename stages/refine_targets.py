@@ -7,7 +7,8 @@ import typer
 
 from pipeline import checkpoint
 from pipeline.errors import KdpipeError
-from pipeline.params import MODEL_SECTIONS, load_params, section
+from pipeline.params import MODEL_SECTIONS, section
+from pipeline.checks import load_params
 from pipeline.professor import ProfessorParams, ProfessorPaths, targets_file, train_professor
 from pipeline.runner import check_teacher, load_data
 from pipeline.tracking import LiveTracker

@@ -9,7 +9,7 @@ import typer
 
 from pipeline import checkpoint
 from pipeline.bench import cpu_model
-from pipeline.params import load_params
+from pipeline.checks import load_params
 from pipeline.report import build_report, read_history, read_json
 from stages import RESULTS, command
 

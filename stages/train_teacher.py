@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from pipeline.errors import KdpipeError
-from pipeline.params import load_params
+from pipeline.checks import load_params
 from pipeline.runner import RunPaths, load_data, train_model
 from pipeline.tracking import LiveTracker
 from stages import DATA, MODELS, RESULTS, STATE, command, say

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from pipeline.errors import KdpipeError
-from pipeline.params import load_params, parse_params
+from pipeline.checks import load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def test_unknown_section_and_bad_yaml(tmp_path):
 
 
 def test_duplicate_names_and_generation_needs_one_teacher():
-    with pytest.raises(KdpipeError, match=r"'a' is in both teachers and students"):
+    with pytest.raises(KdpipeError, match=r"students.a: also in teachers"):
         parse_params({"teachers": {"a": {"arch": "resnet8"}}, "students": {"a": {"arch": "resnet8"}}})
     with pytest.raises(KdpipeError, match=r"exactly one teacher"):
         parse_params({"generations": {"g": {"arch": "resnet8", "method": "kd"}}})
