@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from pipeline.models import register_model
 
@@ -63,13 +63,13 @@ class CifarResNet(nn.Module):
         return self.forward_stages(x) if stages else self.forward_stages(x)[1]
 
 
-def _add(name: str, depth: int, widths: tuple[int, int, int, int]) -> None:
-    @register_model(name)
+def _add(name: str, depth: int, widths: tuple[int, int, int, int], deployable: bool = True) -> None:
+    @register_model(name, "resnet_cifar", 32, deployable)
     def build(num_classes: int, in_channels: int = 3) -> CifarResNet:
         return CifarResNet(depth, widths, num_classes, in_channels)
 
 
 for _d in (8, 14, 20, 32, 44, 56, 110):
     _add(f"resnet{_d}", _d, (16, 16, 32, 64))
-for _d in (8, 32):
-    _add(f"resnet{_d}x4", _d, (32, 64, 128, 256))
+_add("resnet8x4", 8, (32, 64, 128, 256))
+_add("resnet32x4", 32, (32, 64, 128, 256), deployable=False)  # 7.4M params: a yardstick teacher

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from pipeline.models import register_model
 
@@ -56,4 +56,7 @@ class WideResNet(nn.Module):
 
 
 for _d, _k in ((16, 1), (16, 2), (40, 1), (40, 2), (28, 10)):
-    register_model(f"wrn_{_d}_{_k}")(lambda num_classes, in_channels=3, _d=_d, _k=_k: WideResNet(_d, _k, num_classes, in_channels))
+    # wrn_28_10 (36M params) is a teacher only
+    register_model(f"wrn_{_d}_{_k}", "wrn", 32, deployable=_k < 10)(
+        lambda num_classes, in_channels=3, _d=_d, _k=_k: WideResNet(_d, _k, num_classes, in_channels)
+    )
