@@ -53,9 +53,14 @@ def list_models(aliases: bool = False) -> list[str]:
     return sorted([*_REGISTRY, *(_ALIASES if aliases else ())])
 
 
-def _info(arch: str, where: str = "arch") -> ModelInfo:
+def canonical_arch(arch: str, where: str = "arch") -> str:
+    """The registered name `arch` stands for (itself, or an alias's target)."""
     check_arch(arch, where)
-    return _REGISTRY[_ALIASES.get(arch, arch)]
+    return _ALIASES.get(arch, arch)
+
+
+def _info(arch: str) -> ModelInfo:
+    return _REGISTRY[canonical_arch(arch)]
 
 
 def check_arch(arch: str, where: str = "arch") -> None:
