@@ -72,13 +72,25 @@ def test_kdpipe_artifact_and_replace_head(tmp_path) -> None:
         apply_init(create_model("resnet14", 4, 1), InitParams(path=str(path)), "resnet14")
 
 
-def test_non_strict_loads_what_matches(tv_resnet18, tmp_path) -> None:
+def test_non_strict_loads_what_matches(tv_resnet18) -> None:
     path, sd = tv_resnet18
-    model = create_model("resnet18", num_classes=1000, in_channels=1)  # the stem conv takes 1 channel, the file's 3
+    model = create_model("resnet18", num_classes=1000, cifar_stem=True)  # a 3x3 stem conv, the file's is 7x7
     with pytest.raises(KdpipeError, match=r"resnet18\.pth: weights of another architecture.*net\.conv1\.weight"):
         apply_init(model, InitParams(path=str(path)), "resnet18")
     report = apply_init(model, InitParams(path=str(path), strict=False), "resnet18")
     assert report["mismatched"] == ["net.conv1.weight"] and report["loaded"] == len(sd) - 1
+
+
+def test_rgb_stem_adapts_to_other_channel_counts(tv_resnet18) -> None:
+    path, sd = tv_resnet18
+    w = sd["conv1.weight"]  # (64, 3, 7, 7)
+    gray = create_model("resnet18", num_classes=1000, in_channels=1)
+    assert apply_init(gray, InitParams(path=str(path)), "resnet18")["adapted_stem"] == "net.conv1.weight"
+    torch.testing.assert_close(gray.net.conv1.weight, w.sum(1, keepdim=True))  # gray x as (x, x, x): same response
+    five = create_model("resnet18", num_classes=1000, in_channels=5)
+    apply_init(five, InitParams(path=str(path)), "resnet18")
+    # channels cycle R, G, B, R, G, each scaled by 3/5 so the summed response keeps its scale
+    torch.testing.assert_close(five.net.conv1.weight, torch.cat([w, w[:, :2]], 1) * 0.6)
 
 
 def _save(path: Path, obj) -> str:

@@ -9,7 +9,7 @@ meant as an edge student; looking it up never builds a model.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -71,7 +71,8 @@ def check_arch(arch: str, where: str = "arch") -> None:
 
 def model_info(arch: str) -> dict:
     """`{family, default_input_size, deployable}` of a registered arch (aliases resolve to their target)."""
-    return {k: v for k, v in asdict(_info(arch)).items() if k != "build"}
+    info = _info(arch)
+    return {"family": info.family, "default_input_size": info.default_input_size, "deployable": info.deployable}
 
 
 def create_model(arch: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:

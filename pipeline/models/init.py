@@ -5,7 +5,8 @@
   (torchvision adapters keep the torchvision net as `net.`; DDP `module.` prefixes are dropped);
 - a kdpipe model artifact (format "kdpipe.model/1"), refused if it was trained for another arch;
 - a checkpoint dict holding the state dict under "state_dict" or "model".
-The classifier head (the model's last nn.Linear) is the only layer allowed to differ: with
+A stem conv built for another channel count (in_channels != 3) gets the file's RGB kernels summed
+(1 channel) or cycled. The classifier head (the model's last nn.Linear) is the only layer allowed to differ: with
 `head: auto` it keeps its fresh init when its shape differs (one log line names it), `replace`
 never loads it, `keep` requires it to match. Everything else must match unless `strict: false`,
 which loads what matches and reports the rest. Every refusal is one KdpipeError line naming the file.
@@ -98,11 +99,30 @@ def _map_keys(sd: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> dic
     return {prefix + k: v for k, v in sd.items()}
 
 
+def _adapt_stem(sd: dict[str, torch.Tensor], want: dict[str, torch.Tensor], model: nn.Module) -> str | None:
+    """Fit RGB stem-conv weights to a model with C input channels; returns the adapted key or None.
+
+    C = 1: sum over the 3 input channels (a gray image replicated to RGB gives the same response);
+    other C: cycle the channels and scale by 3/C to keep the activation scale.
+    """
+    key = next(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)) + ".weight"
+    if key not in sd or sd[key].ndim != 4:
+        return None
+    w, (o, c, kh, kw) = sd[key], want[key].shape
+    if (w.shape[0], w.shape[2], w.shape[3]) != (o, kh, kw) or w.shape[1] == c:
+        return None
+    cin = w.shape[1]
+    sd[key] = w.sum(1, keepdim=True) if c == 1 else w.repeat(1, -(-c // cin), 1, 1)[:, :c] * (cin / c)
+    log.info("init: stem %s adapted from %d to %d input channels", key, cin, c)
+    return key
+
+
 def apply_init(model: nn.Module, p: InitParams, arch: str) -> dict:
     """Load `p.path` into `model` (built for `arch`); returns what happened (counts and key lists)."""
     path = Path(p.path)
     want = model.state_dict()
     sd = _map_keys(_state_dict(_read(path), path, arch), want)
+    adapted = _adapt_stem(sd, want, model)
     head_name, head = head_module(model)
     head_keys = {f"{head_name}.{k}" for k in head.state_dict()}
 
@@ -137,4 +157,4 @@ def apply_init(model: nn.Module, p: InitParams, arch: str) -> dict:
                     path, len(missing), len(mismatched), len(unexpected))
     log.info("init: loaded %d tensors from %s into %s", len(keys), path, arch)
     return {"loaded": len(keys), "replaced_head": replaced, "missing": missing, "mismatched": mismatched,
-            "unexpected": unexpected}
+            "unexpected": unexpected, "adapted_stem": adapted}
