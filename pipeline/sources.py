@@ -6,6 +6,7 @@ trained at another input size or normalisation gets the batch through a `Teacher
 professor-refined targets) by the batch's data-set index. Cached targets were computed on
 un-augmented images; a stage only builds one for augmented training when the params say so.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,11 +27,15 @@ class KnowledgeSource(nn.Module):
         raise NotImplementedError
 
     def features(self, batch) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
-        raise KdpipeError(f"{type(self).__name__} has no stage features; use targets: online for feature-based methods")
+        raise KdpipeError(
+            f"{type(self).__name__} has no stage features; use targets: online for feature-based methods"
+        )
 
 
 Norm = tuple[Sequence[float], Sequence[float]]  # per-channel (mean, std) an input was normalised with
-TeacherNorm = tuple[int | None, Sequence[float], Sequence[float]]  # (input side in px or None = same, mean, std)
+TeacherNorm = tuple[
+    int | None, Sequence[float], Sequence[float]
+]  # (input side in px or None = same, mean, std)
 
 
 def teacher_norm(meta: dict) -> TeacherNorm:
@@ -46,21 +51,29 @@ class TeacherInput(nn.Module):
     so it is applied as one x·scale + shift after resizing; each step is skipped when it changes nothing.
     """
 
-    def __init__(self, data_norm: Norm, size: int | None, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self, data_norm: Norm, size: int | None, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
         super().__init__()
         dm, ds, tm, ts = (torch.tensor([float(v) for v in a]) for a in (*data_norm, mean, std))
         if not len(dm) == len(ds) == len(tm) == len(ts):
-            raise KdpipeError(f"teacher normalisation has {len(tm)} channels but the data {len(dm)}; "
-                              "use a teacher trained on images with the data's channels")
+            raise KdpipeError(
+                f"teacher normalisation has {len(tm)} channels but the data {len(dm)}; "
+                "use a teacher trained on images with the data's channels"
+            )
         scale, shift = ds / ts, (dm - tm) / ts
         self.size = size
-        self.renorm = not (torch.allclose(scale, torch.ones_like(scale)) and torch.allclose(shift, torch.zeros_like(shift)))
+        self.renorm = not (
+            torch.allclose(scale, torch.ones_like(scale)) and torch.allclose(shift, torch.zeros_like(shift))
+        )
         self.register_buffer("scale", scale.view(1, -1, 1, 1), persistent=False)
         self.register_buffer("shift", shift.view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )
         return x * self.scale + self.shift if self.renorm else x
 
 
@@ -71,18 +84,25 @@ class OnlineTeachers(KnowledgeSource):
     student's batch as it is; `data_norm` = the (mean, std) the student batch is normalised with.
     """
 
-    def __init__(self, teachers: list[nn.Module], data_norm: Norm | None = None,
-                 teacher_norms: Sequence[TeacherNorm | None] | None = None) -> None:
+    def __init__(
+        self,
+        teachers: list[nn.Module],
+        data_norm: Norm | None = None,
+        teacher_norms: Sequence[TeacherNorm | None] | None = None,
+    ) -> None:
         super().__init__()
         norms = list(teacher_norms) if teacher_norms is not None else [None] * len(teachers)
         if len(norms) != len(teachers):
-            raise KdpipeError(f"{len(teachers)} teacher(s) but {len(norms)} teacher input normalisations; give one each")
+            raise KdpipeError(
+                f"{len(teachers)} teacher(s) but {len(norms)} teacher input normalisations; give one each"
+            )
         if data_norm is None and any(n is not None for n in norms):
             raise KdpipeError("teacher input adapters need the data's (mean, std); pass data_norm")
         adapters = [TeacherInput(data_norm, *n) if n is not None else None for n in norms]
         # an adapter that neither resizes nor renormalises is dropped: no extra op per batch
-        self.inputs = nn.ModuleList([a if a is not None and (a.renorm or a.size is not None) else nn.Identity()
-                                     for a in adapters])
+        self.inputs = nn.ModuleList(
+            [a if a is not None and (a.renorm or a.size is not None) else nn.Identity() for a in adapters]
+        )
         self.teachers = nn.ModuleList(teachers)
         for p in self.teachers.parameters():
             p.requires_grad_(False)
@@ -110,7 +130,9 @@ class CachedLogits(KnowledgeSource):
     def __init__(self, table: torch.Tensor) -> None:
         super().__init__()
         if table.ndim != 3:
-            raise KdpipeError(f"cached targets must have shape (K, N, C), got {tuple(table.shape)}; re-run infer-targets")
+            raise KdpipeError(
+                f"cached targets must have shape (K, N, C), got {tuple(table.shape)}; re-run infer-targets"
+            )
         self.register_buffer("table", table.float(), persistent=False)
         self.num_teachers = table.shape[0]
 

@@ -1,4 +1,5 @@
 """Feature KD between unlike nets: stage pairing, any-ratio connectors, teacher input adapters."""
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,13 @@ def _ctx(student: str, teacher: str, size: int, teacher_norm=None) -> Context:
     t = create_model(teacher, CLASSES).eval()
     data_norm = ([0.5] * 3, [0.25] * 3)
     source = OnlineTeachers([t], data_norm=data_norm, teacher_norms=[teacher_norm])
-    return Context(student=create_model(student, CLASSES), source=source, num_classes=CLASSES, in_channels=3,
-                   input_size=size)
+    return Context(
+        student=create_model(student, CLASSES),
+        source=source,
+        num_classes=CLASSES,
+        in_channels=3,
+        input_size=size,
+    )
 
 
 def _step(name: str, ctx: Context, part: str, size: int, **args) -> nn.Module:
@@ -77,21 +83,31 @@ def test_default_pairs_align_from_the_end() -> None:
 
 def test_impossible_pairings_fail_at_construction() -> None:
     ctx = _ctx("mobilenetv2_cifar", "resnet20", 32)  # 4 student stages, 3 teacher stages
-    cases = [("at", {"pairs": [[0, 5]]}, r"^at\.pairs: pair \[0, 5\]"),
-             ("at", {"pairs": [[0]]}, r"^at\.pairs"),
-             ("at", {"layers": [3]}, r"^at\.layers=\[3\] out of range"),
-             ("at", {"layers": [1], "pairs": [[1, 1]]}, r"at\.layers and at\.pairs"),
-             ("fitnet", {"teacher_hint": 7}, r"^fitnet\.teacher_hint"),
-             ("fitnet", {"hint": 0}, r"^fitnet\.hint: teacher stage -1"),  # 0 − 4 + 3 = −1: no aligned stage
-             ("fitnet", {"hint": 9}, r"^fitnet\.hint=9")]
+    cases = [
+        ("at", {"pairs": [[0, 5]]}, r"^at\.pairs: pair \[0, 5\]"),
+        ("at", {"pairs": [[0]]}, r"^at\.pairs"),
+        ("at", {"layers": [3]}, r"^at\.layers=\[3\] out of range"),
+        ("at", {"layers": [1], "pairs": [[1, 1]]}, r"at\.layers and at\.pairs"),
+        ("fitnet", {"teacher_hint": 7}, r"^fitnet\.teacher_hint"),
+        ("fitnet", {"hint": 0}, r"^fitnet\.hint: teacher stage -1"),  # 0 − 4 + 3 = −1: no aligned stage
+        ("fitnet", {"hint": 9}, r"^fitnet\.hint=9"),
+    ]
     for name, args, msg in cases:
         with pytest.raises(KdpipeError, match=msg):
             build_method(name, ctx, REGISTRY[name].Params(**args))
 
 
-@pytest.mark.parametrize("s_hw,t_hw,resize", [((12, 12), (8, 8), None), ((8, 8), (12, 12), "interpolate"),
-                                              ((28, 28), (7, 7), "pool"), ((7, 9), (5, 3), "pool"),
-                                              ((4, 10), (6, 5), "interpolate"), ((16, 16), (8, 8), None)])
+@pytest.mark.parametrize(
+    "s_hw,t_hw,resize",
+    [
+        ((12, 12), (8, 8), None),
+        ((8, 8), (12, 12), "interpolate"),
+        ((28, 28), (7, 7), "pool"),
+        ((7, 9), (5, 3), "pool"),
+        ((4, 10), (6, 5), "interpolate"),
+        ((16, 16), (8, 8), None),
+    ],
+)
 def test_convreg_any_ratio(s_hw: tuple[int, int], t_hw: tuple[int, int], resize: str | None) -> None:
     reg = ConvReg((2, 6, *s_hw), (2, 10, *t_hw))
     assert reg.resize == resize

@@ -1,4 +1,5 @@
-"""Start a model from weights on disk: torchvision state dicts, kdpipe artifacts, head replacement, refusals."""
+"""Start a model from weights on disk: torchvision state dicts, kdpipe artifacts, new heads, refusals."""
+
 from __future__ import annotations
 
 import logging
@@ -37,7 +38,9 @@ def test_torchvision_state_dict_loads_with_new_head(tv_resnet18, caplog) -> None
     for k, v in sd.items():
         if not k.startswith("fc."):
             torch.testing.assert_close(ours["net." + k], v, rtol=0, atol=0)
-    torch.testing.assert_close(model.net.fc.weight, fresh_fc, rtol=0, atol=0)  # the 3-class head keeps its init
+    torch.testing.assert_close(
+        model.net.fc.weight, fresh_fc, rtol=0, atol=0
+    )  # the 3-class head keeps its init
     assert report["replaced_head"] == ["net.fc.bias", "net.fc.weight"]
     # every tensor of the file but fc.weight and fc.bias is loaded
     assert report["loaded"] == len(sd) - 2 and not report["missing"] and not report["unexpected"]
@@ -48,7 +51,9 @@ def test_torchvision_state_dict_loads_with_new_head(tv_resnet18, caplog) -> None
 def test_alias_and_checkpoint_wrappers(tv_resnet18, tmp_path) -> None:
     _, sd = tv_resnet18
     wrapped = tmp_path / "ckpt.pth"
-    torch.save({"model": {"module." + k: v for k, v in sd.items()}, "epoch": 3}, wrapped)  # DDP-style checkpoint
+    torch.save(
+        {"model": {"module." + k: v for k, v in sd.items()}, "epoch": 3}, wrapped
+    )  # DDP-style checkpoint
     model = create_model("tv_resnet18", num_classes=1000)
     report = apply_init(model, InitParams(path=str(wrapped), head="keep"), "tv_resnet18")
     assert report["loaded"] == len(sd) and not report["replaced_head"]
@@ -57,9 +62,21 @@ def test_alias_and_checkpoint_wrappers(tv_resnet18, tmp_path) -> None:
 
 def test_kdpipe_artifact_and_replace_head(tmp_path) -> None:
     src = create_model("resnet8", 4, 1)
-    art = checkpoint.make_artifact(src, arch="resnet8", arch_kwargs={}, num_classes=4, in_channels=1, input_size=16,
-                                   mean=[0.5], std=[0.25], class_names=list("abcd"), params={}, kind="teacher",
-                                   name="t", metrics={})
+    art = checkpoint.make_artifact(
+        src,
+        arch="resnet8",
+        arch_kwargs={},
+        num_classes=4,
+        in_channels=1,
+        input_size=16,
+        mean=[0.5],
+        std=[0.25],
+        class_names=list("abcd"),
+        params={},
+        kind="teacher",
+        name="t",
+        metrics={},
+    )
     path = tmp_path / "t.pt"
     checkpoint.save(art, path)
     dst = create_model("resnet8", 4, 1)
@@ -75,7 +92,9 @@ def test_kdpipe_artifact_and_replace_head(tmp_path) -> None:
 def test_non_strict_loads_what_matches(tv_resnet18) -> None:
     path, sd = tv_resnet18
     model = create_model("resnet18", num_classes=1000, cifar_stem=True)  # a 3x3 stem conv, the file's is 7x7
-    with pytest.raises(KdpipeError, match=r"resnet18\.pth: weights of another architecture.*net\.conv1\.weight"):
+    with pytest.raises(
+        KdpipeError, match=r"resnet18\.pth: weights of another architecture.*net\.conv1\.weight"
+    ):
         apply_init(model, InitParams(path=str(path)), "resnet18")
     report = apply_init(model, InitParams(path=str(path), strict=False), "resnet18")
     assert report["mismatched"] == ["net.conv1.weight"] and report["loaded"] == len(sd) - 1
@@ -86,7 +105,9 @@ def test_rgb_stem_adapts_to_other_channel_counts(tv_resnet18) -> None:
     w = sd["conv1.weight"]  # (64, 3, 7, 7)
     gray = create_model("resnet18", num_classes=1000, in_channels=1)
     assert apply_init(gray, InitParams(path=str(path)), "resnet18")["adapted_stem"] == "net.conv1.weight"
-    torch.testing.assert_close(gray.net.conv1.weight, w.sum(1, keepdim=True))  # gray x as (x, x, x): same response
+    torch.testing.assert_close(
+        gray.net.conv1.weight, w.sum(1, keepdim=True)
+    )  # gray x as (x, x, x): same response
     five = create_model("resnet18", num_classes=1000, in_channels=5)
     apply_init(five, InitParams(path=str(path)), "resnet18")
     # channels cycle R, G, B, R, G, each scaled by 3/5 so the summed response keeps its scale
@@ -113,7 +134,9 @@ def test_every_refusal_is_one_line(tv_resnet18, tmp_path) -> None:
         str(truncated): "truncated or corrupt",
         _save(tmp_path / "code.pth", {"w": _Code()}): "pickled code",
         _save(tmp_path / "list.pth", [torch.zeros(2)]): "not a state dict",
-        _save(tmp_path / "other.pth", create_model("mobilenet_v3_small", 3).state_dict()): "another architecture",
+        _save(
+            tmp_path / "other.pth", create_model("mobilenet_v3_small", 3).state_dict()
+        ): "another architecture",
     }
     for path, reason in cases.items():
         with pytest.raises(KdpipeError, match=reason) as e:

@@ -4,6 +4,7 @@ Uses the *code* form of the official implementation (channel mean of squared act
 squared difference averaged over elements), for which the yardstick weight β = 1000 is valid;
 the paper's form (channel sum, non-squared norm) differs (torchdistill documents both).
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,7 +28,7 @@ def match_spatial(fs: torch.Tensor, ft: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def at_loss(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
-    """L_AT(F_s, F_t) = mean( (a(F_s) − a(F_t))² ) over batch and positions; spatial sizes matched by pooling."""
+    """L_AT(F_s, F_t) = mean( (a(F_s) − a(F_t))² ) over batch and positions; sizes matched by pooling."""
     fs, ft = match_spatial(fs, ft)
     return (at_map(fs) - at_map(ft)).pow(2).mean()
 
@@ -44,7 +45,9 @@ def stage_pairs(n_s: int, n_t: int, pairs: list[list[int]], where: str) -> list[
     out = []
     for p in pairs:
         if len(p) != 2 or not (-n_s <= p[0] < n_s and -n_t <= p[1] < n_t):
-            raise KdpipeError(f"{where}: pair {list(p)} is not [student_stage, teacher_stage] within the student's {n_s} "
-                              f"and the teacher's {n_t} stages; use indices 0..n-1 or negative from the end")
+            raise KdpipeError(
+                f"{where}: pair {list(p)} is not [student_stage, teacher_stage] within the student's {n_s} "
+                f"and the teacher's {n_t} stages; use indices 0..n-1 or negative from the end"
+            )
         out.append((p[0] % n_s, p[1] % n_t))
     return out

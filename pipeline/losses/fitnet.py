@@ -1,4 +1,5 @@
-"""FitNets hint loss (Romero, Ballas, Kahou, Chassang, Gatta, Bengio, "FitNets: Hints for Thin Deep Nets", ICLR 2015).
+"""FitNets hint loss (Romero, Ballas, Kahou, Chassang, Gatta, Bengio, "FitNets: Hints for Thin Deep Nets",
+ICLR 2015).
 
     L_hint = mean( (r(F_s) − F_t)² )   over batch, channels and positions (`F.mse_loss`, reduction "mean")
 
@@ -12,6 +13,7 @@ map resized to the teacher's H×W, by adaptive average pooling before the conv w
 larger in both sides, else by bilinear interpolation after it (both linear, so the order only saves work).
 The ReLU matches the teacher's post-ReLU stage outputs; `use_relu=False` drops it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +30,10 @@ class ConvReg(nn.Module):
         super().__init__()
         (_, cs, hs, ws), (_, ct, ht, wt) = s_shape, t_shape
         if min(hs, ws, ht, wt) < 1:
-            raise KdpipeError(f"fitnet: empty hint map (student {hs}x{ws}, teacher {ht}x{wt}); choose another fitnet.hint stage")
+            raise KdpipeError(
+                f"fitnet: empty hint map (student {hs}x{ws}, teacher {ht}x{wt}); "
+                "choose another fitnet.hint stage"
+            )
         self.resize: str | None = None  # None, "pool" (before the conv) or "interpolate" (after it)
         self.size = (ht, wt)
         if hs == 2 * ht and ws == 2 * wt:

@@ -1,4 +1,5 @@
 """Attention transfer on stage features (Zagoruyko & Komodakis, ICLR 2017)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,34 +34,48 @@ class AttentionTransfer(Method):
     @dataclass(frozen=True)
     class Params:
         beta: float = 1000.0  # weight β of Σ_l L_AT (RepDistiller `-b 1000`, mdistiller AT.FEAT_WEIGHT)
-        layers: list[int] = field(default_factory=list)  # stage indices used in both nets (0 = first); empty: see pairs
-        pairs: list[list[int]] = field(default_factory=list)  # [student_stage, teacher_stage]; empty = aligned from the end
-        teacher: int = 0  # teacher index whose attention maps are the targets; −1 = mean of L_AT over all teachers
+        layers: list[int] = field(
+            default_factory=list
+        )  # stage indices used in both nets (0 = first); empty: see pairs
+        pairs: list[list[int]] = field(
+            default_factory=list
+        )  # [student_stage, teacher_stage]; empty = aligned from the end
+        teacher: int = (
+            0  # teacher index whose attention maps are the targets; −1 = mean of L_AT over all teachers
+        )
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
         k = ctx.source.num_teachers
         if not (p.teacher == -1 or 0 <= p.teacher < k):
-            raise KdpipeError(f"at.teacher={p.teacher} but the student has {k} teacher(s); use 0..{k - 1} or -1 (mean)")
+            raise KdpipeError(
+                f"at.teacher={p.teacher} but the student has {k} teacher(s); use 0..{k - 1} or -1 (mean)"
+            )
         if p.beta < 0:
             raise KdpipeError(f"at.beta must be >= 0, got {p.beta}")
         if p.layers and p.pairs:
-            raise KdpipeError("at.layers and at.pairs both set; keep one (pairs = [student_stage, teacher_stage])")
+            raise KdpipeError(
+                "at.layers and at.pairs both set; keep one (pairs = [student_stage, teacher_stage])"
+            )
         n_s = len(getattr(ctx.student, "stage_channels", ()))
         teachers = list(getattr(ctx.source, "teachers", []))
-        for net in teachers if p.teacher == -1 else teachers[p.teacher:p.teacher + 1]:
+        for net in teachers if p.teacher == -1 else teachers[p.teacher : p.teacher + 1]:
             if n_s and hasattr(net, "stage_channels"):  # check each pairing now, not at the first step
                 self._index_pairs(n_s, len(net.stage_channels))
 
     def _index_pairs(self, n_s: int, n_t: int) -> list[tuple[int, int]]:
         if self.p.layers:
             if any(not -min(n_s, n_t) <= i < min(n_s, n_t) for i in self.p.layers):
-                raise KdpipeError(f"at.layers={self.p.layers} out of range: student has {n_s} stages, teacher {n_t}; "
-                                  "use at.pairs to pair stages of nets with different depths")
+                raise KdpipeError(
+                    f"at.layers={self.p.layers} out of range: student has {n_s} stages, teacher {n_t}; "
+                    "use at.pairs to pair stages of nets with different depths"
+                )
             return [(i % n_s, i % n_t) for i in self.p.layers]
         return stage_pairs(n_s, n_t, self.p.pairs, "at.pairs")
 
-    def _pairs(self, fs: list[torch.Tensor], ft: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _pairs(
+        self, fs: list[torch.Tensor], ft: list[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(fs[i], ft[j]) for i, j in self._index_pairs(len(fs), len(ft))]
 
     def forward(self, batch, epoch: int) -> dict:

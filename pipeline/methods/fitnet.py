@@ -1,4 +1,5 @@
 """FitNet hint training with a learned connector (Romero et al., ICLR 2015), single-stage form."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,16 +47,24 @@ class FitNet(Method):
     @dataclass(frozen=True)
     class Params:
         beta: float = 100.0  # weight of the hint MSE (RepDistiller `-b 100`, mdistiller FITNET.FEAT_WEIGHT)
-        hint: int = 1  # student stage index of the hint (0 = first, negative from the end); 1 = RepDistiller feat[2]
-        teacher_hint: int | None = None  # teacher stage it learns to match; None = aligned with `hint` from the end
+        hint: int = (
+            1  # student stage index of the hint (0 = first, negative from the end); 1 = RepDistiller feat[2]
+        )
+        teacher_hint: int | None = (
+            None  # teacher stage it learns to match; None = aligned with `hint` from the end
+        )
         teacher: int = 0  # teacher index giving the hint; −1 = mean of hint losses over all teachers
-        use_relu: bool = True  # ConvReg ends with ReLU (RepDistiller default), matching post-ReLU stage outputs
+        use_relu: bool = (
+            True  # ConvReg ends with ReLU (RepDistiller default), matching post-ReLU stage outputs
+        )
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
         k = ctx.source.num_teachers
         if not (p.teacher == -1 or 0 <= p.teacher < k):
-            raise KdpipeError(f"fitnet.teacher={p.teacher} but the student has {k} teacher(s); use 0..{k - 1} or -1 (mean)")
+            raise KdpipeError(
+                f"fitnet.teacher={p.teacher} but the student has {k} teacher(s); use 0..{k - 1} or -1 (mean)"
+            )
         self.teachers_used = list(range(k)) if p.teacher == -1 else [p.teacher]
         s_shape, t_shapes = self._dry_shapes(ctx)
         self.connector = Connectors([ConvReg(s_shape, t_shapes[i], p.use_relu) for i in self.teachers_used])
@@ -72,7 +81,9 @@ class FitNet(Method):
         ft_all, _ = self.source.features(batch)
         h = self.p.hint
         if not -len(fs) <= h < len(fs):
-            raise KdpipeError(f"fitnet.hint={h} out of range: the student has {len(fs)} stages; use 0..{len(fs) - 1}")
+            raise KdpipeError(
+                f"fitnet.hint={h} out of range: the student has {len(fs)} stages; use 0..{len(fs) - 1}"
+            )
         self.hint = h % len(fs)
         self.t_hints = {i: self._teacher_stage(len(fs), len(ft_all[i])) for i in self.teachers_used}
         return tuple(fs[self.hint].shape), {i: tuple(ft_all[i][j].shape) for i, j in self.t_hints.items()}
@@ -82,8 +93,10 @@ class FitNet(Method):
         t = self.p.teacher_hint if self.p.teacher_hint is not None else self.hint - n_s + n_t
         if not -n_t <= t < n_t or (self.p.teacher_hint is None and t < 0):
             name = "fitnet.teacher_hint" if self.p.teacher_hint is not None else "fitnet.hint"
-            raise KdpipeError(f"{name}: teacher stage {t} out of range (student {n_s} stages, teacher {n_t}); "
-                              f"set fitnet.teacher_hint to 0..{n_t - 1}")
+            raise KdpipeError(
+                f"{name}: teacher stage {t} out of range (student {n_s} stages, teacher {n_t}); "
+                f"set fitnet.teacher_hint to 0..{n_t - 1}"
+            )
         return t % n_t
 
     def forward(self, batch, epoch: int) -> dict:
@@ -91,6 +104,8 @@ class FitNet(Method):
         fs, z = self.student(x, stages=True)
         ft_all, _ = self.source.features(batch)  # no grad
         mapped = self.connector(fs[self.hint])  # one mapped map per used teacher
-        hint = torch.stack([hint_loss(m, ft_all[i][self.t_hints[i]]) for m, i in zip(mapped, self.teachers_used)]).mean()
+        hint = torch.stack(
+            [hint_loss(m, ft_all[i][self.t_hints[i]]) for m, i in zip(mapped, self.teachers_used)]
+        ).mean()
         ce = F.cross_entropy(z, y)
         return {"loss": ce + self.p.beta * hint, "logits": z, "ce": ce, "hint": hint}

@@ -6,11 +6,12 @@
 - a kdpipe model artifact (format "kdpipe.model/1"), refused if it was trained for another arch;
 - a checkpoint dict holding the state dict under "state_dict" or "model".
 A stem conv built for another channel count (in_channels != 3) gets the file's RGB kernels summed
-(1 channel) or cycled. The classifier head (the model's last nn.Linear) is the only layer allowed to differ: with
-`head: auto` it keeps its fresh init when its shape differs (one log line names it), `replace`
+(1 channel) or cycled. The classifier head (the model's last nn.Linear) is the only layer allowed to
+differ: with `head: auto` it keeps its fresh init when its shape differs (one log line names it), `replace`
 never loads it, `keep` requires it to match. Everything else must match unless `strict: false`,
 which loads what matches and reports the rest. Every refusal is one KdpipeError line naming the file.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,11 +61,17 @@ def _read(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only" in str(e).lower():
-            raise KdpipeError(f"{path}: holds pickled code or objects that weights_only loading refuses; "
-                              "re-save it as a plain state_dict (torch.save(model.state_dict(), path))") from None
-        raise KdpipeError(f"{path}: truncated or corrupt weights file (UnpicklingError); re-download or re-save it") from None
+            raise KdpipeError(
+                f"{path}: holds pickled code or objects that weights_only loading refuses; "
+                "re-save it as a plain state_dict (torch.save(model.state_dict(), path))"
+            ) from None
+        raise KdpipeError(
+            f"{path}: truncated or corrupt weights file (UnpicklingError); re-download or re-save it"
+        ) from None
     except Exception as e:  # noqa: BLE001 - zip/pickle readers raise many types for a damaged file
-        raise KdpipeError(f"{path}: truncated or corrupt weights file ({type(e).__name__}); re-download or re-save it") from None
+        raise KdpipeError(
+            f"{path}: truncated or corrupt weights file ({type(e).__name__}); re-download or re-save it"
+        ) from None
 
 
 def _state_dict(obj: object, path: Path, arch: str) -> dict[str, torch.Tensor]:
@@ -76,12 +83,21 @@ def _state_dict(obj: object, path: Path, arch: str) -> dict[str, torch.Tensor]:
         other = str(obj.get("arch"))
         check_arch(other, f"{path}: artifact arch")
         if canonical_arch(other) != canonical_arch(arch):
-            raise KdpipeError(f"{path}: a kdpipe artifact of arch {other!r}, not {arch!r}; pick a {arch} artifact for init.path")
+            raise KdpipeError(
+                f"{path}: a kdpipe artifact of arch {other!r}, not {arch!r}; "
+                f"pick a {arch} artifact for init.path"
+            )
         obj = obj.get("state_dict")
     elif isinstance(obj, dict):
         obj = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict)), obj)
-    if not (isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())):
-        raise KdpipeError(f"{path}: not a state dict (expected a mapping of names to tensors); save model.state_dict()")
+    if not (
+        isinstance(obj, dict)
+        and obj
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
+        raise KdpipeError(
+            f"{path}: not a state dict (expected a mapping of names to tensors); save model.state_dict()"
+        )
     out = {}
     for k, v in obj.items():
         for prefix in _DROP:
@@ -92,6 +108,7 @@ def _state_dict(obj: object, path: Path, arch: str) -> dict[str, torch.Tensor]:
 
 def _map_keys(sd: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename file keys onto the model's: as they are, or with the torchvision adapter's `net.` prefix."""
+
     def hits(prefix: str) -> int:
         return sum(prefix + k in want for k in sd)
 
@@ -135,26 +152,52 @@ def apply_init(model: nn.Module, p: InitParams, arch: str) -> dict:
     missing = [k for k in body if k not in sd]
     unexpected = [k for k in sd if k not in want]
     if len(matched) < _MIN_MATCH * len(body) or (p.strict and (mismatched or missing or unexpected)):
-        first = (f"e.g. {mismatched[0]}: file {tuple(sd[mismatched[0]].shape)} vs model {tuple(want[mismatched[0]].shape)}"
-                 if mismatched else f"e.g. missing {missing[0]}" if missing else f"e.g. unexpected {unexpected[0]}")
-        raise KdpipeError(f"{path}: weights of another architecture for {arch!r} ({len(matched)} of {len(body)} tensors "
-                          f"match; {first}); use a file trained for {arch}, or init.strict: false to load what matches")
+        first = (
+            f"e.g. {mismatched[0]}: file {tuple(sd[mismatched[0]].shape)} "
+            f"vs model {tuple(want[mismatched[0]].shape)}"
+            if mismatched
+            else f"e.g. missing {missing[0]}"
+            if missing
+            else f"e.g. unexpected {unexpected[0]}"
+        )
+        raise KdpipeError(
+            f"{path}: weights of another architecture for {arch!r} ({len(matched)} of {len(body)} tensors "
+            f"match; {first}); use a file trained for {arch}, or init.strict: false to load what matches"
+        )
     head_ok = all(same(k) for k in head_keys)
     if p.head == "keep" and not head_ok:
         got = tuple(sd[f"{head_name}.weight"].shape) if f"{head_name}.weight" in sd else "none"
-        raise KdpipeError(f"{path}: head layer {head_name} is {got} in the file but {tuple(head.weight.shape)} in the model; "
-                          "set init.head: auto (or replace) to start it fresh")
+        raise KdpipeError(
+            f"{path}: head layer {head_name} is {got} in the file "
+            f"but {tuple(head.weight.shape)} in the model; "
+            "set init.head: auto (or replace) to start it fresh"
+        )
     load_head = p.head != "replace" and head_ok
     replaced = [] if load_head else sorted(head_keys)
     if not load_head:
         got = tuple(sd[f"{head_name}.weight"].shape) if f"{head_name}.weight" in sd else "absent"
-        log.info("init: head layer %s replaced (file %s, model %s): it keeps its fresh init",
-                 head_name, got, tuple(head.weight.shape))
+        log.info(
+            "init: head layer %s replaced (file %s, model %s): it keeps its fresh init",
+            head_name,
+            got,
+            tuple(head.weight.shape),
+        )
     keys = matched + (sorted(head_keys) if load_head else [])
     model.load_state_dict({k: sd[k] for k in keys}, strict=False)
     if missing or mismatched or unexpected:
-        log.warning("init: %s loaded non-strictly: %d missing, %d shape-mismatched, %d unexpected tensors",
-                    path, len(missing), len(mismatched), len(unexpected))
+        log.warning(
+            "init: %s loaded non-strictly: %d missing, %d shape-mismatched, %d unexpected tensors",
+            path,
+            len(missing),
+            len(mismatched),
+            len(unexpected),
+        )
     log.info("init: loaded %d tensors from %s into %s", len(keys), path, arch)
-    return {"loaded": len(keys), "replaced_head": replaced, "missing": missing, "mismatched": mismatched,
-            "unexpected": unexpected, "adapted_stem": adapted}
+    return {
+        "loaded": len(keys),
+        "replaced_head": replaced,
+        "missing": missing,
+        "mismatched": mismatched,
+        "unexpected": unexpected,
+        "adapted_stem": adapted,
+    }

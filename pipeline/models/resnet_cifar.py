@@ -4,6 +4,7 @@
 (N-2)/6 blocks per stage and widths 16/32/64; the x4 variants have widths 64/128/256 after a
 32-channel stem (RepDistiller's resnet8x4/resnet32x4).
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,15 +34,21 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """Stem + 3 stages; stage features are the outputs of the three stages (after ReLU)."""
 
-    def __init__(self, depth: int, widths: tuple[int, int, int, int], num_classes: int, in_channels: int = 3) -> None:
+    def __init__(
+        self, depth: int, widths: tuple[int, int, int, int], num_classes: int, in_channels: int = 3
+    ) -> None:
         super().__init__()
         if (depth - 2) % 6:
             raise TypeError(f"depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
         stages, cin = [], widths[0]
         for i, w in enumerate(widths[1:]):
-            blocks = [BasicBlock(cin if j == 0 else w, w, (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)]
+            blocks = [
+                BasicBlock(cin if j == 0 else w, w, (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)
+            ]
             stages.append(nn.Sequential(*blocks))
             cin = w
         self.stages = nn.ModuleList(stages)

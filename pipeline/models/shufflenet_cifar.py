@@ -8,6 +8,7 @@ are the outputs of the three stages (16, 8, 4 px at 32 px input).
 - shufflenetv2 (Ma et al. 2018): each stage is a down-sampling unit then 3/7/3 basic units
   (channel split, 1x1-dw3x3-1x1 on one half, concat, shuffle); a 1x1 conv to 1024 before pooling.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,9 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _bn_conv(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)
+    )
 
 
 class V1Unit(nn.Module):
@@ -47,7 +50,7 @@ class V1Unit(nn.Module):
 
 
 class V2Unit(nn.Module):
-    """Basic unit (stride 1: split in halves) or down-sampling unit (stride 2: both branches see all inputs)."""
+    """Basic unit (stride 1: split in halves) or down-sampling unit (stride 2: both branches see all)."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -55,8 +58,13 @@ class V2Unit(nn.Module):
         if stride == 2:
             self.left = nn.Sequential(_bn_conv(cin, cin, 3, 2, groups=cin), _bn_conv(cin, half), nn.ReLU())
         right_in = cin if stride == 2 else cin // 2
-        self.right = nn.Sequential(_bn_conv(right_in, half), nn.ReLU(), _bn_conv(half, half, 3, stride, groups=half),
-                                   _bn_conv(half, half), nn.ReLU())
+        self.right = nn.Sequential(
+            _bn_conv(right_in, half),
+            nn.ReLU(),
+            _bn_conv(half, half, 3, stride, groups=half),
+            _bn_conv(half, half),
+            nn.ReLU(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 2:
@@ -68,8 +76,14 @@ class V2Unit(nn.Module):
 
 
 class CifarShuffleNet(nn.Module):
-    def __init__(self, stages: list[nn.Sequential], widths: list[int], last: int | None, num_classes: int,
-                 in_channels: int) -> None:
+    def __init__(
+        self,
+        stages: list[nn.Sequential],
+        widths: list[int],
+        last: int | None,
+        num_classes: int,
+        in_channels: int,
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(_bn_conv(in_channels, 24), nn.ReLU())
         self.stages = nn.ModuleList(stages)
@@ -95,14 +109,20 @@ def shufflenet_v1(num_classes: int, in_channels: int = 3, groups: int = 3) -> Ci
     if widths is None:
         raise TypeError(f"groups must be 3 (the yardstick's ShuffleV1), got {groups}")
     for w, n in zip(widths, (4, 8, 4)):
-        stages.append(nn.Sequential(*[V1Unit(cin if j == 0 else w, w, 2 if j == 0 else 1, groups) for j in range(n)]))
+        stages.append(
+            nn.Sequential(*[V1Unit(cin if j == 0 else w, w, 2 if j == 0 else 1, groups) for j in range(n)])
+        )
         cin = w
     return CifarShuffleNet(stages, widths, None, num_classes, in_channels)
 
 
 # net_size -> (stage widths, last conv width); every stage has 3/7/3 basic units after its down-sampling unit
-_V2 = {0.5: ([48, 96, 192], 1024), 1.0: ([116, 232, 464], 1024), 1.5: ([176, 352, 704], 1024),
-       2.0: ([224, 488, 976], 2048)}
+_V2 = {
+    0.5: ([48, 96, 192], 1024),
+    1.0: ([116, 232, 464], 1024),
+    1.5: ([176, 352, 704], 1024),
+    2.0: ([224, 488, 976], 2048),
+}
 
 
 def shufflenet_v2(num_classes: int, in_channels: int = 3, net_size: float = 1.0) -> CifarShuffleNet:

@@ -9,6 +9,7 @@ The torchvision network is kept whole as `self.net`, so state_dict keys are torc
 (resnets only) swaps the 7x7/2 conv + max-pool for a 3x3/1 conv for 32x32 inputs.
 Weights are always randomly initialised: kdpipe never downloads weights.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -23,7 +24,9 @@ Chunks = list[tuple[Callable[[torch.Tensor], torch.Tensor], bool]]  # run in ord
 
 
 def _resnet(n: nn.Module) -> Chunks:
-    return [(lambda x: n.maxpool(n.relu(n.bn1(n.conv1(x)))), False)] + [(getattr(n, f"layer{i}"), True) for i in range(1, 5)]
+    return [(lambda x: n.maxpool(n.relu(n.bn1(n.conv1(x)))), False)] + [
+        (getattr(n, f"layer{i}"), True) for i in range(1, 5)
+    ]
 
 
 def _regnet(n: nn.Module) -> Chunks:
@@ -31,8 +34,13 @@ def _regnet(n: nn.Module) -> Chunks:
 
 
 def _shufflenet(n: nn.Module) -> Chunks:
-    return [(lambda x: n.maxpool(n.conv1(x)), False), (n.stage2, True), (n.stage3, True), (n.stage4, True),
-            (n.conv5, True)]
+    return [
+        (lambda x: n.maxpool(n.conv1(x)), False),
+        (n.stage2, True),
+        (n.stage3, True),
+        (n.stage4, True),
+        (n.conv5, True),
+    ]
 
 
 def _stride(block: nn.Module) -> int:
@@ -45,7 +53,11 @@ def _features(n: nn.Module) -> Chunks:
     for b in blocks:
         s *= _stride(b)
         strides.append(s)
-    taps = [i for i in range(len(blocks)) if strides[i] >= 4 and (i + 1 == len(blocks) or strides[i + 1] != strides[i])]
+    taps = [
+        i
+        for i in range(len(blocks))
+        if strides[i] >= 4 and (i + 1 == len(blocks) or strides[i + 1] != strides[i])
+    ]
     return [(b, i in taps) for i, b in enumerate(blocks)]
 
 
@@ -54,22 +66,34 @@ def _pool_fc(attr: str) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
 
 
 # family -> (chunks of the trunk, head from the last trunk output to logits)
-_LAYOUTS: dict[str, tuple[Callable[[nn.Module], Chunks], Callable[[nn.Module, torch.Tensor], torch.Tensor]]] = {
+_LAYOUTS: dict[
+    str, tuple[Callable[[nn.Module], Chunks], Callable[[nn.Module, torch.Tensor], torch.Tensor]]
+] = {
     "resnet": (_resnet, _pool_fc("fc")),
     "regnet": (_regnet, _pool_fc("fc")),
     "shufflenet_v2": (_shufflenet, _pool_fc("fc")),
     "mobilenet_v2": (_features, _pool_fc("classifier")),
     "mobilenet_v3": (_features, _pool_fc("classifier")),
     "efficientnet": (_features, _pool_fc("classifier")),
-    "convnext": (_features, lambda n, h: n.classifier(n.avgpool(h))),  # classifier = LayerNorm2d, Flatten, Linear
+    "convnext": (
+        _features,
+        lambda n, h: n.classifier(n.avgpool(h)),
+    ),  # classifier = LayerNorm2d, Flatten, Linear
 }
 
 
 def _adapt_stem(net: nn.Module, in_channels: int) -> None:
     """Replace the first conv by one taking `in_channels` channels (same kernel, stride, padding)."""
     name, conv = next((k, m) for k, m in net.named_modules() if isinstance(m, nn.Conv2d))
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    bias=conv.bias is not None)
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        bias=conv.bias is not None,
+    )
     nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
     parent, _, child = name.rpartition(".")
     setattr(net.get_submodule(parent) if parent else net, child, new)
@@ -82,8 +106,9 @@ def _out_channels(chunk: nn.Module) -> int:
 class TorchvisionNet(nn.Module):
     """A torchvision classifier with `forward_stages`; `family` picks the stage layout."""
 
-    def __init__(self, name: str, family: str, num_classes: int, in_channels: int = 3, cifar_stem: bool = False,
-                 **kw) -> None:
+    def __init__(
+        self, name: str, family: str, num_classes: int, in_channels: int = 3, cifar_stem: bool = False, **kw
+    ) -> None:
         super().__init__()
         import torchvision.models  # imported here: it costs ~1.5 s and most runs never build these
 
@@ -95,7 +120,9 @@ class TorchvisionNet(nn.Module):
             _adapt_stem(net, in_channels)
         self.net, self.family = net, family
         chunks = _LAYOUTS[family][0](net)
-        if family == "shufflenet_v2":  # its blocks concatenate two branches: the last conv sees half the channels
+        if (
+            family == "shufflenet_v2"
+        ):  # its blocks concatenate two branches: the last conv sees half the channels
             self.stage_channels = list(net._stage_out_channels[1:])
         else:  # a stage's last conv (projection / final 1x1 / depthwise in ConvNeXt) has the stage's width
             self.stage_channels = [_out_channels(c) for c, tap in chunks if tap]
@@ -103,7 +130,9 @@ class TorchvisionNet(nn.Module):
     def forward_stages(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         chunks, head = _LAYOUTS[self.family]
         feats, h = [], x
-        for chunk, tap in chunks(self.net):  # rebuilt per call: holds no module references that deepcopy would miss
+        for chunk, tap in chunks(
+            self.net
+        ):  # rebuilt per call: holds no module references that deepcopy would miss
             h = chunk(h)
             if tap:
                 feats.append(h)
@@ -117,14 +146,18 @@ class TorchvisionNet(nn.Module):
 def _add(name: str, family: str, deployable: bool, width: bool = False, cifar_stem: bool = False) -> None:
     """Register `name` (a torchvision builder) with only the kwargs its family supports."""
     if width:
+
         def build(num_classes: int, in_channels: int = 3, width_mult: float = 1.0) -> TorchvisionNet:
             return TorchvisionNet(name, family, num_classes, in_channels, width_mult=width_mult)
     elif cifar_stem:
+
         def build(num_classes: int, in_channels: int = 3, cifar_stem: bool = False) -> TorchvisionNet:
             return TorchvisionNet(name, family, num_classes, in_channels, cifar_stem=cifar_stem)
     else:
+
         def build(num_classes: int, in_channels: int = 3) -> TorchvisionNet:
             return TorchvisionNet(name, family, num_classes, in_channels)
+
     register_model(name, family, 224, deployable)(build)
 
 

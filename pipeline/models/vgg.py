@@ -1,4 +1,5 @@
 """CIFAR VGG with BN (vgg8/11/13/16/19) as in the RepDistiller yardstick: 5 conv blocks, one linear head."""
+
 from __future__ import annotations
 
 import torch
