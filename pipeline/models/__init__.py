@@ -117,12 +117,6 @@ def describe(
     return {"params": num_parameters(model), "macs": counter.get_total_flops() // 2, "input_size": size}
 
 
-def _load_all() -> None:
-    """Register the archs by importing their modules (not `init`: it imports pipeline.checkpoint)."""
-    import importlib
-
-    for mod in ("mobilenetv2_cifar", "resnet_cifar", "shufflenet_cifar", "tv", "vgg", "wrn"):
-        importlib.import_module(f"{__name__}.{mod}")
-
-
-_load_all()
+# Registration happens on import of the architecture modules; a static import, so the code-deps closure
+# (pipeline.codedeps reads imports with ast) sees every arch module.
+from pipeline.models import mobilenetv2_cifar, resnet_cifar, shufflenet_cifar, tv, vgg, wrn  # noqa: E402,F401
