@@ -32,10 +32,10 @@ class KnowledgeSource(nn.Module):
         )
 
 
-Norm = tuple[Sequence[float], Sequence[float]]  # per-channel (mean, std) an input was normalised with
-TeacherNorm = tuple[
-    int | None, Sequence[float], Sequence[float]
-]  # (input side in px or None = same, mean, std)
+# per-channel (mean, std) an input was normalised with
+Norm = tuple[Sequence[float], Sequence[float]]
+# (input side in px, or None = the student's; mean; std) a teacher was trained with
+TeacherNorm = tuple[int | None, Sequence[float], Sequence[float]]
 
 
 def teacher_norm(meta: dict) -> TeacherNorm:
