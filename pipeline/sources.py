@@ -1,14 +1,19 @@
 """Knowledge sources: where a method's teacher signals come from.
 
-`OnlineTeachers` runs frozen teachers (eval mode, no_grad) on the batch the student sees.
+`OnlineTeachers` runs frozen teachers (eval mode, no_grad) on the batch the student sees; a teacher
+trained at another input size or normalisation gets the batch through a `TeacherInput` adapter.
 `CachedLogits` serves a (K, N, C) tensor written by a stage (teacher logits from infer-targets, or
 professor-refined targets) by the batch's data-set index. Cached targets were computed on
 un-augmented images; a stage only builds one for augmented training when the params say so.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-import torch.nn as nn
+import torch.nn.functional as F
+from torch import nn
 
 from pipeline.errors import KdpipeError
 
@@ -22,31 +27,100 @@ class KnowledgeSource(nn.Module):
         raise NotImplementedError
 
     def features(self, batch) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
-        raise KdpipeError(f"{type(self).__name__} has no stage features; use targets: online for feature-based methods")
+        raise KdpipeError(
+            f"{type(self).__name__} has no stage features; use targets: online for feature-based methods"
+        )
+
+
+# per-channel (mean, std) an input was normalised with
+Norm = tuple[Sequence[float], Sequence[float]]
+# (input side in px, or None = the student's; mean; std) a teacher was trained with
+TeacherNorm = tuple[int | None, Sequence[float], Sequence[float]]
+
+
+def teacher_norm(meta: dict) -> TeacherNorm:
+    """A teacher's (input_size, mean, std) from its kdpipe artifact metadata."""
+    return int(meta["input_size"]), list(meta["mean"]), list(meta["std"])
+
+
+class TeacherInput(nn.Module):
+    """Student batch normalised with the data's (mean, std) -> a teacher's input size and normalisation.
+
+    x_t = normalise_t( resize( x·std_d + mean_d ) ): bilinear resize with antialiasing to `size` x `size`,
+    then the teacher's mean/std. Per-channel affine maps commute with the resize (its weights sum to 1),
+    so it is applied as one x·scale + shift after resizing; each step is skipped when it changes nothing.
+    """
+
+    def __init__(
+        self, data_norm: Norm, size: int | None, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
+        super().__init__()
+        dm, ds, tm, ts = (torch.tensor([float(v) for v in a]) for a in (*data_norm, mean, std))
+        if not len(dm) == len(ds) == len(tm) == len(ts):
+            raise KdpipeError(
+                f"teacher normalisation has {len(tm)} channels but the data {len(dm)}; "
+                "use a teacher trained on images with the data's channels"
+            )
+        scale, shift = ds / ts, (dm - tm) / ts
+        self.size = size
+        self.renorm = not (
+            torch.allclose(scale, torch.ones_like(scale)) and torch.allclose(shift, torch.zeros_like(shift))
+        )
+        self.register_buffer("scale", scale.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", shift.view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )
+        return x * self.scale + self.shift if self.renorm else x
 
 
 class OnlineTeachers(KnowledgeSource):
-    """Frozen teachers run on the fly; their parameters never train and BN statistics never move."""
+    """Frozen teachers run on the fly; their parameters never train and BN statistics never move.
 
-    def __init__(self, teachers: list[nn.Module]) -> None:
+    `teacher_norms[k]` = (input size, mean, std) teacher k was trained with, or None when it takes the
+    student's batch as it is; `data_norm` = the (mean, std) the student batch is normalised with.
+    """
+
+    def __init__(
+        self,
+        teachers: list[nn.Module],
+        data_norm: Norm | None = None,
+        teacher_norms: Sequence[TeacherNorm | None] | None = None,
+    ) -> None:
         super().__init__()
+        norms = list(teacher_norms) if teacher_norms is not None else [None] * len(teachers)
+        if len(norms) != len(teachers):
+            raise KdpipeError(
+                f"{len(teachers)} teacher(s) but {len(norms)} teacher input normalisations; give one each"
+            )
+        if data_norm is None and any(n is not None for n in norms):
+            raise KdpipeError("teacher input adapters need the data's (mean, std); pass data_norm")
+        adapters = [TeacherInput(data_norm, *n) if n is not None else None for n in norms]
+        # an adapter that neither resizes nor renormalises is dropped: no extra op per batch
+        self.inputs = nn.ModuleList(
+            [a if a is not None and (a.renorm or a.size is not None) else nn.Identity() for a in adapters]
+        )
         self.teachers = nn.ModuleList(teachers)
         for p in self.teachers.parameters():
             p.requires_grad_(False)
         self.num_teachers = len(teachers)
         self.eval()
 
-    def train(self, mode: bool = True) -> "OnlineTeachers":
+    def train(self, mode: bool = True) -> OnlineTeachers:
         return super().train(False)  # always eval
 
     @torch.no_grad()
     def logits(self, batch) -> torch.Tensor:
         x = batch[0]
-        return torch.stack([t(x) for t in self.teachers]).float()
+        return torch.stack([t(a(x)) for t, a in zip(self.teachers, self.inputs)]).float()
 
     @torch.no_grad()
     def features(self, batch) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
-        outs = [t.forward_stages(batch[0]) for t in self.teachers]
+        x = batch[0]
+        outs = [t.forward_stages(a(x)) for t, a in zip(self.teachers, self.inputs)]
         return [f for f, _ in outs], torch.stack([z for _, z in outs]).float()
 
 
@@ -56,7 +130,9 @@ class CachedLogits(KnowledgeSource):
     def __init__(self, table: torch.Tensor) -> None:
         super().__init__()
         if table.ndim != 3:
-            raise KdpipeError(f"cached targets must have shape (K, N, C), got {tuple(table.shape)}; re-run infer-targets")
+            raise KdpipeError(
+                f"cached targets must have shape (K, N, C), got {tuple(table.shape)}; re-run infer-targets"
+            )
         self.register_buffer("table", table.float(), persistent=False)
         self.num_teachers = table.shape[0]
 

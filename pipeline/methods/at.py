@@ -1,4 +1,5 @@
 """Attention transfer on stage features (Zagoruyko & Komodakis, ICLR 2017)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import KdpipeError
-from pipeline.losses.at import at_loss
+from pipeline.losses.at import at_loss, stage_pairs
 from pipeline.methods import Method, register_method
 
 
@@ -18,8 +19,11 @@ class AttentionTransfer(Method):
     L_AT is the official code form (pipeline.losses.at): channel mean of squared activations,
     ℓ2-normalised, squared difference averaged over batch and positions; β = 1000 is the
     RepDistiller/mdistiller yardstick weight for that form. Layers: the stage outputs
-    (`student(x, stages=True)`, RepDistiller's `feat[1:-1]`); maps of different spatial size are
-    pooled to the smaller one. Channel counts may differ (the map averages over channels).
+    (`student(x, stages=True)`, RepDistiller's `feat[1:-1]`), paired by `pairs` ([student, teacher]
+    stage indices; default the last min(n_s, n_t) stages aligned from the end, so any two registry
+    archs pair up) or by `layers` (one index into both lists, the yardstick form). Maps of different
+    spatial size are pooled to the smaller one (any ratio); channel counts may differ (the map
+    averages over channels).
     Several teachers: `teacher` picks one (default the first, as single-teacher AT), or −1
     averages L_AT over all teachers (our choice; the paper has one teacher).
     """
@@ -30,24 +34,49 @@ class AttentionTransfer(Method):
     @dataclass(frozen=True)
     class Params:
         beta: float = 1000.0  # weight β of Σ_l L_AT (RepDistiller `-b 1000`, mdistiller AT.FEAT_WEIGHT)
-        layers: list[int] = field(default_factory=list)  # stage indices to match (0 = first stage); empty = all stages
-        teacher: int = 0  # teacher index whose attention maps are the targets; −1 = mean of L_AT over all teachers
+        layers: list[int] = field(
+            default_factory=list
+        )  # stage indices used in both nets (0 = first); empty: see pairs
+        pairs: list[list[int]] = field(
+            default_factory=list
+        )  # [student_stage, teacher_stage]; empty = aligned from the end
+        teacher: int = (
+            0  # teacher index whose attention maps are the targets; −1 = mean of L_AT over all teachers
+        )
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
         k = ctx.source.num_teachers
         if not (p.teacher == -1 or 0 <= p.teacher < k):
-            raise KdpipeError(f"at.teacher={p.teacher} but the student has {k} teacher(s); use 0..{k - 1} or -1 (mean)")
+            raise KdpipeError(
+                f"at.teacher={p.teacher} but the student has {k} teacher(s); use 0..{k - 1} or -1 (mean)"
+            )
         if p.beta < 0:
             raise KdpipeError(f"at.beta must be >= 0, got {p.beta}")
+        if p.layers and p.pairs:
+            raise KdpipeError(
+                "at.layers and at.pairs both set; keep one (pairs = [student_stage, teacher_stage])"
+            )
+        n_s = len(getattr(ctx.student, "stage_channels", ()))
+        teachers = list(getattr(ctx.source, "teachers", []))
+        for net in teachers if p.teacher == -1 else teachers[p.teacher : p.teacher + 1]:
+            if n_s and hasattr(net, "stage_channels"):  # check each pairing now, not at the first step
+                self._index_pairs(n_s, len(net.stage_channels))
 
-    def _pairs(self, fs: list[torch.Tensor], ft: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        layers = self.p.layers or list(range(len(fs)))
-        if not self.p.layers and len(fs) != len(ft):
-            raise KdpipeError(f"at: student has {len(fs)} stages, teacher {len(ft)}; list the stages to match in at.layers")
-        if any(not 0 <= i < min(len(fs), len(ft)) for i in layers):
-            raise KdpipeError(f"at.layers={layers} out of range: student has {len(fs)} stages, teacher {len(ft)}")
-        return [(fs[i], ft[i]) for i in layers]
+    def _index_pairs(self, n_s: int, n_t: int) -> list[tuple[int, int]]:
+        if self.p.layers:
+            if any(not -min(n_s, n_t) <= i < min(n_s, n_t) for i in self.p.layers):
+                raise KdpipeError(
+                    f"at.layers={self.p.layers} out of range: student has {n_s} stages, teacher {n_t}; "
+                    "use at.pairs to pair stages of nets with different depths"
+                )
+            return [(i % n_s, i % n_t) for i in self.p.layers]
+        return stage_pairs(n_s, n_t, self.p.pairs, "at.pairs")
+
+    def _pairs(
+        self, fs: list[torch.Tensor], ft: list[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(fs[i], ft[j]) for i, j in self._index_pairs(len(fs), len(ft))]
 
     def forward(self, batch, epoch: int) -> dict:
         x, y, _ = batch

@@ -4,11 +4,12 @@
 (N-2)/6 blocks per stage and widths 16/32/64; the x4 variants have widths 64/128/256 after a
 32-channel stem (RepDistiller's resnet8x4/resnet32x4).
 """
+
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from pipeline.models import register_model
 
@@ -33,15 +34,21 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """Stem + 3 stages; stage features are the outputs of the three stages (after ReLU)."""
 
-    def __init__(self, depth: int, widths: tuple[int, int, int, int], num_classes: int, in_channels: int = 3) -> None:
+    def __init__(
+        self, depth: int, widths: tuple[int, int, int, int], num_classes: int, in_channels: int = 3
+    ) -> None:
         super().__init__()
         if (depth - 2) % 6:
             raise TypeError(f"depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
         stages, cin = [], widths[0]
         for i, w in enumerate(widths[1:]):
-            blocks = [BasicBlock(cin if j == 0 else w, w, (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)]
+            blocks = [
+                BasicBlock(cin if j == 0 else w, w, (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)
+            ]
             stages.append(nn.Sequential(*blocks))
             cin = w
         self.stages = nn.ModuleList(stages)
@@ -63,13 +70,13 @@ class CifarResNet(nn.Module):
         return self.forward_stages(x) if stages else self.forward_stages(x)[1]
 
 
-def _add(name: str, depth: int, widths: tuple[int, int, int, int]) -> None:
-    @register_model(name)
+def _add(name: str, depth: int, widths: tuple[int, int, int, int], deployable: bool = True) -> None:
+    @register_model(name, "resnet_cifar", 32, deployable)
     def build(num_classes: int, in_channels: int = 3) -> CifarResNet:
         return CifarResNet(depth, widths, num_classes, in_channels)
 
 
 for _d in (8, 14, 20, 32, 44, 56, 110):
     _add(f"resnet{_d}", _d, (16, 16, 32, 64))
-for _d in (8, 32):
-    _add(f"resnet{_d}x4", _d, (32, 64, 128, 256))
+_add("resnet8x4", 8, (32, 64, 128, 256))
+_add("resnet32x4", 32, (32, 64, 128, 256), deployable=False)  # 7.4M params: a yardstick teacher

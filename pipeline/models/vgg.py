@@ -1,9 +1,10 @@
 """CIFAR VGG with BN (vgg8/11/13/16/19) as in the RepDistiller yardstick: 5 conv blocks, one linear head."""
+
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from pipeline.models import register_model
 
@@ -49,4 +50,7 @@ class VGG(nn.Module):
 
 
 for _d in _CFG:
-    register_model(f"vgg{_d}")(lambda num_classes, in_channels=3, _d=_d: VGG(_d, num_classes, in_channels))
+    # vgg8 (~4M params) is a yardstick student; the deeper ones are teachers
+    register_model(f"vgg{_d}", "vgg", 32, deployable=_d == 8)(
+        lambda num_classes, in_channels=3, _d=_d: VGG(_d, num_classes, in_channels)
+    )

@@ -1,9 +1,10 @@
-"""Wide ResNets (Zagoruyko & Komodakis 2016), pre-activation blocks, as in the KD yardstick (wrn_16_2, wrn_40_2)."""
+"""Wide ResNets (Zagoruyko & Komodakis 2016), pre-activation blocks, as in the KD yardstick (wrn_40_2)."""
+
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from pipeline.models import register_model
 
@@ -32,7 +33,12 @@ class WideResNet(nn.Module):
         n, w = (depth - 4) // 6, [16, 16 * widen, 32 * widen, 64 * widen]
         self.stem = nn.Conv2d(in_channels, w[0], 3, 1, 1, bias=False)
         self.stages = nn.ModuleList(
-            nn.Sequential(*[WideBlock(w[i] if j == 0 else w[i + 1], w[i + 1], (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)])
+            nn.Sequential(
+                *[
+                    WideBlock(w[i] if j == 0 else w[i + 1], w[i + 1], (1 if i == 0 else 2) if j == 0 else 1)
+                    for j in range(n)
+                ]
+            )
             for i in range(3)
         )
         self.bn = nn.BatchNorm2d(w[3])
@@ -56,4 +62,7 @@ class WideResNet(nn.Module):
 
 
 for _d, _k in ((16, 1), (16, 2), (40, 1), (40, 2), (28, 10)):
-    register_model(f"wrn_{_d}_{_k}")(lambda num_classes, in_channels=3, _d=_d, _k=_k: WideResNet(_d, _k, num_classes, in_channels))
+    # wrn_28_10 (36M params) is a teacher only
+    register_model(f"wrn_{_d}_{_k}", "wrn", 32, deployable=_k < 10)(
+        lambda num_classes, in_channels=3, _d=_d, _k=_k: WideResNet(_d, _k, num_classes, in_channels)
+    )
