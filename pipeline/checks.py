@@ -25,7 +25,7 @@ from pipeline.params import (
 def parse_model(data: Any, where: str) -> ModelParams:
     """Parse a teacher/student entry; its method block (key = method name) goes to `args`."""
     from pipeline.methods import REGISTRY
-    from pipeline.models import list_models
+    from pipeline.models import check_arch
 
     if not isinstance(data, dict):
         raise KdpipeError(f"{where}: expected a mapping with at least 'arch', got {data!r}")
@@ -37,8 +37,8 @@ def parse_model(data: Any, where: str) -> ModelParams:
     if "group" in own:
         raise KdpipeError(f"{where}.group: set by kdpipe when seeds expand; remove it")
     spec = from_dict(ModelParams, own, where)
-    if spec.arch not in list_models():
-        raise KdpipeError(f"{where}.arch: unknown arch {spec.arch!r}; choose one of: {', '.join(list_models())}")
+    if spec.arch != "selected":  # `selected`: the arch chosen by the select-student stage
+        check_arch(spec.arch, f"{where}.arch")
     args = convert(data.get(method) or {}, REGISTRY[method].Params, f"{where}.{method}")
     return dataclasses.replace(spec, args=args)
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pipeline.config import bounded, convert, from_dict, to_dict  # noqa: F401 - re-exported for callers
 from pipeline.errors import KdpipeError
+from pipeline.models.init import InitParams
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class ModelParams:
     cached_with_augment: bool = False  # allow cached (un-augmented) targets together with augmentation
     augment: bool = True  # random crop/flip on the training images
     arch_kwargs: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the architecture
+    init: InitParams | None = None  # start from a weights file on disk (a DVC dep of the stage); None = random init
     optim: OptimParams = field(default_factory=OptimParams)
     args: Any = None  # the method's own block, parsed into its registered dataclass
 
