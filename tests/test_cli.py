@@ -71,8 +71,9 @@ def test_teacher_with_other_class_count(project):
 
 def test_unknown_arch(project):
     (project / "params.yaml").write_text(TINY.replace("t1: {arch: resnet8", "t1: {arch: resnet9"))
-    assert runner.invoke(app, ["prepare-data"]).exit_code == 0
-    one_error_line(runner.invoke(app, ["train-teacher", "t1"]), "unknown arch 'resnet9'")
+    # checked when params load: the first stage already refuses it, before anything is written
+    one_error_line(runner.invoke(app, ["prepare-data"]), "teachers.t1.arch: unknown arch 'resnet9'")
+    assert not (project / "data").exists()
 
 
 def test_missing_data_set(project):
