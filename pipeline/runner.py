@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from pipeline import checkpoint
-from pipeline.data import DeviceLoader
+from pipeline.data import DeviceLoader, load_prepared
 from pipeline.errors import KdpipeError
 from pipeline.methods import REGISTRY, Context, build_method
 from pipeline.models import create_model
@@ -38,7 +38,7 @@ class RunPaths:
 
 
 def load_data(path: str | Path) -> dict:
-    data = checkpoint.load(path, "prepared data set")
+    data = load_prepared(path)  # data/prepared (memmapped) or a torch-saved data.pt
     if not isinstance(data, dict) or "train_x" not in data:
         raise KdpipeError(f"{path}: not a prepared data set; re-run prepare-data")
     return data
