@@ -23,7 +23,7 @@ _EXPORTS = {
     "DeviceLoader": "loaders", "StreamLoader": "loaders", "make_loader": "loaders",
     "scan_folder": "scan", "profile_text": "scan", "throughput": "bench",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ each rank takes its own slice of the same permutation and `batch_size` is the gl
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -131,8 +131,8 @@ def make_loader(data: dict, split: str, *, batch_size: int, device: torch.device
     """
     limit = data.get("resident_max_mb", 2048.0) if resident_max_mb is None else resident_max_mb
     a = from_data(data)
-    kw = dict(batch_size=batch_size, device=device, shuffle=train, augment=train and augment, pad=a.pad, flip=a.flip,
-              crop=a.crop, scale=a.scale, ratio=a.ratio, seed=seed, rank=rank, world_size=world, channels_last=channels_last)
+    kw = {"batch_size": batch_size, "device": device, "shuffle": train, "augment": train and augment, "pad": a.pad, "flip": a.flip,
+              "crop": a.crop, "scale": a.scale, "ratio": a.ratio, "seed": seed, "rank": rank, "world_size": world, "channels_last": channels_last}
     x, y = data[f"{split}_x"], data[f"{split}_y"]
     if split_mb(data, split) <= limit:
         return DeviceLoader(x, y, data["mean"], data["std"], **kw)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import gzip
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -140,4 +140,4 @@ def _synthetic(p: DataParams, seed: int, alloc: Alloc) -> Raw:
     return Raw(draw(s.train), draw(s.test), [f"class{i}" for i in range(s.classes)])
 
 
-from pipeline.data import imagefolder  # noqa: E402,F401 - registers the imagefolder source
+from pipeline.data import imagefolder  # noqa: F401 - registers the imagefolder source
