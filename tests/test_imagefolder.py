@@ -160,3 +160,23 @@ def test_scan_reports_classes_counts_and_a_size(tmp_path):
     # shorter sides min(24 + 9i, 30 + 6i) = 24, 33, 42, 48 (train, i = 0..3) and 24, 33 (test), x 3 classes:
     # 18 values, the 9th and 10th are both 33 -> median 33 -> the largest standard side <= 33 is 32
     assert s.suggested_size == 32 and s.n_train == 12
+
+
+def test_init_data_writes_a_profile_that_loads_and_prepares(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import stages.init_data  # noqa: F401 - registers the command
+    from pipeline.params import load_params
+    from stages import app
+
+    root = make_folder(tmp_path / "imgs")
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["init-data", str(root), "--out", "own.yaml"])
+    assert res.exit_code == 0, res.output
+    assert "circle: train 4, test 2" in res.output and "suggested image_size: 32" in res.output
+    p = load_params(tmp_path / "own.yaml")
+    assert (p.data.source, p.data.imagefolder.root, p.data.image_size) == ("imagefolder", str(root), 32)
+    assert list(p.teachers) == ["teacher"] and p.students["student"].teachers == ["teacher"] and p.export.students == ["student"]
+    # 12 training images, 3 classes: 12 < 4 x 3 is false -> val = max(3, round(1.2)) = 3
+    assert p.data.val_size == 3
+    assert summary(prepare(p.data, 0))["train"] == 9

@@ -104,3 +104,12 @@ def test_val_and_test_loaders_are_plain_and_in_order():
     assert idx.tolist() == list(range(20)) and torch.equal(y, d["val_y"])
     expect = (d["val_x"].float() - torch.tensor(d["mean"]).view(1, -1, 1, 1) * 255) / (torch.tensor(d["std"]).view(1, -1, 1, 1) * 255)
     assert torch.allclose(x, expect, atol=1e-5)
+
+
+def test_throughput_measures_both_rates():
+    from pipeline.data import throughput
+
+    r = throughput(n=40, size=32, batch_size=16, workers=0, steps=1, classes=4)
+    # 40 images, 1% test share rounds to 0: the epoch streams all 40
+    assert r["train_images"] == 40 and r["loader_images_per_s"] > 0 and r["train_images_per_s"] > 0
+    assert r["prepared_mb"] == round(40 * 3 * 32 * 32 / 2**20, 1)

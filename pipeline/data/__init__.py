@@ -19,7 +19,7 @@ from typing import Any
 _EXPORTS = {
     "DataParams": "params", "AugmentParams": "params", "ImageFolderParams": "params", "SyntheticParams": "params",
     "TorchvisionParams": "params", "SOURCES": "sources", "raw_paths": "sources",
-    "prepare": "build", "prepare_to": "build", "summary": "build", "load_prepared": "cache",
+    "prepare": "build", "prepare_to": "build", "summary": "build", "load_prepared": "cache", "augments_data": "augment",
     "DeviceLoader": "loaders", "StreamLoader": "loaders", "make_loader": "loaders",
     "scan_folder": "scan", "profile_text": "scan", "throughput": "bench",
 }

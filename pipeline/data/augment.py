@@ -93,6 +93,11 @@ class Augment:
         return F.grid_sample(xb, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def augments_data(data: dict) -> bool:
+    """Whether a training loader on this prepared data changes the images (cached targets are then inexact)."""
+    return from_data(data).active
+
+
 def from_data(data: dict) -> Augment:
     """The augmentation a prepared data set asks for (keys written by prepare)."""
     return Augment(crop=data.get("crop", "pad_crop"), pad=int(data.get("pad", 0)), flip=bool(data.get("flip", False)),

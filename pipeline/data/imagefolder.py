@@ -9,7 +9,10 @@ line), or with `strict: true` refused with one line naming the file.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +32,7 @@ ALPHA = {"RGBA", "RGBa", "LA", "La", "PA"}
 CONVERSIONS = {"unreadable": "unreadable (skipped)", "grey_to_rgb": "grey -> RGB", "alpha_dropped": "alpha dropped",
                "cmyk_to_rgb": "CMYK -> RGB", "bit16_to_8": "16-bit -> 8-bit", "colour_to_grey": "colour -> grey",
                "empty_classes": "empty class folders dropped", "test_only_images": "test images of classes not in train/ skipped"}
+CHUNK = 256  # images decoded per batch of thread jobs (bounded memory)
 STRICT_FIX = "convert it to 8-bit RGB or grey, or set data.imagefolder.strict: false to convert it on the fly"
 
 
@@ -112,10 +116,24 @@ def decode(path: Path, rgb: bool) -> torch.Tensor:
     """(C, H, W) uint8, C = 3 or 1; raises RuntimeError on a corrupt or truncated file."""
     from torchvision.io import ImageReadMode, decode_image, read_file
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points at torchcodec; still supported
-        x = decode_image(read_file(str(path)), mode=ImageReadMode.RGB if rgb else ImageReadMode.GRAY)
+    x = decode_image(read_file(str(path)), mode=ImageReadMode.RGB if rgb else ImageReadMode.GRAY)
     return x[0] if x.ndim == 4 else x  # animated GIF: first frame
+
+
+def _decode_resized(path: Path, rgb: bool, size: int, policy: str) -> tuple[bool, torch.Tensor] | str:
+    """(was 16-bit, (C, size, size) uint8), or the decoder's message for an unreadable file."""
+    try:
+        x = decode(path, rgb)
+    except RuntimeError as e:
+        return str(e).splitlines()[0][-60:]
+    return x.dtype != torch.uint8, resize(to_uint8(x)[None], size, policy)[0]
+
+
+def _decoded(pool: ThreadPoolExecutor, entries: list, rgb: bool, size: int, policy: str) -> Iterator:
+    """Decoded images in entry order, CHUNK jobs at a time on `pool` (torchvision and torch release the GIL)."""
+    for s in range(0, len(entries), CHUNK):
+        jobs = [pool.submit(_decode_resized, f, rgb, size, policy) if head else None for _, f, _, head in entries[s:s + CHUNK]]
+        yield from (j.result() if j else None for j in jobs)
 
 
 def _conversion(mode: str, rgb: bool, forced: bool) -> str | None:
@@ -152,36 +170,35 @@ def load(p: DataParams, seed: int, alloc: Alloc) -> Raw:
     buf = alloc((len(entries), 3 if rgb else 1, size, size))
     rows: dict[str, list[int]] = {k: [] for k in listing.files}
     labels: list[int] = []
-    for part, f, c, head in entries:
-        if head is None:
-            _refuse_or_count(notes, "unreadable", f, q.strict)
-            continue
-        conv = _conversion(head[0], rgb, forced=q.mode == "grey")
-        try:
-            x = decode(f, rgb)
-        except RuntimeError as e:
-            _refuse_or_count(notes, "unreadable", f, q.strict, f" ({str(e).splitlines()[0][-60:]})")
-            continue
-        if x.dtype != torch.uint8 and conv != "bit16_to_8":
-            conv = "bit16_to_8"  # a 16-bit RGB PNG reads as plain RGB in PIL's header
-        if conv:
-            _refuse_or_count(notes, conv, f, q.strict)
-        rows[part].append(len(labels))
-        buf[len(labels)] = resize(to_uint8(x)[None], size, p.resize)[0]
-        labels.append(c)
-    y = torch.tensor(labels, dtype=torch.int64)
+    t0 = time.perf_counter()
+    # torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency here); the filter is
+    # process-wide while this block runs, so it covers the pool's threads too
+    with warnings.catch_warnings(), ThreadPoolExecutor(max(1, p.workers)) as pool:
+        warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
+        for (part, f, c, head), got in zip(entries, _decoded(pool, entries, rgb, size, p.resize)):
+            if head is None or isinstance(got, str):
+                _refuse_or_count(notes, "unreadable", f, q.strict, f" ({got})" if isinstance(got, str) else "")
+                continue
+            conv = "bit16_to_8" if got[0] else _conversion(head[0], rgb, forced=q.mode == "grey")  # 16-bit RGB: PIL says RGB
+            if conv:
+                _refuse_or_count(notes, conv, f, q.strict)
+            rows[part].append(len(labels))
+            buf[len(labels)] = got[1]
+            labels.append(c)
+    log.info("decoded %d images at %d px in %.1f s", len(labels), size, time.perf_counter() - t0)
     if not labels:
         raise KdpipeError(f"{listing.root}: none of the {len(entries)} images could be read; check the files")
     if listing.ignored:
         notes["ignored_files"] = listing.ignored
     _warn(listing.root, notes, rgb)
-    if "all" in rows:
+    y = torch.tensor(labels, dtype=torch.int64)
+    if "all" in rows:  # one folder: hold out the test split with a fixed seed, the same for every base.seed
         r = torch.tensor(rows["all"], dtype=torch.int64)
-        te = balanced_subset(y[r], round(q.test_fraction * len(r)), torch.Generator().manual_seed(0))  # fixed: same test set for every seed
+        te = balanced_subset(y[r], round(q.test_fraction * len(r)), torch.Generator().manual_seed(0))
         tr = complement(len(r), te)
         return Raw(Part(buf, y[r[tr]], r[tr]), Part(buf, y[r[te]], r[te]), listing.classes, notes, resized=True)
     tr, te = (torch.tensor(rows[k], dtype=torch.int64) for k in ("train", "test"))
-    return Raw(Part(buf, y[tr], tr), Part(buf, y[te] if len(te) else y[:0], te), listing.classes, notes, resized=True)
+    return Raw(Part(buf, y[tr], tr), Part(buf, y[te], te), listing.classes, notes, resized=True)
 
 
 def _warn(root: Path, notes: dict[str, int], rgb: bool) -> None:
