@@ -38,7 +38,7 @@ STRICT_FIX = "convert it to 8-bit RGB or grey, or set data.imagefolder.strict: f
 
 @dataclass
 class Listing:
-    """Every image file found, by part ('train', 'test' or 'all'), with its class index and PIL header."""
+    """Every image file found, by part ("train", "test" or "all"), as (path, class index)."""
 
     root: Path
     classes: list[str]
