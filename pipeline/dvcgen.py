@@ -55,6 +55,20 @@ def compact(files: list[str]) -> list[str]:
     return sorted(out)
 
 
+def present(raw: dict, keys: list[str]) -> list[str]:
+    """The dotted params keys that exist in the params file: DVC refuses to track an absent one, and an
+    absent section means its defaults (adding it later changes dvc.yaml, which check-params reports)."""
+    def has(dotted: str) -> bool:
+        node: Any = raw
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    return [k for k in keys if has(k)]
+
+
 def _out(path: str, **kw: Any) -> dict:
     return {path: kw} if kw else path  # type: ignore[return-value]
 
@@ -94,7 +108,7 @@ def _teacher_deps(spec: ModelParams, paths: Paths) -> list[str]:
     return [paths.model(t) for t in spec.teachers]
 
 
-def model_stage(section: str, name: str, spec: ModelParams, paths: Paths) -> tuple[str, dict]:
+def model_stage(section: str, name: str, spec: ModelParams, paths: Paths, raw: dict) -> tuple[str, dict]:
     """train-teacher (teachers, patriarchs) or distill (students, generations) for one model."""
     teacherish = section in ("teachers", "patriarchs")
     command = "train-teacher" if teacherish else "distill"
@@ -105,7 +119,7 @@ def model_stage(section: str, name: str, spec: ModelParams, paths: Paths) -> tup
     if init is not None:
         deps.append(init.path)
     results = paths.results(command, name)
-    body = _stage(f"python -m stages {command} {name}{opt}", deps, ["base", f"{section}.{spec.group}"],
+    body = _stage(f"python -m stages {command} {name}{opt}", deps, present(raw, ["base", f"{section}.{spec.group}"]),
                   [paths.model(model_ref(section, name)), _out(paths.state(section, name), persist=True, cache=False)],
                   metrics=[_out(f"{results}/metrics.json", cache=False)],
                   plots=[_out(f"{results}/plots/metrics", cache=False, x="step")])
@@ -119,13 +133,13 @@ def _knowledge_stages(p: Params, raw: dict, paths: Paths) -> dict[str, dict]:
     for t in cached:
         out[f"infer-targets-{_slug(t)}"] = _stage(
             f"python -m stages infer-targets {t}", [paths.data, CHECKED, paths.model(t), *_code("stages.infer_targets")],
-            ["base", "evaluate.batch_size"], [paths.knowledge("targets", t)])
+            present(raw, ["base", "evaluate.batch_size"]), [paths.knowledge("targets", t)])
     extra = {k: raw.get(k) or {} for k in EXTRA_SECTIONS}
     keys = {k: [f"{k}.{n}" for n in v if n != "teachers"] for k, v in extra.items()}
     for t in extra["professor"].get("teachers", []):
         out[f"refine-targets-{_slug(t)}"] = _stage(
             f"python -m stages refine-targets {t}", [paths.data, CHECKED, paths.model(t), *_code("stages.refine_targets")],
-            ["base", *keys["professor"]],
+            present(raw, ["base"]) + keys["professor"],
             [paths.knowledge("professor", t), paths.knowledge("professor_targets", t),
              _out(paths.state("professor", _slug(t)), persist=True, cache=False)],
             metrics=[_out(f"{paths.results('refine-targets', _slug(t))}/metrics.json", cache=False)])
@@ -134,13 +148,13 @@ def _knowledge_stages(p: Params, raw: dict, paths: Paths) -> dict[str, dict]:
         res = paths.results("probe-teachers")
         out["probe-teachers"] = _stage(
             "python -m stages probe-teachers", [paths.data, CHECKED, *map(paths.model, probed), *_code("stages.probe_teachers")],
-            ["base", *keys["probes"], *(["probes.teachers"] if "teachers" in extra["probes"] else [])],
+            present(raw, ["base", "probes.teachers"]) + keys["probes"],
             [paths.knowledge("probes"), _out(paths.state("probes", ""), persist=True, cache=False)],
             metrics=[_out(f"{res}/metrics.json", cache=False)], plots=[_out(f"{res}/heatmap.png", cache=False)])
     for t in extra["factor"].get("teachers", []):
         out[f"pretrain-factor-{_slug(t)}"] = _stage(
             f"python -m stages pretrain-factor {t}", [paths.data, CHECKED, paths.model(t), *_code("stages.pretrain_factor")],
-            ["base", *keys["factor"]],
+            present(raw, ["base"]) + keys["factor"],
             [paths.knowledge("factor", t), _out(paths.state("factor", _slug(t)), persist=True, cache=False)],
             metrics=[_out(f"{paths.results('pretrain-factor', _slug(t))}/metrics.json", cache=False)])
     return out
@@ -164,21 +178,21 @@ def build(p: Params, raw: dict, paths: Paths, data_deps: list[str], top: dict | 
         "check-params": {"cmd": "python -m stages check-params", "deps": _code("stages.check_params"),
                          "params": [{"params.yaml": None}], "outs": [_out(CHECKED, cache=False)]},
         "prepare-data": _stage("python -m stages prepare-data", [CHECKED, *data_deps, *_code("stages.prepare_data")],
-                               ["base.seed", "data"], [paths.data, _out(f"{paths.results('prepare-data')}/metrics.json", cache=False)]),
+                               present(raw, ["base.seed", "data"]), [paths.data, _out(f"{paths.results('prepare-data')}/metrics.json", cache=False)]),
     }
     models = _models(p)
     for sec, name, spec in models:
         if sec in ("teachers", "patriarchs"):
-            key, body = model_stage(sec, name, spec, paths)
+            key, body = model_stage(sec, name, spec, paths, raw)
             stages[key] = body
     stages.update(_knowledge_stages(p, raw, paths))
     for sec, name, spec in _students(p):
-        key, body = model_stage(sec, name, spec, paths)
+        key, body = model_stage(sec, name, spec, paths, raw)
         stages[key] = body
     members = {paths.model(m) for ms in p.evaluate.ensembles.values() for m in ms}
     stages["evaluate"] = _stage("python -m stages evaluate", [paths.data, CHECKED, *_code("stages.evaluate"),
                                 *sorted({paths.model(model_ref(s, n)) for s, n, _ in models} | members)],
-                                ["evaluate"], [_out(paths.results("evaluate"), cache=False)])
+                                present(raw, ["evaluate"]), [_out(paths.results("evaluate"), cache=False)])
     # the export settings present in params.yaml (DVC refuses absent keys), never the list of students:
     # adding a student to export.students must not re-export the others
     export_keys = [f"export.{k}" for k in (raw.get("export") or {}) if k != "students"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.config import bounded, convert, from_dict, to_dict  # noqa: F401 - re-exported for callers
+from pipeline.data.params import DataParams
 from pipeline.errors import KdpipeError
 from pipeline.models.init import InitParams
 
@@ -23,24 +24,6 @@ class BaseParams:
     seed: int = bounded(0, ge=0)  # global seed; per-model seeds are added to it
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | mps
     threads: int = bounded(0, ge=0)  # torch CPU threads; 0 keeps torch's default (one per core)
-
-
-@dataclass(frozen=True)
-class DataParams:
-    source: Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder", "synthetic"] = "fashion_mnist"
-    root: str = "data/raw"  # torchvision root or ImageFolder directory (with train/ and test/)
-    download: bool = False  # allow torchvision to download (only on request; never in tests)
-    val_size: int = 5000  # images held out of the training split for validation (by seed)
-    train_subset: int = 0  # keep this many training images after the split (0 = all), class-balanced
-    test_subset: int = 0  # keep this many test images (0 = all); for quick profiles only
-    image_size: int = 0  # resize ImageFolder images to this square size in pixels (0 = keep 32)
-    pad: int = 4  # random-crop padding in pixels for augmentation (0 = no crop)
-    flip: bool | None = None  # horizontal flip; None = the data set's default (off for digits)
-    synthetic_train: int = 512  # synthetic source: training images (before the validation split)
-    synthetic_test: int = 256  # synthetic source: test images
-    synthetic_classes: int = 4  # synthetic source: number of classes
-    synthetic_size: int = 16  # synthetic source: image side in pixels
-    synthetic_channels: int = 1  # synthetic source: channels
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from pipeline import checkpoint
-from pipeline.data import DeviceLoader
+from pipeline.data import augments_data, load_prepared, make_loader
 from pipeline.errors import KdpipeError
 from pipeline.methods import REGISTRY, Context, build_method
 from pipeline.models import create_model
@@ -38,7 +38,7 @@ class RunPaths:
 
 
 def load_data(path: str | Path) -> dict:
-    data = checkpoint.load(path, "prepared data set")
+    data = load_prepared(path)  # data/prepared (memmapped) or a torch-saved data.pt
     if not isinstance(data, dict) or "train_x" not in data:
         raise KdpipeError(f"{path}: not a prepared data set; re-run prepare-data")
     return data
@@ -53,10 +53,9 @@ def make_loaders(data: dict, spec: ModelParams, seed: int, device: torch.device,
                  split: str = "train") -> Loaders:
     """Training loader (shuffled, augmented per spec) and validation loader (plain, full split)."""
     cl = device.type == "cuda" and spec.optim.channels_last
-    train = DeviceLoader(data[f"{split}_x"], data[f"{split}_y"], data["mean"], data["std"], batch_size=spec.optim.batch_size,
-                         device=device, shuffle=True, augment=spec.augment, pad=data["pad"], flip=data["flip"], seed=seed,
-                         rank=rank, world_size=world, channels_last=cl)
-    val = DeviceLoader(data["val_x"], data["val_y"], data["mean"], data["std"], batch_size=512, device=device, channels_last=cl)
+    train = make_loader(data, split, batch_size=spec.optim.batch_size, device=device, train=True, augment=spec.augment,
+                        seed=seed, rank=rank, world=world, channels_last=cl)
+    val = make_loader(data, "val", batch_size=512, device=device, channels_last=cl)
     return Loaders(train, val if len(data["val_y"]) else None)
 
 
@@ -72,7 +71,7 @@ def build_source(spec: ModelParams, teacher_paths: list[Path], data: dict, targe
     if not spec.teachers:
         return None
     if spec.targets == "cached":
-        augments = spec.augment and (data["pad"] > 0 or data["flip"])
+        augments = spec.augment and augments_data(data)
         if augments and not spec.cached_with_augment:
             raise KdpipeError("cached targets were computed on un-augmented images; set augment: false, or cached_with_augment: true to accept it")
         if REGISTRY[spec.method].needs_features:

@@ -47,7 +47,7 @@ ens = {f"{c}_ens_s{s}": [f"generations/{c}_g1_s{s}", f"generations/{c}_g2_s{s}"]
 teacher = {"epochs": 4, "batch_size": 128, "lr": 0.1}
 prof = {
   "base": {"seed": 0, "device": "auto", "threads": 0},
-  "data": {"source": "fashion_mnist", "val_size": 2000, "train_subset": 8000, "test_subset": 0, "pad": 0, "flip": False},
+  "data": {"source": "fashion_mnist", "val_size": 2000, "train_subset": 8000, "test_subset": 0, "augment": {"pad": 0, "flip": False}},
   "teachers": {**{t: {"arch": "resnet20", "seed": i + 1, "optim": dict(teacher)} for i, t in enumerate(T)},
                "resnet44": {"arch": "resnet44", "seed": 9, "optim": dict(teacher)}},
   "patriarchs": patriarchs, "students": students, "generations": generations,

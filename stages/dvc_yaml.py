@@ -7,7 +7,7 @@ import typer
 
 from pipeline import checkpoint, dvcgen
 from pipeline.checks import parse_params, read_yaml
-from pipeline.data import raw_paths
+from pipeline.data.sources import raw_paths
 from stages import command, say
 from stages._layout import Layout
 

@@ -9,6 +9,7 @@ import torch
 from pipeline import checkpoint
 from pipeline.data import prepare
 from pipeline.models import create_model
+from pipeline.data.params import AugmentParams
 from pipeline.params import DataParams
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -20,7 +21,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def tiny_data() -> dict:
     """4 classes of 1x16x16 images: 448 train / 64 val / 256 test."""
-    return prepare(DataParams(source="synthetic", val_size=64, pad=2), seed=0)
+    return prepare(DataParams(source="synthetic", val_size=64, augment=AugmentParams(pad=2)), seed=0)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ runner = CliRunner()
 
 TINY = """
 base: {seed: 0}
-data: {source: synthetic, val_size: 32, synthetic_train: 160, synthetic_test: 64, pad: 0}
+data: {source: synthetic, val_size: 32, synthetic: {train: 160, test: 64}, augment: {pad: 0}}
 teachers:
   t1: {arch: resnet8, optim: {epochs: 1, batch_size: 64}}
 patriarchs: {}
@@ -63,7 +63,7 @@ def test_unknown_teacher_and_missing_teacher_artifact(project):
 def test_teacher_with_other_class_count(project):
     assert runner.invoke(app, ["prepare-data"]).exit_code == 0
     assert runner.invoke(app, ["train-teacher", "t1"]).exit_code == 0
-    (project / "params.yaml").write_text(TINY.replace("val_size: 32", "val_size: 32, synthetic_classes: 3"))
+    (project / "params.yaml").write_text(TINY.replace("test: 64}", "test: 64, classes: 3}"))
     assert runner.invoke(app, ["prepare-data"]).exit_code == 0
     one_error_line(runner.invoke(app, ["distill", "s1"]), "teacher 't1' has 4 classes")
     assert not (project / "models" / "students" / "s1.pt").exists()
@@ -77,7 +77,7 @@ def test_unknown_arch(project):
 
 
 def test_missing_data_set(project):
-    (project / "params.yaml").write_text(TINY.replace("source: synthetic", "source: cifar10, root: nowhere"))
+    (project / "params.yaml").write_text(TINY.replace("source: synthetic", "source: cifar10, cifar10: {root: nowhere}"))
     one_error_line(runner.invoke(app, ["prepare-data"]), "data set 'cifar10' not found under 'nowhere'")
     assert not (project / "data").exists()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 PROFILE = """
 base: {seed: 0, device: cpu}
-data: {source: synthetic, val_size: 128, synthetic_train: 640, synthetic_test: 64, pad: 1}
+data: {source: synthetic, val_size: 128, synthetic: {train: 640, test: 64}, augment: {pad: 1}}
 teachers:
   t1: {arch: resnet8, optim: {epochs: 3, batch_size: 64, lr: 0.05}}
 patriarchs: {}

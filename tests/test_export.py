@@ -26,7 +26,7 @@ from pipeline.export import Normalized, check_parity, export_onnx, onnx_accuracy
 from pipeline.methods import Context, build_method
 from pipeline.methods.ce import CrossEntropy
 from pipeline.models import create_model
-from pipeline.params import DataParams, OptimParams
+from pipeline.params import DataParams, OptimParams, from_dict
 from pipeline.predict import make_session, read_metadata, run_logits
 from pipeline.quantize import quantize_int8
 from pipeline.train import Loaders, fit
@@ -35,7 +35,7 @@ from stages import app, load_all
 load_all()
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {
-    "data": {"source": "synthetic", "val_size": 32, "synthetic_train": 256, "synthetic_test": 64},
+    "data": {"source": "synthetic", "val_size": 32, "synthetic": {"train": 256, "test": 64}},
     "students": {"tiny": {"arch": "resnet8", "method": "ce", "optim": {"epochs": 2, "batch_size": 32, "lr": 0.05}}},
     "export": {"calib_images": 64, "latency_runs": 3, "latency_warmup": 1, "batch_sizes": [1, 5], "threads": 1},
 }
@@ -53,7 +53,7 @@ def work(tmp_path_factory):
     os.chdir(root)
     try:
         torch.manual_seed(0)
-        data = prepare(DataParams(**PARAMS["data"]), seed=0)
+        data = prepare(from_dict(DataParams, PARAMS["data"], "data"), seed=0)
         checkpoint.save(data, "data/prepared/data.pt")
         model = create_model("resnet8", 4, 1)
         method = build_method("ce", Context(student=model, num_classes=4, in_channels=1, input_size=16), CrossEntropy.Params())

@@ -17,6 +17,7 @@ from pipeline.losses.gpac import beta_at, corrector_rho, gpac_kl, instruction_we
 from pipeline.losses.kd import kd_kl, kl_to_target
 from pipeline.methods import REGISTRY, Context, build_method
 from pipeline.models import create_model
+from pipeline.data.params import SyntheticParams
 from pipeline.params import DataParams, OptimParams
 from pipeline.probes import ProbesParams, choose, load_probes, probe_layers, run_probes
 from pipeline.sources import OnlineTeachers
@@ -106,7 +107,7 @@ def test_probe_helpers() -> None:
 
 
 def _synthetic() -> dict:
-    return prepare(DataParams(source="synthetic", val_size=128, synthetic_train=512, synthetic_test=32), seed=0)
+    return prepare(DataParams(source="synthetic", val_size=128, synthetic=SyntheticParams(train=512, test=32)), seed=0)
 
 
 def test_probes_choose_the_trained_teacher() -> None:

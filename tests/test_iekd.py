@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from pipeline import checkpoint
-from pipeline.data import DataParams, prepare
+from pipeline.data import DataParams, SyntheticParams, prepare
 from pipeline.errors import KdpipeError
 from pipeline.factor import FactorTrainer, load_factor, make_factor, random_factor, split_indices
 from pipeline.losses.ie import d1, exploration_loss, inheritance_loss, reconstruction_l1
@@ -186,7 +186,7 @@ def test_pretrain_factor_stage_writes_artifact_and_metrics(tmp_path, monkeypatch
     from stages.pretrain_factor import pretrain_factor_cmd
 
     monkeypatch.chdir(tmp_path)
-    dp = DataParams(source="synthetic", val_size=16, synthetic_train=64, synthetic_test=16, synthetic_size=8)
+    dp = DataParams(source="synthetic", val_size=16, synthetic=SyntheticParams(train=64, test=16, size=8))
     data = prepare(dp, 0)
     checkpoint.save(data, "data/prepared/data.pt")
     teacher = create_model("resnet8", 4, 1)
