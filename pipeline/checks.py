@@ -7,18 +7,28 @@ key and the fix. `parse_params` raises the first one. Seeds are expanded here: a
 entries are paired by seed, so each seed's student learns from the same seed's teacher and is
 compared with the same seed's baseline.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from pipeline.config import convert, from_dict
 from pipeline.errors import KdpipeError
 from pipeline.params import (
-    EXTRA_SECTIONS, MODEL_SECTIONS, BaseParams, DataParams, EvaluateParams, ExportParams, ModelParams, Params, model_ref,
+    EXTRA_SECTIONS,
+    MODEL_SECTIONS,
+    BaseParams,
+    DataParams,
+    EvaluateParams,
+    ExportParams,
+    ModelParams,
+    Params,
+    model_ref,
 )
 
 
@@ -62,15 +72,20 @@ def _resolve(ref: str, spec: ModelParams, raw: dict[str, dict], params: Params) 
         return ref
     seeds = entry["seeds"]
     if spec.seed not in seeds:
-        raise KdpipeError(f"{ref!r} has seeds {seeds}; give the entry that names it the same seeds, or name one (e.g. "
-                          f"{ref}_s{seeds[0]})")
+        raise KdpipeError(
+            f"{ref!r} has seeds {seeds}; give the entry that names it the same seeds, or name one (e.g. "
+            f"{ref}_s{seeds[0]})"
+        )
     return f"{ref}_s{spec.seed}"
 
 
 def _sections(raw: dict, problems: list[str]) -> dict[str, Any]:
     parsers: dict[str, Callable[[Any, str], Any]] = {
-        "base": lambda v, w: from_dict(BaseParams, v, w), "data": lambda v, w: from_dict(DataParams, v, w),
-        "evaluate": lambda v, w: from_dict(EvaluateParams, v, w), "export": lambda v, w: from_dict(ExportParams, v, w)}
+        "base": lambda v, w: from_dict(BaseParams, v, w),
+        "data": lambda v, w: from_dict(DataParams, v, w),
+        "evaluate": lambda v, w: from_dict(EvaluateParams, v, w),
+        "export": lambda v, w: from_dict(ExportParams, v, w),
+    }
     out: dict[str, Any] = {}
     for key, parse in parsers.items():
         try:
@@ -103,7 +118,11 @@ def _links(p: Params, raw: dict, problems: list[str]) -> Params:
                 teachers = [_resolve(t, spec, raw, p) for t in spec.teachers]
                 for t in teachers:
                     p.model(t)
-                baseline = _resolve(spec.baseline, spec, {"teachers": raw.get("students") or {}}, p) if spec.baseline else ""
+                baseline = (
+                    _resolve(spec.baseline, spec, {"teachers": raw.get("students") or {}}, p)
+                    if spec.baseline
+                    else ""
+                )
                 if baseline and baseline not in p.students:
                     raise KdpipeError(f"baseline {spec.baseline!r} is not a student in params")
                 resolved[name] = dataclasses.replace(spec, teachers=teachers, baseline=baseline)
@@ -127,15 +146,19 @@ def _default_baseline(name: str, spec: ModelParams, p: Params) -> ModelParams:
 
 def _cycles(p: Params, problems: list[str]) -> None:
     """Refuse a model taught by itself or a cycle of models teaching each other."""
-    graph = {model_ref(sec, n): list(s.teachers) for sec in MODEL_SECTIONS for n, s in getattr(p, sec).items()}
+    graph = {
+        model_ref(sec, n): list(s.teachers) for sec in MODEL_SECTIONS for n, s in getattr(p, sec).items()
+    }
     state: dict[str, int] = {}
 
     def visit(node: str, path: list[str]) -> None:
         if state.get(node) == 2:
             return
         if state.get(node) == 1:
-            cycle = path[path.index(node):] + [node]
-            problems.append(f"teachers: {' <- '.join(cycle)} teach each other in a cycle; break it in their teachers lists")
+            cycle = path[path.index(node) :] + [node]
+            problems.append(
+                f"teachers: {' <- '.join(cycle)} teach each other in a cycle; break it in their teachers lists"
+            )
             return
         state[node] = 1
         for t in graph.get(node, []):
@@ -151,14 +174,20 @@ def _roles(p: Params, problems: list[str]) -> None:
     for sec in ("teachers", "patriarchs"):
         for n, s in getattr(p, sec).items():
             if s.teachers:
-                problems.append(f"{sec}.{s.group}.teachers: {sec} learn from labels only; move the entry to students")
+                problems.append(
+                    f"{sec}.{s.group}.teachers: {sec} learn from labels only; move the entry to students"
+                )
     for n, s in p.generations.items():
         if len(s.teachers) != 1 or "/" not in s.teachers[0]:
-            problems.append(f"generations.{s.group}.teachers: name exactly one teacher as <section>/<name> "
-                            "(e.g. patriarchs/tol, generations/gen1)")
+            problems.append(
+                f"generations.{s.group}.teachers: name exactly one teacher as <section>/<name> "
+                "(e.g. patriarchs/tol, generations/gen1)"
+            )
     for n in p.export.students:
         if n not in p.students:
-            problems.append(f"export.students: {n!r} is not a student in params; known: {', '.join(p.students) or 'none'}")
+            problems.append(
+                f"export.students: {n!r} is not a student in params; known: {', '.join(p.students) or 'none'}"
+            )
     for ens, members in p.evaluate.ensembles.items():
         for m in members:
             try:
@@ -185,7 +214,9 @@ def collect_problems(raw: dict, source: str = "params.yaml") -> tuple[Params | N
     for sec in MODEL_SECTIONS:
         for name in getattr(p, sec):
             if name in names:
-                problems.append(f"{sec}.{name}: also in {names[name]}; model names must be unique across sections")
+                problems.append(
+                    f"{sec}.{name}: also in {names[name]}; model names must be unique across sections"
+                )
             names[name] = sec
     p = _links(p, raw, problems)
     _cycles(p, problems)

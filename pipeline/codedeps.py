@@ -8,14 +8,17 @@ the files with `ast`; `from pkg import name` counts `pkg/name.py` when it exists
 loads its modules dynamically, so a training job adds its method's module explicitly
 (`method_module`).
 """
+
 from __future__ import annotations
 
 import ast
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]  # the repository (or installed tree) that holds pipeline/ and stages/
+ROOT = (
+    Path(__file__).resolve().parents[1]
+)  # the repository (or installed tree) that holds pipeline/ and stages/
 PACKAGES = ("pipeline", "stages")
 
 
@@ -27,7 +30,7 @@ def _file(module: str) -> Path | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _imports(module: str) -> tuple[str, ...]:
     """kdpipe modules imported anywhere in `module`'s source (and its parent packages' __init__)."""
     path = _file(module)

@@ -7,6 +7,7 @@ raises `KdpipeError` naming the key path (`where`). Ranges are declared on the f
 Modules that own a params block (data sources, model init, methods) import this module only, so
 `pipeline.params` can import them without cycles.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,12 @@ from typing import Any, Literal
 
 from pipeline.errors import KdpipeError
 
-_OPS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
-        "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
+_OPS = {
+    "ge": (lambda v, b: v >= b, ">="),
+    "gt": (lambda v, b: v > b, ">"),
+    "le": (lambda v, b: v <= b, "<="),
+    "lt": (lambda v, b: v < b, "<"),
+}
 
 
 def bounded(default: Any, **bounds: float) -> Any:

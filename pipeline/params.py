@@ -6,11 +6,10 @@ typo in a `dvc exp run -S` override fails loudly instead of being ignored. Metho
 `students.kd_r8.kd: {temperature: 4}`) are parsed with the dataclass that the method registers
 (`pipeline.methods.REGISTRY`), so each method owns its parameters.
 """
+
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.config import bounded, convert, from_dict, to_dict  # noqa: F401 - re-exported for callers
@@ -53,15 +52,21 @@ class ModelParams:
     method: str = "ce"  # registry name, see `pipeline.methods.REGISTRY`
     teachers: list[str] = field(default_factory=list)  # knowledge sources: teacher names or students/<name>
     seed: int = bounded(0, ge=0)  # added to base.seed; different seeds give different initialisations
-    seeds: list[int] = bounded([], ge=0)  # one model per seed, named <name>_s<seed> (replaces `seed`); [] = one model
-    baseline: str = ""  # student this one is compared with, paired by seed ("" = the ce student of the same arch)
+    seeds: list[int] = bounded(
+        [], ge=0
+    )  # one model per seed, named <name>_s<seed> (replaces `seed`); [] = one model
+    baseline: str = (
+        ""  # student this one is compared with, paired by seed ("" = the ce student of the same arch)
+    )
     group: str = ""  # set when params load: the entry's name before seed expansion
     input_size: int = bounded(0, ge=0)  # this model's input side in pixels (0 = the prepared data's size)
     targets: Literal["online", "cached"] = "online"  # run teachers each step, or read infer-targets' logits
     cached_with_augment: bool = False  # allow cached (un-augmented) targets together with augmentation
     augment: bool = True  # random crop/flip on the training images
     arch_kwargs: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the architecture
-    init: InitParams | None = None  # start from a weights file on disk (a DVC dep of the stage); None = random init
+    init: InitParams | None = (
+        None  # start from a weights file on disk (a DVC dep of the stage); None = random init
+    )
     optim: OptimParams = field(default_factory=OptimParams)
     args: Any = None  # the method's own block, parsed into its registered dataclass
 
@@ -70,12 +75,16 @@ class ModelParams:
 class EvaluateParams:
     batch_size: int = bounded(512, ge=1)  # images per forward pass
     ece_bins: int = bounded(15, ge=1)  # equal-width confidence bins for the expected calibration error
-    ensembles: dict[str, list[str]] = field(default_factory=dict)  # name -> members (teacher names or students/<n>); mean of softmaxes
+    ensembles: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # name -> members (teacher names or students/<n>); mean of softmaxes
 
 
 @dataclass(frozen=True)
 class ExportParams:
-    students: list[str] = field(default_factory=list)  # students to export: dvc.yaml makes one export stage per entry
+    students: list[str] = field(
+        default_factory=list
+    )  # students to export: dvc.yaml makes one export stage per entry
     opset: int = bounded(18, ge=18)  # ONNX opset
     parity_atol: float = bounded(1e-4, gt=0)  # max |logit difference| allowed between ORT and torch
     calib_images: int = bounded(512, ge=1)  # training images for INT8 calibration
@@ -83,7 +92,9 @@ class ExportParams:
     activation_type: Literal["u8", "s8"] = "u8"  # INT8 activations (u8 is faster on x86 VNNI)
     weight_type: Literal["s8", "u8"] = "s8"  # INT8 weights
     per_channel: bool = True  # per-channel weight scales
-    fp32_stem: bool = True  # keep the first conv in fp32: with 1 input channel it measured slower in INT8 (and less exact)
+    fp32_stem: bool = (
+        True  # keep the first conv in fp32: with 1 input channel it measured slower in INT8 (and less exact)
+    )
     latency_runs: int = bounded(30, ge=1)  # timed runs per (runtime, batch size)
     latency_warmup: int = bounded(5, ge=0)  # untimed warm-up runs
     threads: int = bounded(0, ge=0)  # intra-op threads for torch and ORT (0 = all cores)
@@ -134,5 +145,3 @@ def section(params: Params, name: str, cls: type) -> Any:
         return from_dict(cls, params.extra.get(name), name)
     except KdpipeError as e:
         raise KdpipeError(f"params: {e}") from None
-
-

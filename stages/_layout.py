@@ -1,4 +1,5 @@
 """Path conventions of the DVC project: stages decide paths; pipeline/ never does."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,9 @@ DATA = Path("data/prepared/data.pt")
 MODELS, STATE, RESULTS = Path("models"), Path("state"), Path("results")
 
 
-KNOWLEDGE = MODELS / "knowledge"  # cached targets, professors, probes, factor encoders (students depend on it)
+KNOWLEDGE = (
+    MODELS / "knowledge"
+)  # cached targets, professors, probes, factor encoders (students depend on it)
 
 
 def model_path(name: str) -> Path:
@@ -23,8 +26,12 @@ def targets_path(name: str) -> Path:
 def knowledge_assets(spec) -> dict:
     """Paths of stage-made knowledge a method may need (professor, probes, factor encoder), by teacher."""
     first = spec.teachers[0].rpartition("/")[2] if spec.teachers else ""
-    return {"professor": [KNOWLEDGE / "professor" / f"{t.rpartition('/')[2]}.pt" for t in spec.teachers], "probes": KNOWLEDGE / "probes.pt",
-            "factor": KNOWLEDGE / "factor" / f"{first}.pt", "teacher_names": list(spec.teachers)}
+    return {
+        "professor": [KNOWLEDGE / "professor" / f"{t.rpartition('/')[2]}.pt" for t in spec.teachers],
+        "probes": KNOWLEDGE / "probes.pt",
+        "factor": KNOWLEDGE / "factor" / f"{first}.pt",
+        "teacher_names": list(spec.teachers),
+    }
 
 
 class Layout:
@@ -44,9 +51,13 @@ class Layout:
 
     def knowledge(self, kind: str, teacher: str = "") -> str:
         short = teacher.rpartition("/")[2]
-        return {"targets": str(targets_path(teacher)), "professor": str(KNOWLEDGE / "professor" / f"{short}.pt"),
-                "professor_targets": str(KNOWLEDGE / "professor" / f"{short}.targets.pt"),
-                "probes": str(KNOWLEDGE / "probes.pt"), "factor": str(KNOWLEDGE / "factor" / f"{short}.pt")}[kind]
+        return {
+            "targets": str(targets_path(teacher)),
+            "professor": str(KNOWLEDGE / "professor" / f"{short}.pt"),
+            "professor_targets": str(KNOWLEDGE / "professor" / f"{short}.targets.pt"),
+            "probes": str(KNOWLEDGE / "probes.pt"),
+            "factor": str(KNOWLEDGE / "factor" / f"{short}.pt"),
+        }[kind]
 
     def export(self, name: str, int8: bool = False) -> str:
         return str(MODELS / "export" / f"{name}{'.int8' if int8 else ''}.onnx")

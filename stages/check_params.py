@@ -1,4 +1,5 @@
 """check-params: validate the whole params file (every problem, one line each) and dvc.yaml's freshness."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,19 +13,25 @@ from stages import command, say
 
 
 @command("check-params")
-def check_params(params: Path = typer.Option(Path("params.yaml"), help="params file"),
-                 dvc_yaml: Path = typer.Option(Path("dvc.yaml"), help="stage file that must match the params")) -> None:
+def check_params(
+    params: Path = typer.Option(Path("params.yaml"), help="params file"),
+    dvc_yaml: Path = typer.Option(Path("dvc.yaml"), help="stage file that must match the params"),
+) -> None:
     """List every problem in the params file; fail (exit 2) if there is one or if dvc.yaml is out of date."""
     _, problems = collect_problems(read_yaml(params), str(params))
     if not problems and dvc_yaml.is_file():
         from stages.dvc_yaml import expected
 
         if dvc_yaml.read_text() != expected(params):
-            problems.append(f"{dvc_yaml} does not match {params} (models or their teachers changed); "
-                            "run `kdpipe dvc-yaml`, then `dvc repro`")
+            problems.append(
+                f"{dvc_yaml} does not match {params} (models or their teachers changed); "
+                "run `kdpipe dvc-yaml`, then `dvc repro`"
+            )
     if problems:
         for line in problems:
             typer.echo(f"kdpipe check-params: error: {line}", err=True)
         raise typer.Exit(2)
-    checkpoint.atomic_write_text(Path(CHECKED), "params valid\n")  # constant: downstream stages never re-run for it
+    checkpoint.atomic_write_text(
+        Path(CHECKED), "params valid\n"
+    )  # constant: downstream stages never re-run for it
     say(f"{params}: valid")

@@ -1,4 +1,5 @@
 """dvc-yaml: write dvc.yaml from params.yaml, one stage per job with exactly the deps it reads."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,10 +26,12 @@ def expected(params: Path) -> str:
 
 
 @command("dvc-yaml")
-def dvc_yaml(params: Path = typer.Option(Path("params.yaml"), help="params file"),
-             out: Path = typer.Option(Path("dvc.yaml"), help="stage file to write")) -> None:
+def dvc_yaml(
+    params: Path = typer.Option(Path("params.yaml"), help="params file"),
+    out: Path = typer.Option(Path("dvc.yaml"), help="stage file to write"),
+) -> None:
     """Generate dvc.yaml from params.yaml (run it after adding, removing or re-wiring models)."""
     text = expected(params)
     changed = not out.is_file() or out.read_text() != text
     checkpoint.atomic_write_text(out, text)
-    say(f"{out}: {'written' if changed else 'already up to date'} ({text.count(chr(10) + '  ') } stage lines)")
+    say(f"{out}: {'written' if changed else 'already up to date'} ({text.count(chr(10) + '  ')} stage lines)")

@@ -1,4 +1,5 @@
 """Whole-params validation at load: ranges, names, teacher graphs, seeds and baselines."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,13 +17,16 @@ def one(raw: dict) -> str:
     return problems[0]
 
 
-@pytest.mark.parametrize("optim, key", [
-    ({"epochs": 0}, "optim.epochs: must be >= 1, got 0"),
-    ({"epochs": -3}, "optim.epochs: must be >= 1, got -3"),
-    ({"batch_size": 0}, "optim.batch_size: must be >= 1, got 0"),
-    ({"lr": -0.1}, "optim.lr: must be > 0, got -0.1"),
-    ({"momentum": 1.5}, "optim.momentum: must be < 1, got 1.5"),
-])
+@pytest.mark.parametrize(
+    "optim, key",
+    [
+        ({"epochs": 0}, "optim.epochs: must be >= 1, got 0"),
+        ({"epochs": -3}, "optim.epochs: must be >= 1, got -3"),
+        ({"batch_size": 0}, "optim.batch_size: must be >= 1, got 0"),
+        ({"lr": -0.1}, "optim.lr: must be > 0, got -0.1"),
+        ({"momentum": 1.5}, "optim.momentum: must be < 1, got 1.5"),
+    ],
+)
 def test_optim_ranges_are_checked_when_params_load(optim, key):
     assert one({"students": {"s": {**T, "optim": optim}}}) == f"params.yaml: students.s.{key}"
 
@@ -33,24 +37,41 @@ def test_unknown_arch_lists_the_known_ones():
 
 
 def test_a_student_taught_by_itself_or_in_a_cycle_is_refused():
-    assert "students/a <- students/a" in one({"students": {"a": {**T, "method": "kd", "teachers": ["students/a"]}}})
-    raw = {"students": {"a": {**T, "method": "kd", "teachers": ["students/b"]},
-                        "b": {**T, "method": "kd", "teachers": ["students/a"]}}}
+    assert "students/a <- students/a" in one(
+        {"students": {"a": {**T, "method": "kd", "teachers": ["students/a"]}}}
+    )
+    raw = {
+        "students": {
+            "a": {**T, "method": "kd", "teachers": ["students/b"]},
+            "b": {**T, "method": "kd", "teachers": ["students/a"]},
+        }
+    }
     assert "teach each other in a cycle" in one(raw)
 
 
 def test_every_problem_is_listed_not_only_the_first():
-    raw = {"studnets": {}, "base": {"threads": -1}, "students": {"s": {"arch": "nope"}, "t": {**T, "optim": {"lr": 0}}},
-           "export": {"students": ["ghost"]}}
+    raw = {
+        "studnets": {},
+        "base": {"threads": -1},
+        "students": {"s": {"arch": "nope"}, "t": {**T, "optim": {"lr": 0}}},
+        "export": {"students": ["ghost"]},
+    }
     _, problems = collect_problems(raw)
     assert len(problems) == 5, problems
-    with pytest.raises(KdpipeError, match=r"studnets: unknown section.*\(and 4 more: run `kdpipe check-params`\)"):
+    with pytest.raises(
+        KdpipeError, match=r"studnets: unknown section.*\(and 4 more: run `kdpipe check-params`\)"
+    ):
         parse_params(raw)
 
 
 def test_seeds_expand_into_one_model_per_seed_paired_with_teacher_and_baseline():
-    raw = {"teachers": {"t": {**T, "seeds": [0, 1]}},
-           "students": {"scratch": {**T, "seeds": [0, 1]}, "kd": {**T, "method": "kd", "teachers": ["t"], "seeds": [0, 1]}}}
+    raw = {
+        "teachers": {"t": {**T, "seeds": [0, 1]}},
+        "students": {
+            "scratch": {**T, "seeds": [0, 1]},
+            "kd": {**T, "method": "kd", "teachers": ["t"], "seeds": [0, 1]},
+        },
+    }
     p = parse_params(raw)
     assert sorted(p.students) == ["kd_s0", "kd_s1", "scratch_s0", "scratch_s1"]
     kd1 = p.students["kd_s1"]
@@ -59,9 +80,15 @@ def test_seeds_expand_into_one_model_per_seed_paired_with_teacher_and_baseline()
 
 
 def test_a_seeded_teacher_needs_a_seed_from_its_student():
-    raw = {"teachers": {"t": {**T, "seeds": [0, 1]}}, "students": {"kd": {**T, "method": "kd", "teachers": ["t"], "seed": 5}}}
+    raw = {
+        "teachers": {"t": {**T, "seeds": [0, 1]}},
+        "students": {"kd": {**T, "method": "kd", "teachers": ["t"], "seed": 5}},
+    }
     assert "'t' has seeds [0, 1]" in one(raw)
-    ok = {"teachers": {"t": {**T, "seeds": [0, 1]}}, "students": {"kd": {**T, "method": "kd", "teachers": ["t_s1"]}}}
+    ok = {
+        "teachers": {"t": {**T, "seeds": [0, 1]}},
+        "students": {"kd": {**T, "method": "kd", "teachers": ["t_s1"]}},
+    }
     assert parse_params(ok).students["kd"].teachers == ["t_s1"]
 
 

@@ -1,17 +1,18 @@
 """Prepared data: the data params schema, splits, resizing, and the device-resident loader."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
+from pipeline.checks import parse_params
+from pipeline.data.augment import resize
 from pipeline.data.build import prepare, summary
 from pipeline.data.loaders import DeviceLoader
-from pipeline.data.sources import SOURCES, raw_paths
-from pipeline.data.augment import resize
 from pipeline.data.params import SyntheticParams
+from pipeline.data.sources import SOURCES, raw_paths
 from pipeline.errors import KdpipeError
 from pipeline.params import DataParams
-from pipeline.checks import parse_params
 
 
 def loader(d, **kw):
@@ -62,23 +63,46 @@ def test_crop_keeps_content_shifted(tiny_data):
     raw = tiny_data["train_x"][0].float()
     padded = torch.nn.functional.pad(raw, (2, 2, 2, 2))
     target = xa[0] * aug.std[0] + aug.mean[0]
-    assert any(torch.allclose(padded[:, i:i + 16, j:j + 16], target, atol=1e-3) for i in range(5) for j in range(5))
+    assert any(
+        torch.allclose(padded[:, i : i + 16, j : j + 16], target, atol=1e-3)
+        for i in range(5)
+        for j in range(5)
+    )
 
 
 def test_ddp_shards_are_disjoint(tiny_data):
-    parts = [torch.cat([i for _, _, i in loader(tiny_data, shuffle=True, rank=r, world_size=2)]) for r in (0, 1)]
+    parts = [
+        torch.cat([i for _, _, i in loader(tiny_data, shuffle=True, rank=r, world_size=2)]) for r in (0, 1)
+    ]
     assert len(parts[0]) == len(parts[1]) == 224
     assert not set(parts[0].tolist()) & set(parts[1].tolist())
 
 
 def test_data_section_parses_nested_blocks_and_checks_ranges():
-    raw = {"data": {"source": "imagefolder", "image_size": 96, "resize": "plain",
-                    "augment": {"crop": "random_resized", "scale": [0.5, 1.0]}, "imagefolder": {"root": "x", "strict": True},
-                    "cifar10": {"download": True}}}
+    raw = {
+        "data": {
+            "source": "imagefolder",
+            "image_size": 96,
+            "resize": "plain",
+            "augment": {"crop": "random_resized", "scale": [0.5, 1.0]},
+            "imagefolder": {"root": "x", "strict": True},
+            "cifar10": {"download": True},
+        }
+    }
     d = parse_params(raw).data
-    assert (d.block.root, d.block.strict, d.augment.scale, d.cifar10.download, d.synthetic.size) == ("x", True, [0.5, 1.0], True, 16)
-    for bad, msg in (({"augment": {"scale": [0.9, 0.2]}}, "low <= high"), ({"synthetic": {"size": 2}}, "synthetic.size: must be >= 4"),
-                     ({"augment": {"crop": "zoom"}}, "'zoom' is not one of"), ({"synthetic_train": 5}, "unknown key")):
+    assert (d.block.root, d.block.strict, d.augment.scale, d.cifar10.download, d.synthetic.size) == (
+        "x",
+        True,
+        [0.5, 1.0],
+        True,
+        16,
+    )
+    for bad, msg in (
+        ({"augment": {"scale": [0.9, 0.2]}}, "low <= high"),
+        ({"synthetic": {"size": 2}}, "synthetic.size: must be >= 4"),
+        ({"augment": {"crop": "zoom"}}, "'zoom' is not one of"),
+        ({"synthetic_train": 5}, "unknown key"),
+    ):
         with pytest.raises(KdpipeError, match=msg):
             parse_params({"data": bad})
 
@@ -102,7 +126,12 @@ def test_resize_policies():
 
 
 def test_synthetic_at_another_image_size():
-    d = prepare(DataParams(source="synthetic", val_size=8, image_size=32, synthetic=SyntheticParams(train=40, test=8)), 0)
+    d = prepare(
+        DataParams(
+            source="synthetic", val_size=8, image_size=32, synthetic=SyntheticParams(train=40, test=8)
+        ),
+        0,
+    )
     assert d["train_x"].shape == (32, 1, 32, 32) and d["test_x"].shape == (8, 1, 32, 32)
 
 

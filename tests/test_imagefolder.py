@@ -1,4 +1,5 @@
 """ImageFolder source: mixed files decoded once at a size, bad images skipped/converted or refused (strict)."""
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,9 @@ def shape(cls: str, w: int, h: int, i: int) -> Image.Image:
     """A class-coloured shape on a dark background; position varies with i."""
     im = Image.new("RGB", (w, h), (10 + 5 * i, 10, 10))
     d, box = ImageDraw.Draw(im), (w // 5 + i, h // 5, w - w // 5, h - h // 5)
-    {"circle": d.ellipse, "square": d.rectangle}.get(cls, lambda b, fill: d.polygon([(b[0], b[3]), (b[2], b[3]),
-                                                                                      ((b[0] + b[2]) // 2, b[1])], fill=fill))(box, fill=COLOURS[cls])
+    {"circle": d.ellipse, "square": d.rectangle}.get(
+        cls, lambda b, fill: d.polygon([(b[0], b[3]), (b[2], b[3]), ((b[0] + b[2]) // 2, b[1])], fill=fill)
+    )(box, fill=COLOURS[cls])
     return im
 
 
@@ -57,7 +59,9 @@ def add_odd(root, kind: str):
 
 def params(root, **kw) -> DataParams:
     folder = ImageFolderParams(root=str(root), strict=kw.pop("strict", False))
-    return DataParams(**{"source": "imagefolder", "image_size": 32, "val_size": 3, "imagefolder": folder, **kw})
+    return DataParams(
+        **{"source": "imagefolder", "image_size": 32, "val_size": 3, "imagefolder": folder, **kw}
+    )
 
 
 def test_mixed_folder_is_prepared_with_counts_and_one_warning(tmp_path, caplog):
@@ -70,7 +74,14 @@ def test_mixed_folder_is_prepared_with_counts_and_one_warning(tmp_path, caplog):
     s = summary(d)
     # 3 classes x 4 train + 6 odd - 2 unreadable = 16 train images, 3 of them held out: 13 train, 3 val; 3 x 2 = 6 test
     assert (s["train"], s["val"], s["test"], s["classes"], s["channels"], s["size"]) == (13, 3, 6, 3, 3, 32)
-    assert (s["unreadable"], s["grey_to_rgb"], s["alpha_dropped"], s["cmyk_to_rgb"], s["bit16_to_8"], s["ignored_files"]) == (2, 1, 1, 1, 1, 1)
+    assert (
+        s["unreadable"],
+        s["grey_to_rgb"],
+        s["alpha_dropped"],
+        s["cmyk_to_rgb"],
+        s["bit16_to_8"],
+        s["ignored_files"],
+    ) == (2, 1, 1, 1, 1, 1)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "2 unreadable" in warnings[0].getMessage()
     assert d["class_names"] == ["circle", "square", "triangle"]
@@ -139,7 +150,9 @@ def test_single_folder_holds_out_a_fixed_test_split(tmp_path):
     # 30 images, 20% = 6 test (2 per class), 24 left: 3 val + 21 train
     assert (len(a["train_y"]), len(a["val_y"]), len(a["test_y"])) == (21, 3, 6)
     assert a["test_y"].bincount().tolist() == [2, 2, 2]
-    assert (a["test_x"] == b["test_x"]).all() and not (a["val_x"] == b["val_x"]).all()  # test fixed, validation by seed
+    assert (a["test_x"] == b["test_x"]).all() and not (
+        a["val_x"] == b["val_x"]
+    ).all()  # test fixed, validation by seed
 
 
 def test_failed_prepare_leaves_nothing_and_keeps_old_data(tmp_path):
@@ -153,12 +166,18 @@ def test_failed_prepare_leaves_nothing_and_keeps_old_data(tmp_path):
     add_odd(root, "corrupt")
     with pytest.raises(KdpipeError, match="bad.png"):
         prepare_to(params(root, strict=True), 0, out)
-    assert sorted(p.name for p in out.iterdir()) == before and [p.name for p in out.parent.iterdir()] == ["prepared"]
+    assert sorted(p.name for p in out.iterdir()) == before and [p.name for p in out.parent.iterdir()] == [
+        "prepared"
+    ]
 
 
 def test_scan_reports_classes_counts_and_a_size(tmp_path):
     s = scan_folder(make_folder(tmp_path / "imgs"))
-    assert s.classes == ["circle", "square", "triangle"] and s.counts["train"] == {"circle": 4, "square": 4, "triangle": 4}
+    assert s.classes == ["circle", "square", "triangle"] and s.counts["train"] == {
+        "circle": 4,
+        "square": 4,
+        "triangle": 4,
+    }
     # shorter sides min(24 + 9i, 30 + 6i) = 24, 33, 42, 48 (train, i = 0..3) and 24, 33 (test), x 3 classes:
     # 18 values, the 9th and 10th are both 33 -> median 33 -> the largest standard side <= 33 is 32
     assert s.suggested_size == 32 and s.n_train == 12
@@ -178,7 +197,11 @@ def test_init_data_writes_a_profile_that_loads_and_prepares(tmp_path, monkeypatc
     assert "circle: train 4, test 2" in res.output and "suggested image_size: 32" in res.output
     p = load_params(tmp_path / "own.yaml")
     assert (p.data.source, p.data.imagefolder.root, p.data.image_size) == ("imagefolder", str(root), 32)
-    assert list(p.teachers) == ["teacher"] and p.students["student"].teachers == ["teacher"] and p.export.students == ["student"]
+    assert (
+        list(p.teachers) == ["teacher"]
+        and p.students["student"].teachers == ["teacher"]
+        and p.export.students == ["student"]
+    )
     # 12 training images, 3 classes: 12 < 4 x 3 is false -> val = max(3, round(1.2)) = 3
     assert p.data.val_size == 3
     assert summary(prepare(p.data, 0))["train"] == 9

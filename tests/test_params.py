@@ -1,4 +1,5 @@
 """The strict params loader: unknown keys and wrong types fail with the key and the file named."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.errors import KdpipeError
 from pipeline.checks import load_params, parse_params
+from pipeline.errors import KdpipeError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,9 +45,15 @@ def test_wrong_type_names_key(tmp_path):
 
 
 def test_method_block_is_parsed_strictly(tmp_path):
-    ok = write(tmp_path, "teachers: {t: {arch: resnet8}}\nstudents:\n  s: {arch: resnet8, method: kd, teachers: [t], kd: {temperature: 2}}\n")
+    ok = write(
+        tmp_path,
+        "teachers: {t: {arch: resnet8}}\nstudents:\n  s: {arch: resnet8, method: kd, teachers: [t], kd: {temperature: 2}}\n",
+    )
     assert load_params(ok).students["s"].args.temperature == 2.0  # int accepted for a float field
-    bad = write(tmp_path, "teachers: {t: {arch: resnet8}}\nstudents:\n  s: {arch: resnet8, method: kd, teachers: [t], kd: {temprature: 2}}\n")
+    bad = write(
+        tmp_path,
+        "teachers: {t: {arch: resnet8}}\nstudents:\n  s: {arch: resnet8, method: kd, teachers: [t], kd: {temprature: 2}}\n",
+    )
     with pytest.raises(KdpipeError, match=r"students.s.kd.temprature: unknown key"):
         load_params(bad)
 

@@ -1,4 +1,5 @@
 """The loader factory: device-resident and streaming loaders give the same batches; on-device random-resized-crop."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,12 @@ from pipeline.data.params import AugmentParams, SyntheticParams
 
 def data_with(crop: str, **aug) -> dict:
     """Synthetic 3x24x24 images, 300 train / 20 val / 40 test, with the given augmentation."""
-    p = DataParams(source="synthetic", val_size=20, synthetic=SyntheticParams(train=320, test=40, size=24, channels=3),
-                   augment=AugmentParams(crop=crop, flip=True, **aug))
+    p = DataParams(
+        source="synthetic",
+        val_size=20,
+        synthetic=SyntheticParams(train=320, test=40, size=24, channels=3),
+        augment=AugmentParams(crop=crop, flip=True, **aug),
+    )
     return prepare(p, seed=0)
 
 
@@ -34,7 +39,10 @@ def batches(loader) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
 def test_streaming_equals_device_batches(crop, rank, world):
     d = data_with(crop, pad=3)
     kw = {"batch_size": 64, "train": True, "seed": 5, "rank": rank, "world": world}
-    dev, stream = make_loader(d, "train", resident_max_mb=1e9, **kw), make_loader(d, "train", resident_max_mb=0, workers=0, **kw)
+    dev, stream = (
+        make_loader(d, "train", resident_max_mb=1e9, **kw),
+        make_loader(d, "train", resident_max_mb=0, workers=0, **kw),
+    )
     assert isinstance(dev, DeviceLoader) and isinstance(stream, StreamLoader)
     for epoch in (0, 3):
         dev.set_epoch(epoch)
@@ -47,8 +55,12 @@ def test_streaming_equals_device_batches(crop, rank, world):
 
 
 def test_streaming_from_memmap_with_workers_matches(tmp_path):
-    p = DataParams(source="synthetic", val_size=20, synthetic=SyntheticParams(train=200, test=40, size=16, channels=3),
-                   augment=AugmentParams(crop="random_resized", flip=True))
+    p = DataParams(
+        source="synthetic",
+        val_size=20,
+        synthetic=SyntheticParams(train=200, test=40, size=16, channels=3),
+        augment=AugmentParams(crop="random_resized", flip=True),
+    )
     prepare_to(p, 0, tmp_path / "prepared")
     d = load_prepared(tmp_path / "prepared")
     kw = {"batch_size": 32, "train": True, "seed": 1}
@@ -61,13 +73,19 @@ def test_streaming_from_memmap_with_workers_matches(tmp_path):
 
 
 def test_load_prepared_is_memory_mapped_and_equals_in_memory(tmp_path):
-    p = DataParams(source="synthetic", val_size=16, synthetic=SyntheticParams(train=64, test=32, size=8, channels=3))
+    p = DataParams(
+        source="synthetic", val_size=16, synthetic=SyntheticParams(train=64, test=32, size=8, channels=3)
+    )
     prepare_to(p, 0, tmp_path / "prepared")
     d, mem = load_prepared(tmp_path / "prepared"), prepare(p, 0)
     assert {k for k in mem if k != "notes"} <= set(d)
     for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
         assert torch.equal(d[k], mem[k]), k
-    assert d["class_names"] == mem["class_names"] and np.allclose(d["mean"], mem["mean"]) and d["pad"] == mem["pad"]
+    assert (
+        d["class_names"] == mem["class_names"]
+        and np.allclose(d["mean"], mem["mean"])
+        and d["pad"] == mem["pad"]
+    )
     with open("/proc/self/maps") as f:
         maps = f.read()
     assert str(tmp_path / "prepared" / "train.u8") in maps  # opened as a mapping, not read into memory
@@ -102,7 +120,9 @@ def test_val_and_test_loaders_are_plain_and_in_order():
     d = data_with("random_resized")
     x, y, idx = next(iter(make_loader(d, "val", batch_size=512)))
     assert idx.tolist() == list(range(20)) and torch.equal(y, d["val_y"])
-    expect = (d["val_x"].float() - torch.tensor(d["mean"]).view(1, -1, 1, 1) * 255) / (torch.tensor(d["std"]).view(1, -1, 1, 1) * 255)
+    expect = (d["val_x"].float() - torch.tensor(d["mean"]).view(1, -1, 1, 1) * 255) / (
+        torch.tensor(d["std"]).view(1, -1, 1, 1) * 255
+    )
     assert torch.allclose(x, expect, atol=1e-5)
 
 

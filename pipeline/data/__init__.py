@@ -11,17 +11,31 @@
 
 Names are imported lazily so `pipeline.params` can import `pipeline.data.params` without loading torch.
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DataParams": "params", "AugmentParams": "params", "ImageFolderParams": "params", "SyntheticParams": "params",
-    "TorchvisionParams": "params", "SOURCES": "sources", "raw_paths": "sources",
-    "prepare": "build", "prepare_to": "build", "summary": "build", "load_prepared": "cache", "augments_data": "augment",
-    "DeviceLoader": "loaders", "StreamLoader": "loaders", "make_loader": "loaders",
-    "scan_folder": "scan", "profile_text": "scan", "throughput": "bench",
+    "DataParams": "params",
+    "AugmentParams": "params",
+    "ImageFolderParams": "params",
+    "SyntheticParams": "params",
+    "TorchvisionParams": "params",
+    "SOURCES": "sources",
+    "raw_paths": "sources",
+    "prepare": "build",
+    "prepare_to": "build",
+    "summary": "build",
+    "load_prepared": "cache",
+    "augments_data": "augment",
+    "DeviceLoader": "loaders",
+    "StreamLoader": "loaders",
+    "make_loader": "loaders",
+    "scan_folder": "scan",
+    "profile_text": "scan",
+    "throughput": "bench",
 }
 __all__ = list(_EXPORTS)
 

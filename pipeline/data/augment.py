@@ -4,6 +4,7 @@ Every random number is drawn from a CPU `torch.Generator` in a fixed order per b
 moved to the device, so a run is repeatable on any device, and the in-memory and the streaming
 loader (same generator, same batches) produce identical images.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,7 @@ def resize(x: torch.Tensor, size: int, policy: str = "shorter_center") -> torch.
         nh, nw = size, size
     y = F.interpolate(x.float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
     top, left = (nh - size) // 2, (nw - size) // 2
-    y = y[..., top:top + size, left:left + size]
+    y = y[..., top : top + size, left : left + size]
     return y.round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -100,5 +101,10 @@ def augments_data(data: dict) -> bool:
 
 def from_data(data: dict) -> Augment:
     """The augmentation a prepared data set asks for (keys written by prepare)."""
-    return Augment(crop=data.get("crop", "pad_crop"), pad=int(data.get("pad", 0)), flip=bool(data.get("flip", False)),
-                   scale=tuple(data.get("scale", (0.35, 1.0))), ratio=tuple(data.get("ratio", (0.75, 4 / 3))))
+    return Augment(
+        crop=data.get("crop", "pad_crop"),
+        pad=int(data.get("pad", 0)),
+        flip=bool(data.get("flip", False)),
+        scale=tuple(data.get("scale", (0.35, 1.0))),
+        ratio=tuple(data.get("ratio", (0.75, 4 / 3))),
+    )

@@ -6,6 +6,7 @@ streaming loader (memmap -> workers -> pinned -> device, random-resized-crop + f
 and (2) SGD steps of torchvision's mobilenet_v3_small (random weights) on device-resident batches.
 A ratio above 1 means the loader keeps up with training.
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,33 +66,60 @@ def _train_rate(loader, device: torch.device, steps: int, classes: int) -> float
     return seen / (time.perf_counter() - t0)
 
 
-def throughput(n: int = 20000, size: int = 96, *, batch_size: int = 128, workers: int = 4, steps: int = 10,
-               device: str | torch.device = "cpu", classes: int = 10) -> dict:
+def throughput(
+    n: int = 20000,
+    size: int = 96,
+    *,
+    batch_size: int = 128,
+    workers: int = 4,
+    steps: int = 10,
+    device: str | torch.device = "cpu",
+    classes: int = 10,
+) -> dict:
     """Images/s of the streaming loader (one epoch) and of mobilenet_v3_small training steps, on `device`."""
     device = torch.device(device)
     with tempfile.TemporaryDirectory(prefix="kdpipe-throughput-") as td:
         t0 = time.perf_counter()
         make_imagefolder(Path(td) / "images", n, size, classes)
         gen_s = time.perf_counter() - t0
-        p = DataParams(source="imagefolder", image_size=size, val_size=0, workers=workers,
-                       augment=AugmentParams(crop="random_resized", flip=True),
-                       imagefolder=ImageFolderParams(root=str(Path(td) / "images"), test_fraction=0.01))
+        p = DataParams(
+            source="imagefolder",
+            image_size=size,
+            val_size=0,
+            workers=workers,
+            augment=AugmentParams(crop="random_resized", flip=True),
+            imagefolder=ImageFolderParams(root=str(Path(td) / "images"), test_fraction=0.01),
+        )
         t0 = time.perf_counter()
         prepare_to(p, 0, Path(td) / "prepared")
         prep_s = time.perf_counter() - t0
         data = load_prepared(Path(td) / "prepared")
-        stream = make_loader(data, "train", batch_size=batch_size, device=device, train=True, resident_max_mb=0)
+        stream = make_loader(
+            data, "train", batch_size=batch_size, device=device, train=True, resident_max_mb=0
+        )
         _sync(device)
         t0, seen = time.perf_counter(), 0
         for _, y, _ in stream:
             seen += len(y)
         _sync(device)
         loader_ips = seen / (time.perf_counter() - t0)
-        resident = make_loader(data, "train", batch_size=batch_size, device=device, train=True, resident_max_mb=1e12)
+        resident = make_loader(
+            data, "train", batch_size=batch_size, device=device, train=True, resident_max_mb=1e12
+        )
         train_ips = _train_rate(resident, device, steps, classes)
-        out = {"n": n, "train_images": seen, "size": size, "batch_size": batch_size, "workers": workers,
-               "device": str(device), "prepared_mb": round(split_mb(data, "train"), 1), "generate_s": round(gen_s, 2),
-               "prepare_s": round(prep_s, 2), "loader_images_per_s": round(loader_ips, 1),
-               "train_images_per_s": round(train_ips, 1), "loader_over_train": round(loader_ips / train_ips, 2)}
+        out = {
+            "n": n,
+            "train_images": seen,
+            "size": size,
+            "batch_size": batch_size,
+            "workers": workers,
+            "device": str(device),
+            "prepared_mb": round(split_mb(data, "train"), 1),
+            "generate_s": round(gen_s, 2),
+            "prepare_s": round(prep_s, 2),
+            "loader_images_per_s": round(loader_ips, 1),
+            "train_images_per_s": round(train_ips, 1),
+            "loader_over_train": round(loader_ips / train_ips, 2),
+        }
     log.info("throughput: %s", out)
     return out

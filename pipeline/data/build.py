@@ -5,6 +5,7 @@ optional balanced subsets, resizing to `image_size`, and the training split's me
 memory-mappable directory of `pipeline.data.cache` atomically and returns the summary. The test
 split is never used for selection: it only ever shrinks by `test_subset`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,7 +26,7 @@ Selection = dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # split 
 def _resize_part(part: Part, size: int, policy: str, alloc: Alloc) -> Part:
     out = alloc((len(part.rows), part.x.shape[1], size, size))
     for s in range(0, len(part.rows), cache.CHUNK):
-        out[s:s + cache.CHUNK] = resize(part.x[part.rows[s:s + cache.CHUNK]], size, policy)
+        out[s : s + cache.CHUNK] = resize(part.x[part.rows[s : s + cache.CHUNK]], size, policy)
     return Part(out, part.y)
 
 
@@ -33,7 +34,9 @@ def load_raw(p: DataParams, seed: int, alloc: Alloc = memory_alloc) -> Raw:
     """The configured source's train/test parts, at `image_size` when it is set."""
     raw = SOURCES[p.source].load(p, seed, alloc)
     if p.image_size and not raw.resized and raw.train.x.shape[-1] != p.image_size:
-        raw.train, raw.test = (_resize_part(part, p.image_size, p.resize, alloc) for part in (raw.train, raw.test))
+        raw.train, raw.test = (
+            _resize_part(part, p.image_size, p.resize, alloc) for part in (raw.train, raw.test)
+        )
     return raw
 
 
@@ -51,8 +54,11 @@ def select(raw: Raw, p: DataParams, seed: int) -> Selection:
     if p.test_subset:
         check_size("test_subset", p.test_subset, len(yte))
         te = balanced_subset(yte, p.test_subset, g)
-    return {"train": (raw.train.x, raw.train.rows[tr], ytr[tr]), "val": (raw.train.x, raw.train.rows[val], ytr[val]),
-            "test": (raw.test.x, raw.test.rows[te], yte[te])}
+    return {
+        "train": (raw.train.x, raw.train.rows[tr], ytr[tr]),
+        "val": (raw.train.x, raw.train.rows[val], ytr[val]),
+        "test": (raw.test.x, raw.test.rows[te], yte[te]),
+    }
 
 
 def channel_stats(x: torch.Tensor, rows: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -60,7 +66,7 @@ def channel_stats(x: torch.Tensor, rows: torch.Tensor) -> tuple[list[float], lis
     c = x.shape[1]
     s1, s2, count = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
     for s in range(0, len(rows), cache.CHUNK):
-        xb = x[rows[s:s + cache.CHUNK]].double() / 255
+        xb = x[rows[s : s + cache.CHUNK]].double() / 255
         s1 += xb.sum(dim=(0, 2, 3))
         s2 += (xb * xb).sum(dim=(0, 2, 3))
         count += xb.numel() // c
@@ -71,10 +77,20 @@ def channel_stats(x: torch.Tensor, rows: torch.Tensor) -> tuple[list[float], lis
 
 def _meta(p: DataParams, raw: Raw, mean: list[float], std: list[float]) -> dict:
     a = p.augment
-    return {"class_names": list(raw.classes), "source": p.source, "mean": mean, "std": std,
-            "flip": SOURCES[p.source].flip if a.flip is None else a.flip, "pad": a.pad if a.crop == "pad_crop" else 0,
-            "crop": a.crop, "scale": list(a.scale), "ratio": list(a.ratio), "resident_max_mb": p.resident_max_mb,
-            "workers": p.workers, "notes": dict(raw.notes)}
+    return {
+        "class_names": list(raw.classes),
+        "source": p.source,
+        "mean": mean,
+        "std": std,
+        "flip": SOURCES[p.source].flip if a.flip is None else a.flip,
+        "pad": a.pad if a.crop == "pad_crop" else 0,
+        "crop": a.crop,
+        "scale": list(a.scale),
+        "ratio": list(a.ratio),
+        "resident_max_mb": p.resident_max_mb,
+        "workers": p.workers,
+        "notes": dict(raw.notes),
+    }
 
 
 def prepare(p: DataParams, seed: int) -> dict:
@@ -105,6 +121,12 @@ def prepare_to(p: DataParams, seed: int, out: str | Path) -> dict:
 
 def summary(d: dict) -> dict:
     """Plain numbers describing a prepared data set (for metrics.json), with the source's counts."""
-    return {"train": len(d["train_y"]), "val": len(d["val_y"]), "test": len(d["test_y"]),
-            "classes": len(d["class_names"]), "channels": int(d["train_x"].shape[1]), "size": int(d["train_x"].shape[-1]),
-            **{k: int(v) for k, v in d.get("notes", {}).items()}}
+    return {
+        "train": len(d["train_y"]),
+        "val": len(d["val_y"]),
+        "test": len(d["test_y"]),
+        "classes": len(d["class_names"]),
+        "channels": int(d["train_x"].shape[1]),
+        "size": int(d["train_x"].shape[-1]),
+        **{k: int(v) for k, v in d.get("notes", {}).items()},
+    }

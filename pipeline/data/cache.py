@@ -7,6 +7,7 @@ Layout of `data/prepared/`:
 The directory is built in a temporary sibling and renamed over the old one only when complete, so a
 failed or killed prepare-data leaves the previous data (or nothing), never a half-written set.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,9 @@ def staging(out: Path) -> Iterator[Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     except OSError as e:
-        raise KdpipeError(f"cannot write {out}: {e.strerror}; check the directory's permissions and free space") from None
+        raise KdpipeError(
+            f"cannot write {out}: {e.strerror}; check the directory's permissions and free space"
+        ) from None
     try:
         yield tmp
         umask = os.umask(0)
@@ -66,7 +69,9 @@ def scratch_alloc(folder: Path) -> Callable[[tuple[int, ...]], torch.Tensor]:
     def alloc(shape: tuple[int, ...]) -> torch.Tensor:
         if math.prod(shape) == 0:
             return torch.empty(shape, dtype=torch.uint8)
-        return torch.from_numpy(np.memmap(folder / f"{next(count)}.u8", dtype=np.uint8, mode="w+", shape=shape))
+        return torch.from_numpy(
+            np.memmap(folder / f"{next(count)}.u8", dtype=np.uint8, mode="w+", shape=shape)
+        )
 
     return alloc
 
@@ -79,7 +84,7 @@ def write_split(folder: Path, name: str, x: torch.Tensor, rows: torch.Tensor, y:
         mm = np.memmap(path, dtype=np.uint8, mode="w+", shape=shape)
         out = torch.from_numpy(mm)
         for s in range(0, len(rows), CHUNK):
-            out[s:s + CHUNK] = x[rows[s:s + CHUNK]]
+            out[s : s + CHUNK] = x[rows[s : s + CHUNK]]
         mm.flush()
         del out, mm
     else:
@@ -103,11 +108,15 @@ def load_prepared(path: str | Path) -> dict:
             try:
                 return torch.load(path, map_location="cpu", weights_only=True)
             except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
-                raise KdpipeError(f"{path}: not a readable prepared data set ({type(e).__name__}); re-run prepare-data") from None
+                raise KdpipeError(
+                    f"{path}: not a readable prepared data set ({type(e).__name__}); re-run prepare-data"
+                ) from None
         path = path.parent
     meta_path = path / "meta.json"
     if not meta_path.is_file():
-        raise KdpipeError(f"{path}: prepared data set not found (no meta.json); run prepare-data first (dvc repro prepare-data)")
+        raise KdpipeError(
+            f"{path}: prepared data set not found (no meta.json); run prepare-data first (dvc repro prepare-data)"
+        )
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
         raise KdpipeError(f"{meta_path}: not kdpipe prepared data ({FORMAT}); re-run prepare-data")
@@ -116,7 +125,11 @@ def load_prepared(path: str | Path) -> dict:
         shape, f = tuple(s["shape"]), path / f"{name}.u8"
         if not f.is_file() or f.stat().st_size != math.prod(shape):
             raise KdpipeError(f"{f}: missing or not {math.prod(shape)} bytes; re-run prepare-data")
-        mm = np.memmap(f, dtype=np.uint8, mode="c", shape=shape) if math.prod(shape) else np.empty(shape, np.uint8)
+        mm = (
+            np.memmap(f, dtype=np.uint8, mode="c", shape=shape)
+            if math.prod(shape)
+            else np.empty(shape, np.uint8)
+        )
         d[f"{name}_x"] = torch.from_numpy(mm)  # copy-on-write map: writable, never written back
         d[f"{name}_y"] = torch.from_numpy(np.fromfile(path / f"{name}.labels", dtype="<i8").astype(np.int64))
     return d

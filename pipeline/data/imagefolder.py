@@ -6,6 +6,7 @@ are replicated), else grey. Unreadable, truncated, 16-bit, CMYK and alpha images
 folders and test classes missing from train/ are skipped or converted (counted, one warning
 line), or with `strict: true` refused with one line naming the file.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,9 +30,16 @@ log = logging.getLogger(__name__)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".webp")  # what torchvision.io decodes
 COLOUR = {"RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}
 ALPHA = {"RGBA", "RGBa", "LA", "La", "PA"}
-CONVERSIONS = {"unreadable": "unreadable (skipped)", "grey_to_rgb": "grey -> RGB", "alpha_dropped": "alpha dropped",
-               "cmyk_to_rgb": "CMYK -> RGB", "bit16_to_8": "16-bit -> 8-bit", "colour_to_grey": "colour -> grey",
-               "empty_classes": "empty class folders dropped", "test_only_images": "test images of classes not in train/ skipped"}
+CONVERSIONS = {
+    "unreadable": "unreadable (skipped)",
+    "grey_to_rgb": "grey -> RGB",
+    "alpha_dropped": "alpha dropped",
+    "cmyk_to_rgb": "CMYK -> RGB",
+    "bit16_to_8": "16-bit -> 8-bit",
+    "colour_to_grey": "colour -> grey",
+    "empty_classes": "empty class folders dropped",
+    "test_only_images": "test images of classes not in train/ skipped",
+}
 CHUNK = 256  # images decoded per batch of thread jobs (bounded memory)
 STRICT_FIX = "convert it to 8-bit RGB or grey, or set data.imagefolder.strict: false to convert it on the fly"
 
@@ -49,11 +57,15 @@ class Listing:
 
 def layout(root: Path) -> dict[str, Path]:
     if not root.is_dir():
-        raise KdpipeError(f"data.imagefolder.root: {root} is not a folder; point it at a folder of class folders")
+        raise KdpipeError(
+            f"data.imagefolder.root: {root} is not a folder; point it at a folder of class folders"
+        )
     has = [(root / s).is_dir() for s in ("train", "test")]
     if any(has) and not all(has):
-        raise KdpipeError(f"{root} has {'train' if has[0] else 'test'}/ but not {'test' if has[0] else 'train'}/; "
-                          "add it, or put the class folders directly under the root (a test split is then held out)")
+        raise KdpipeError(
+            f"{root} has {'train' if has[0] else 'test'}/ but not {'test' if has[0] else 'train'}/; "
+            "add it, or put the class folders directly under the root (a test split is then held out)"
+        )
     return {"train": root / "train", "test": root / "test"} if all(has) else {"all": root}
 
 
@@ -65,7 +77,9 @@ def class_folders(folder: Path) -> tuple[dict[str, list[Path]], int]:
         out[d.name] = [f for f in files if f.suffix.lower() in IMAGE_EXTS]
         ignored += len(files) - len(out[d.name])
     if not out:
-        raise KdpipeError(f"{folder}: no class folders; put each class's images in its own folder ({folder}/<class>/<image>)")
+        raise KdpipeError(
+            f"{folder}: no class folders; put each class's images in its own folder ({folder}/<class>/<image>)"
+        )
     return out, ignored
 
 
@@ -80,8 +94,10 @@ def list_images(p: ImageFolderParams) -> Listing:
         if files:
             classes.append(c)
         elif p.strict:
-            raise KdpipeError(f"{parts[first] / c}: empty class folder; add images or remove it "
-                              "(or set data.imagefolder.strict: false to drop it)")
+            raise KdpipeError(
+                f"{parts[first] / c}: empty class folder; add images or remove it "
+                "(or set data.imagefolder.strict: false to drop it)"
+            )
         else:
             notes["empty_classes"] = notes.get("empty_classes", 0) + 1
     index = {c: i for i, c in enumerate(classes)}
@@ -93,11 +109,15 @@ def list_images(p: ImageFolderParams) -> Listing:
                 files[part] += [(f, index[c]) for f in fs]
             elif part == "test" and fs:
                 if p.strict:
-                    raise KdpipeError(f"{parts['test'] / c}: class missing from (or empty in) train/; add its training "
-                                      "images or remove it (or set data.imagefolder.strict: false to skip it)")
+                    raise KdpipeError(
+                        f"{parts['test'] / c}: class missing from (or empty in) train/; add its training "
+                        "images or remove it (or set data.imagefolder.strict: false to skip it)"
+                    )
                 notes["test_only_images"] = notes.get("test_only_images", 0) + len(fs)
     if not files[first]:
-        raise KdpipeError(f"{parts[first]}: zero images ({', '.join(IMAGE_EXTS)}) in its class folders; add images")
+        raise KdpipeError(
+            f"{parts[first]}: zero images ({', '.join(IMAGE_EXTS)}) in its class folders; add images"
+        )
     return Listing(root, classes, files, notes, sum(ign for _, ign in found.values()))
 
 
@@ -132,7 +152,10 @@ def _decode_resized(path: Path, rgb: bool, size: int, policy: str) -> tuple[bool
 def _decoded(pool: ThreadPoolExecutor, entries: list, rgb: bool, size: int, policy: str) -> Iterator:
     """Decoded images in entry order, CHUNK jobs at a time on `pool` (torchvision and torch release the GIL)."""
     for s in range(0, len(entries), CHUNK):
-        jobs = [pool.submit(_decode_resized, f, rgb, size, policy) if head else None for _, f, _, head in entries[s:s + CHUNK]]
+        jobs = [
+            pool.submit(_decode_resized, f, rgb, size, policy) if head else None
+            for _, f, _, head in entries[s : s + CHUNK]
+        ]
         yield from (j.result() if j else None for j in jobs)
 
 
@@ -153,8 +176,10 @@ def _conversion(mode: str, rgb: bool, forced: bool) -> str | None:
 def _refuse_or_count(notes: dict, what: str, path: Path, strict: bool, detail: str = "") -> None:
     if strict:
         if what == "unreadable":
-            raise KdpipeError(f"{path}: unreadable or truncated image{detail}; replace or delete it "
-                              "(or set data.imagefolder.strict: false to skip it)")
+            raise KdpipeError(
+                f"{path}: unreadable or truncated image{detail}; replace or delete it "
+                "(or set data.imagefolder.strict: false to skip it)"
+            )
         raise KdpipeError(f"{path}: {CONVERSIONS[what]} needed; {STRICT_FIX}")
     notes[what] = notes.get(what, 0) + 1
 
@@ -174,12 +199,18 @@ def load(p: DataParams, seed: int, alloc: Alloc) -> Raw:
     # torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency here); the filter is
     # process-wide while this block runs, so it covers the pool's threads too
     with warnings.catch_warnings(), ThreadPoolExecutor(max(1, p.workers)) as pool:
-        warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning
+        )
         for (part, f, c, head), got in zip(entries, _decoded(pool, entries, rgb, size, p.resize)):
             if head is None or isinstance(got, str):
-                _refuse_or_count(notes, "unreadable", f, q.strict, f" ({got})" if isinstance(got, str) else "")
+                _refuse_or_count(
+                    notes, "unreadable", f, q.strict, f" ({got})" if isinstance(got, str) else ""
+                )
                 continue
-            conv = "bit16_to_8" if got[0] else _conversion(head[0], rgb, forced=q.mode == "grey")  # 16-bit RGB: PIL says RGB
+            conv = (
+                "bit16_to_8" if got[0] else _conversion(head[0], rgb, forced=q.mode == "grey")
+            )  # 16-bit RGB: PIL says RGB
             if conv:
                 _refuse_or_count(notes, conv, f, q.strict)
             rows[part].append(len(labels))
@@ -196,7 +227,9 @@ def load(p: DataParams, seed: int, alloc: Alloc) -> Raw:
         r = torch.tensor(rows["all"], dtype=torch.int64)
         te = balanced_subset(y[r], round(q.test_fraction * len(r)), torch.Generator().manual_seed(0))
         tr = complement(len(r), te)
-        return Raw(Part(buf, y[r[tr]], r[tr]), Part(buf, y[r[te]], r[te]), listing.classes, notes, resized=True)
+        return Raw(
+            Part(buf, y[r[tr]], r[tr]), Part(buf, y[r[te]], r[te]), listing.classes, notes, resized=True
+        )
     tr, te = (torch.tensor(rows[k], dtype=torch.int64) for k in ("train", "test"))
     return Raw(Part(buf, y[tr], tr), Part(buf, y[te], te), listing.classes, notes, resized=True)
 
@@ -204,8 +237,12 @@ def load(p: DataParams, seed: int, alloc: Alloc) -> Raw:
 def _warn(root: Path, notes: dict[str, int], rgb: bool) -> None:
     said = [f"{n} {CONVERSIONS.get(k, k.replace('_', ' '))}" for k, n in notes.items() if n]
     if said:
-        log.warning("ImageFolder %s (%s): %s; set data.imagefolder.strict: true to refuse such files instead",
-                    root, "RGB" if rgb else "grey", ", ".join(said))
+        log.warning(
+            "ImageFolder %s (%s): %s; set data.imagefolder.strict: true to refuse such files instead",
+            root,
+            "RGB" if rgb else "grey",
+            ", ".join(said),
+        )
 
 
 register_source("imagefolder", flip=True, raw_paths=lambda p: [p.imagefolder.root])(load)

@@ -4,6 +4,7 @@ Layouts: root/train/<class>/* + root/test/<class>/* (used as they are), or root/
 then holds out `imagefolder.test_fraction` of each class as the test split, with a fixed seed).
 Image sizes and modes come from PIL headers of an evenly spaced sample (no decoding).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -41,14 +42,20 @@ class Scan:
 
     def lines(self) -> list[str]:
         """What was found, for the user."""
-        layout = "train/ + test/" if "train" in self.counts else f"one folder (test split: {self.test_fraction:.0%} per class)"
+        layout = (
+            "train/ + test/"
+            if "train" in self.counts
+            else f"one folder (test split: {self.test_fraction:.0%} per class)"
+        )
         out = [f"{self.root}: {len(self.classes)} classes, layout {layout}"]
         for c in self.classes:
             out.append(f"  {c}: " + ", ".join(f"{part} {n.get(c, 0)}" for part, n in self.counts.items()))
         if self.short_sides:
-            out.append(f"sizes (shorter side, {len(self.short_sides)} sampled): min {min(self.short_sides)}, median "
-                       f"{statistics.median(self.short_sides):g}, max {max(self.short_sides)} px; modes {dict(self.modes)}"
-                       + (f"; {self.unreadable} unreadable" if self.unreadable else ""))
+            out.append(
+                f"sizes (shorter side, {len(self.short_sides)} sampled): min {min(self.short_sides)}, median "
+                f"{statistics.median(self.short_sides):g}, max {max(self.short_sides)} px; modes {dict(self.modes)}"
+                + (f"; {self.unreadable} unreadable" if self.unreadable else "")
+            )
         out.append(f"suggested image_size: {self.suggested_size}")
         return out
 
@@ -61,16 +68,29 @@ def scan_folder(root: str | Path, test_fraction: float = 0.2) -> Scan:
     step = max(1, len(files) // SAMPLE)
     heads = [probe(f) for f in files[::step][:SAMPLE]]
     ok = [h for h in heads if h is not None]
-    return Scan(Path(root), listing.classes, counts, [min(h[1]) for h in ok], dict(Counter(h[0] for h in ok)),
-                len(heads) - len(ok), test_fraction)
+    return Scan(
+        Path(root),
+        listing.classes,
+        counts,
+        [min(h[1]) for h in ok],
+        dict(Counter(h[0] for h in ok)),
+        len(heads) - len(ok),
+        test_fraction,
+    )
 
 
 def profile_text(s: Scan, image_size: int = 0) -> str:
     """A minimal profile (base, data, teachers, students, export) for this folder."""
     size = image_size or s.suggested_size
     k, n = len(s.classes), s.n_train
-    val = min(5000, max(k, round(0.1 * n))) if n >= 4 * k else 0  # validation for model selection; none if tiny
-    crop = "crop: random_resized, scale: [0.35, 1.0]" if size >= 64 else f"crop: pad_crop, pad: {max(1, size // 8)}"
+    val = (
+        min(5000, max(k, round(0.1 * n))) if n >= 4 * k else 0
+    )  # validation for model selection; none if tiny
+    crop = (
+        "crop: random_resized, scale: [0.35, 1.0]"
+        if size >= 64
+        else f"crop: pad_crop, pad: {max(1, size // 8)}"
+    )
     teacher = "tv_resnet18" if size > 64 else "resnet20"
     colour = any(m in COLOUR for m in s.modes)
     optim = "{epochs: 30, batch_size: 128, lr: 0.1}"
@@ -90,6 +110,8 @@ def profile_text(s: Scan, image_size: int = 0) -> str:
         (f"  student: {{arch: resnet8, method: kd, teachers: [teacher], optim: {optim}}}", ""),
         ("export: {students: [student]}", ""),
     ]
-    head = (f"# Own-data profile written by `kdpipe init-data {s.root}`: {k} classes, {n} training images\n"
-            f"# ({'RGB' if colour else 'grey'}, resized to {size} px). Use it: cp <this file> params.yaml && dvc repro\n")
+    head = (
+        f"# Own-data profile written by `kdpipe init-data {s.root}`: {k} classes, {n} training images\n"
+        f"# ({'RGB' if colour else 'grey'}, resized to {size} px). Use it: cp <this file> params.yaml && dvc repro\n"
+    )
     return head + "".join(f"{t.ljust(44)}  # {c}\n" if c else f"{t}\n" for t, c in rows)

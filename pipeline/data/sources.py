@@ -4,6 +4,7 @@ A source registers `load(p, seed, alloc) -> Raw`, `raw_paths(p) -> list[str]` (t
 DVC dependencies of prepare-data) and its default for horizontal flips (off for digits). `alloc`
 gives the buffer big sources decode into (in memory, or a scratch memmap when writing to disk).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -21,7 +22,18 @@ from pipeline.errors import KdpipeError
 log = logging.getLogger(__name__)
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 Alloc = Callable[[tuple[int, ...]], torch.Tensor]
 
 
@@ -79,8 +91,12 @@ def _read_idx(path: Path, offset: int) -> np.ndarray:
         return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
 
 
-TV_FOLDERS = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "cifar-10-batches-py",
-              "cifar100": "cifar-100-python"}
+TV_FOLDERS = {
+    "fashion_mnist": "FashionMNIST",
+    "mnist": "MNIST",
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+}
 
 
 def _tv_paths(name: str) -> Callable[[DataParams], list[str]]:
@@ -104,18 +120,29 @@ def _torchvision(name: str) -> Callable[[DataParams, int, Alloc], Raw]:
                 y = _read_idx(DEBIAN_FASHION / f"{part}-labels-idx1-ubyte.gz", 8)
                 parts.append(Part(torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64))))
             return Raw(parts[0], parts[1], list(FASHION_CLASSES))
-        cls = {"fashion_mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
+        cls = {
+            "fashion_mnist": tvd.FashionMNIST,
+            "mnist": tvd.MNIST,
+            "cifar10": tvd.CIFAR10,
+            "cifar100": tvd.CIFAR100,
+        }[name]
         block, parts = getattr(p, name), []
         for train in (True, False):
             try:
                 ds = cls(block.root, train=train, download=block.download)
             except RuntimeError:
                 hint = "install Debian's dataset-fashion-mnist or " if name == "fashion_mnist" else ""
-                raise KdpipeError(f"data set {name!r} not found under {block.root!r}; {hint}set data.{name}.download: true "
-                                  "on a connected machine") from None
+                raise KdpipeError(
+                    f"data set {name!r} not found under {block.root!r}; {hint}set data.{name}.download: true "
+                    "on a connected machine"
+                ) from None
             x = torch.as_tensor(np.asarray(ds.data))
             x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x[:, None]
-            parts.append(Part(x.contiguous().to(torch.uint8), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)))
+            parts.append(
+                Part(
+                    x.contiguous().to(torch.uint8), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+                )
+            )
         return Raw(parts[0], parts[1], list(ds.classes))
 
     return load

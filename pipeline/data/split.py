@@ -1,4 +1,5 @@
 """Seeded, class-balanced index selection (validation hold-out, subsets, a single folder's test split)."""
+
 from __future__ import annotations
 
 import torch
@@ -26,5 +27,8 @@ def check_size(key: str, want: int, have: int, strict_less: bool = False) -> Non
     """Refuse asking for more images than there are (one line naming the key)."""
     if want > have or (strict_less and want >= have):
         bound = f"< {have}" if strict_less else f"<= {have}"
-        raise KdpipeError(f"data.{key}={want} but the split has {have} images; set it {bound} (0 = all)"
-                          if key != "val_size" else f"data.val_size={want} must be {bound} training images; lower it")
+        raise KdpipeError(
+            f"data.{key}={want} but the split has {have} images; set it {bound} (0 = all)"
+            if key != "val_size"
+            else f"data.val_size={want} must be {bound} training images; lower it"
+        )
