@@ -1,4 +1,4 @@
-"""Inference in data-set order, the classification metrics kdpipe reports, and the list of models to evaluate."""
+"""Inference in data-set order, the classification metrics kdpipe reports and the models params lists."""
 from __future__ import annotations
 
 import itertools
@@ -52,10 +52,12 @@ def classification_metrics(logits: torch.Tensor, y: torch.Tensor, ece_bins: int 
 def confusion_rows(logits: torch.Tensor, y: torch.Tensor, class_names: list[str]) -> list[dict]:
     """Per-item {actual, predicted} rows: the format of DVC's confusion-matrix plot template."""
     pred = logits.argmax(1)
-    return [{"actual": class_names[a], "predicted": class_names[p]} for a, p in zip(y.tolist(), pred.tolist())]
+    return [{"actual": class_names[a], "predicted": class_names[p]}
+            for a, p in zip(y.tolist(), pred.tolist(), strict=True)]
 
 
-def evaluate_model(model: nn.Module, meta: dict, data: dict, batch_size: int = 512, ece_bins: int = 15) -> tuple[dict, torch.Tensor]:
+def evaluate_model(model: nn.Module, meta: dict, data: dict, batch_size: int = 512,
+                   ece_bins: int = 15) -> tuple[dict, torch.Tensor]:
     """Test-split metrics of one model plus facts for the report; returns (metrics, test logits)."""
     from pipeline.data import DeviceLoader
     from pipeline.models import num_parameters
@@ -69,8 +71,8 @@ def evaluate_model(model: nn.Module, meta: dict, data: dict, batch_size: int = 5
     if spec.get("teachers") and spec.get("targets") == "cached":
         augmented = spec.get("augment") and (data["pad"] > 0 or data["flip"])  # the loader only augments then
         sources += " (cached" + (", with augmentation" if augmented else "") + ")"
-    m.update(params=n, size_mb=4 * n / 2**20, kind=meta.get("kind", ""), method=spec.get("method", meta.get("method", "")),
-             arch=meta.get("arch", ""), sources=sources)
+    m.update(params=n, size_mb=4 * n / 2**20, kind=meta.get("kind", ""),
+             method=spec.get("method", meta.get("method", "")), arch=meta.get("arch", ""), sources=sources)
     return m, logits
 
 
@@ -85,7 +87,7 @@ class Entry:
     name: str  # resolved model name (one per seed)
     group: str  # the name before seed expansion; seeds of one group are summarized together
     baseline: str = ""  # resolved name of the same-seed baseline model, "" if none
-    teachers: tuple[str, ...] = ()  # knowledge sources as written in params (<section>/<name> or a teacher name)
+    teachers: tuple[str, ...] = ()  # knowledge sources as params writes them: <section>/<name> or a teacher
 
     @property
     def kind(self) -> str:
@@ -98,9 +100,11 @@ def model_entries(params: Any) -> list[Entry]:
     from pipeline import params as P
 
     expand = getattr(P, "model_entries", None)
-    triples = expand(params) if expand else [(s, n, spec) for s in P.MODEL_SECTIONS for n, spec in getattr(params, s).items()]
-    return [Entry(section, name, getattr(spec, "group", "") or seedless(name), getattr(spec, "baseline", "") or "",
-                  tuple(spec.teachers)) for section, name, spec in triples]
+    triples = expand(params) if expand else [(s, n, spec) for s in P.MODEL_SECTIONS
+                                             for n, spec in getattr(params, s).items()]
+    return [Entry(section, name, getattr(spec, "group", "") or seedless(name),
+                  getattr(spec, "baseline", "") or "", tuple(spec.teachers))
+            for section, name, spec in triples]
 
 
 def seedless(name: str) -> str:

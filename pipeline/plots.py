@@ -82,7 +82,7 @@ def plot_curves(panels: dict[str, list[Curve]], title: str, out: Path) -> None:
 
 
 def plot_confusion(counts: list[list[int]], class_names: list[str], title: str, out: Path) -> None:
-    """Heat map of row-normalised counts (each true class sums to 100 %), the percentage written in each cell."""
+    """Heat map of row-normalised counts (each true class sums to 100 %), percentages written in the cells."""
     plt = _pyplot()
     import numpy as np
 
@@ -116,7 +116,8 @@ def plot_acc_latency(points: list[Point], references: dict[str, float], out: Pat
     fig, ax = plt.subplots(figsize=(8.4, 4.4))
     for model in models:
         mine = sorted((p for p in points if p.model == model), key=lambda p: p.precision)
-        ax.plot([p.latency_ms for p in mine], [100 * p.top1 for p in mine], color=colour[model], lw=0.8, alpha=0.6)
+        ax.plot([p.latency_ms for p in mine], [100 * p.top1 for p in mine], color=colour[model], lw=0.8,
+                alpha=0.6)
         for p in mine:
             ax.scatter(p.latency_ms, 100 * p.top1, s=55, color=colour[model], zorder=3,
                        marker="s" if p.precision == "int8" else "o",

@@ -134,7 +134,10 @@ def wide_csv(series: dict[str, tuple[list[int], list[float]]], scale: float = 1.
     return buf.getvalue()
 
 
-def mean_curve(curves: list[tuple[list[int], list[float]]]) -> tuple[list[int], list[float], list[float], list[float]]:
+Series = tuple[list[int], list[float]]  # (epochs, values) of one model
+
+
+def mean_curve(curves: list[Series]) -> tuple[list[int], list[float], list[float], list[float]]:
     """Mean, minimum and maximum over seeds at the epochs every seed has: (epochs, mean, low, high)."""
     common = sorted(set.intersection(*(set(xs) for xs, _ in curves)))
     cols = [[dict(zip(xs, ys))[ep] for xs, ys in curves] for ep in common]
@@ -144,7 +147,8 @@ def mean_curve(curves: list[tuple[list[int], list[float]]]) -> tuple[list[int], 
 
 
 
-CURVES = {"val/acc": ("validation top-1 (%)", 100.0, 2, "val_acc"),  # metric: (axis label, scale, digits, file stem)
+# metric: (axis label, scale, digits, file stem)
+CURVES = {"val/acc": ("validation top-1 (%)", 100.0, 2, "val_acc"),
           "train/loss": ("training loss", 1.0, 4, "train_loss")}
 History = Callable[[Entry, str], tuple[list[int], list[float]]]
 
@@ -180,8 +184,9 @@ def confusion_counts(labels: torch.Tensor, pred: torch.Tensor, k: int) -> list[l
     return torch.bincount(labels * k + pred, minlength=k * k).reshape(k, k).tolist()
 
 
-def agreement_rows(students: list[Entry], logits: Callable[[str], torch.Tensor]) -> list[tuple[str, str, float, float]]:
-    """(student, teacher, top-1 agreement, KL(teacher || student)) for each student and each of its teachers."""
+def agreement_rows(students: list[Entry],
+                   logits: Callable[[str], torch.Tensor]) -> list[tuple[str, str, float, float]]:
+    """(student, teacher, top-1 agreement, KL(teacher || student)) per student and each of its teachers."""
     rows = []
     for s in students:
         for t in s.teachers:

@@ -88,7 +88,8 @@ def top1_agreement(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -
     return (teacher_logits.argmax(1) == student_logits.argmax(1)).float().mean().item()
 
 
-def kl_teacher_student(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> float:
+def kl_teacher_student(teacher_logits: torch.Tensor, student_logits: torch.Tensor,
+                       temperature: float = 1.0) -> float:
     """Mean over items of KL(p_teacher || p_student) in nats, softmax at `temperature`."""
     log_t = torch.log_softmax(teacher_logits.double() / temperature, dim=1)
     log_s = torch.log_softmax(student_logits.double() / temperature, dim=1)

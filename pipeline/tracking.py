@@ -35,7 +35,7 @@ class LiveTracker:
 
         self.live = Live(str(directory), dvcyaml=None, save_dvc_exp=False, resume=False, report=None)
         if params:
-            self.live.log_params(params)  # the model's resolved params block, for `dvc exp show` of the live dir
+            self.live.log_params(params)  # the model's resolved params block, beside its metrics
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         # set the step explicitly and never call next_step(): it would leave step = epochs + 1 in the summary

@@ -39,7 +39,8 @@ Their licence texts follow.
 
 def package_dir(root: Path, name: str) -> Path:
     """The extracted `npm pack` folder of one package, e.g. <root>/vega-lite-5.23.0/package."""
-    found = [d / "package" for d in root.iterdir() if d.name.rsplit("-", 1)[0] == name and (d / "package").is_dir()]
+    found = [d / "package" for d in root.iterdir()
+             if d.name.rsplit("-", 1)[0] == name and (d / "package").is_dir()]
     if len(found) != 1:
         sys.exit(f"expected one extracted {name}-<version> folder under {root}, found {len(found)}")
     return found[0]

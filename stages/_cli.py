@@ -41,7 +41,7 @@ def command(name: str) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             logs.configure(os.environ.get("KDPIPE_VERBOSE") == "1")
-            steady_allocator()  # stage processes reuse activation memory instead of page-faulting it in per batch
+            steady_allocator()  # stage processes reuse activation memory, not page-faulting it in per batch
             try:
                 return fn(*args, **kwargs)
             except KdpipeError as e:

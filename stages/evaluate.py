@@ -25,14 +25,14 @@ def logits_path(name: str) -> Path:
 
 @command("evaluate")
 def evaluate(params: Path = typer.Option(Path("params.yaml"), help="params file")) -> None:
-    """Evaluate every model listed in params (models/<section>/<name>.pt) and each ensemble on the test split."""
+    """Evaluate every model params lists (models/<section>/<name>.pt) and each ensemble on the test split."""
     p = load_params(params)
     entries = model_entries(p)
     paths = {e.name: MODELS / e.section / f"{e.name}.pt" for e in entries}
     missing = [f"{path}" for path in paths.values() if not path.is_file()]
     if missing:
-        raise KdpipeError(f"{missing[0]}: model artifact not found ({len(missing)} of {len(paths)} listed in params "
-                          "missing); train it first (dvc repro)")
+        raise KdpipeError(f"{missing[0]}: model artifact not found ({len(missing)} of the {len(paths)} "
+                          "models params lists are missing); train them first (dvc repro)")
     from pipeline.runner import load_data  # heavy: imported only when evaluating (the report needs the paths)
 
     data = load_data(DATA)
@@ -40,8 +40,8 @@ def evaluate(params: Path = typer.Option(Path("params.yaml"), help="params file"
 
     def keep(name: str, metrics: dict, logits) -> None:
         results[name] = metrics
-        checkpoint.save({"logits": logits, "labels": data["test_y"], "class_names": list(data["class_names"])},
-                        logits_path(name))
+        saved = {"logits": logits, "labels": data["test_y"], "class_names": list(data["class_names"])}
+        checkpoint.save(saved, logits_path(name))
         rows = confusion_rows(logits, data["test_y"], data["class_names"])
         checkpoint.atomic_write_text(OUT / "confusion" / f"{name}.json", json.dumps(rows))
 
@@ -54,8 +54,10 @@ def evaluate(params: Path = typer.Option(Path("params.yaml"), help="params file"
 
         model, meta = load_ensemble([model_path(m) for m in members], name=name)
         metrics, logits = evaluate_model(model, meta, data, p.evaluate.batch_size, p.evaluate.ece_bins)
-        keep(name, {**metrics, "kind": "ensemble", "method": "mean softmax", "sources": ", ".join(members)}, logits)
+        metrics.update(kind="ensemble", method="mean softmax", sources=", ".join(members))
+        keep(name, metrics, logits)
     checkpoint.atomic_write_text(ACCURACY, json.dumps(accuracy_metrics(results), indent=2))
-    checkpoint.atomic_write_text(OUT / "models.json", json.dumps(results, indent=2))  # with descriptions, for the report
+    checkpoint.atomic_write_text(OUT / "models.json", json.dumps(results, indent=2))  # with descriptions
     for name, m in results.items():
-        typer.echo(f"{name:24s} top-1 {100 * m['top1']:6.2f}%  top-5 {100 * m['top5']:6.2f}%  ECE {m['ece']:.3f}")
+        typer.echo(f"{name:24s} top-1 {100 * m['top1']:6.2f}%  top-5 {100 * m['top5']:6.2f}%  "
+                   f"ECE {m['ece']:.3f}")

@@ -32,7 +32,8 @@ from stages.evaluate import logits_path
 
 log = logging.getLogger(__name__)
 METRICS, PLOTS = RESULTS / "metrics", RESULTS / "plots"
-STAGE_DIR = {"teachers": "train-teacher", "patriarchs": "train-teacher", "students": "distill", "generations": "distill"}
+STAGE_DIR = {"teachers": "train-teacher", "patriarchs": "train-teacher",  # where dvclive wrote each history
+             "students": "distill", "generations": "distill"}
 
 
 def history(e: Entry, metric: str) -> tuple[list[int], list[float]]:
@@ -53,7 +54,8 @@ def curves(entries: list[Entry], who: str) -> bool:
         checkpoint.atomic_write_text(PLOTS / "data" / f"{who}_{stem}.csv", text)
     missing = [e.name for e in entries if not history(e, "val/acc")[0]]
     if missing:
-        log.warning("no training history for %s under results/<stage>/<name>/plots/metrics", ", ".join(missing))
+        log.warning("no training history for %s under results/<stage>/<name>/plots/metrics",
+                    ", ".join(missing))
     if not any(panels.values()):
         return False
     plots.plot_curves(panels, f"{who.capitalize()}: validation top-1 and training loss", PLOTS / f"{who}.png")
@@ -69,19 +71,21 @@ def report(params: Path = typer.Option(Path("params.yaml"), help="params file"),
     evaluation = read_json(RESULTS / "evaluate" / "models.json")
     missing = [e.name for e in entries if e.name not in evaluation]
     if missing:
-        raise KdpipeError(f"results/evaluate/models.json has no {missing[0]!r} (listed in params); run kdpipe evaluate")
+        raise KdpipeError(f"results/evaluate/models.json has no {missing[0]!r} (listed in params); "
+                          "run kdpipe evaluate")
     exports = {}
     for name in p.export.students:
         path = RESULTS / "export" / name / "metrics.json"
         if not path.is_file():
-            raise KdpipeError(f"{path}: export metrics not found (export.students lists {name!r}); run kdpipe export {name}")
+            raise KdpipeError(f"{path}: export metrics not found (export.students lists {name!r}); "
+                              f"run kdpipe export {name}")
         exports[name] = read_json(path)
     order = [e.name for e in entries] + [n for n in p.evaluate.ensembles if n in evaluation]
     evaluation = {n: evaluation[n] for n in order}  # only the models params lists, in params order
 
     rows = seed_rows(entries, evaluation)
-    checkpoint.atomic_write_text(METRICS / "deploy.json", json.dumps(deploy_metrics(evaluation, exports), indent=2))
-    checkpoint.atomic_write_text(METRICS / "seeds.json", json.dumps(seeds_metrics(rows), indent=2))
+    for stem, metrics in (("deploy", deploy_metrics(evaluation, exports)), ("seeds", seeds_metrics(rows))):
+        checkpoint.atomic_write_text(METRICS / f"{stem}.json", json.dumps(metrics, indent=2))
     students = [e for e in entries if e.kind == "student"]
     teachers = [e for e in entries if e.kind == "teacher"]
     agreement = agreement_rows(students, lambda name: load_logits(name)["logits"])
@@ -104,14 +108,15 @@ def report(params: Path = typer.Option(Path("params.yaml"), help="params file"),
         references = {e.name: evaluation[e.name]["top1"] for e in teachers if e.name not in exports}
         plots.plot_acc_latency(points, references, PLOTS / "acc_latency.png")
         made["acc_latency.png"] = True
-    figures = {caption: f"plots/{png}" for caption, png in (
-        ("accuracy vs latency", "acc_latency.png"), ("students: training curves", "students.png"),
-        ("teachers: training curves", "teachers.png"), ("confusion matrix of the best student", "confusion_best.png"))
-        if made.get(png)}
+    captions = {"acc_latency.png": "accuracy vs latency", "students.png": "students: training curves",
+                "teachers.png": "teachers: training curves",
+                "confusion_best.png": "confusion matrix of the best student"}
+    figures = {caption: f"plots/{png}" for png, caption in captions.items() if made.get(png)}
 
     data = read_json(RESULTS / "prepare-data" / "metrics.json")
-    header = (f"# kdpipe report\n\nData: {p.data.source}, {data.get('train', '?')} training / {data.get('val', '?')} "
-              f"validation / {data.get('test', '?')} test images; seed {p.base.seed}. Machine: {cpu_model()} "
+    header = (f"# kdpipe report\n\nData: {p.data.source}, {data.get('train', '?')} training / "
+              f"{data.get('val', '?')} validation / {data.get('test', '?')} test images; seed {p.base.seed}. "
+              f"Machine: {cpu_model()} "
               f"({platform.machine()}), {torch.get_num_threads()} torch threads, torch {torch.__version__}.")
     text = build_markdown(ReportParts(header, evaluation, exports, rows, agreement, best, figures))
     checkpoint.atomic_write_text(out, text)

@@ -1,4 +1,5 @@
 """`kdpipe --version` and shell completion: the root options a user meets before any stage."""
+
 from __future__ import annotations
 
 import os
@@ -22,13 +23,22 @@ def test_version_prints_the_package_version():
 
 def test_version_entry_point_imports_no_stage():
     # the real entry point: --version must not pay for torch or any stage module
-    code = ("import sys; sys.argv = ['kdpipe', '--version']\n"
-            "from stages.__main__ import main\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('loaded', sorted(m for m in sys.modules if m.startswith('stages.') and m[7:8] != '_'),"
-            " 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys; sys.argv = ['kdpipe', '--version']\n"
+        "from stages.__main__ import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('loaded', sorted(m for m in sys.modules if m.startswith('stages.') and m[7:8] != '_'),"
+        " 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [f"kdpipe {pipeline.__version__}", "loaded [] False"]
 

@@ -1,4 +1,5 @@
-"""The report stage on a fabricated run: curated metrics, params-driven model lists, figures, dvclive steps."""
+"""The report stage on a fabricated run: curated metrics, params-driven model lists, figures, dvclive."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,31 @@ from stages import app, load_all
 
 load_all()
 
-CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CLASSES = [
+    "T-shirt",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 TEACHERS = {"resnet20_a": "teachers", "resnet20_b": "teachers", "tolerant": "patriarchs"}
-STUDENTS = {"scratch": "students", "kd": "students", "professor_replace": "students", "professor_joint": "students",
-            "gpac": "students", "ie_kd": "students", "dkd": "students", "fitnet": "students",
-            "tolerant_g1": "generations", "tolerant_g2": "generations"}
+STUDENTS = {
+    "scratch": "students",
+    "kd": "students",
+    "professor_replace": "students",
+    "professor_joint": "students",
+    "gpac": "students",
+    "ie_kd": "students",
+    "dkd": "students",
+    "fitnet": "students",
+    "tolerant_g1": "generations",
+    "tolerant_g2": "generations",
+}
 PARAMS = """
 base: {seed: 0}
 data: {source: synthetic}
@@ -47,23 +68,33 @@ export: {students: [kd, scratch]}
 
 
 def write_history(d: Path, epochs: int, final_acc: float, rng: random.Random) -> None:
-    """dvclive-style TSVs: val/acc rising towards final_acc, train/loss falling (each method its own scale)."""
+    """dvclive-style TSVs: val/acc rising towards final_acc, train/loss falling (own scale per model)."""
     floor, rate = rng.uniform(0.15, 0.6), rng.uniform(0.4, 0.65)
-    for metric, f in (("val/acc", lambda e: final_acc - 0.25 * rate ** e + rng.uniform(-0.005, 0.005)),
-                      ("train/loss", lambda e: floor + 1.5 * rate ** e + rng.uniform(-0.01, 0.01))):
+    for metric, f in (
+        ("val/acc", lambda e: final_acc - 0.25 * rate**e + rng.uniform(-0.005, 0.005)),
+        ("train/loss", lambda e: floor + 1.5 * rate**e + rng.uniform(-0.01, 0.01)),
+    ):
         path = d / "plots" / "metrics" / f"{metric}.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("step\t" + metric.split("/")[1] + "\n" + "".join(f"{e}\t{f(e)}\n" for e in range(1, epochs + 1)))
+        path.write_text(
+            "step\t" + metric.split("/")[1] + "\n" + "".join(f"{e}\t{f(e)}\n" for e in range(1, epochs + 1))
+        )
 
 
 def fake_logits(labels: torch.Tensor, acc: float, gen: torch.Generator) -> torch.Tensor:
     """Logits whose argmax is right on about `acc` of the items (wrong ones go to a neighbouring class)."""
     n, k = labels.shape[0], len(CLASSES)
-    pred = torch.where(torch.rand(n, generator=gen) < acc, labels, (labels + 1 + (torch.rand(n, generator=gen) < 0.5).long()) % k)
+    pred = torch.where(
+        torch.rand(n, generator=gen) < acc,
+        labels,
+        (labels + 1 + (torch.rand(n, generator=gen) < 0.5).long()) % k,
+    )
     return torch.randn(n, k, generator=gen) + 4 * torch.nn.functional.one_hot(pred, k)
 
 
-def fabricate(root: Path, params: str = PARAMS, models: dict[str, str] | None = None, n_test: int = 2000) -> dict[str, float]:
+def fabricate(
+    root: Path, params: str = PARAMS, models: dict[str, str] | None = None, n_test: int = 2000
+) -> dict[str, float]:
     """A finished run under `root` without training: params.yaml, evaluate outputs (models.json, logits),
     export metrics for kd and scratch, dvclive histories of `models` ({name: section}, default the 13 of
     PARAMS). Returns each model's test top-1."""
@@ -79,27 +110,60 @@ def fabricate(root: Path, params: str = PARAMS, models: dict[str, str] | None = 
         epochs = 6 if section == "teachers" else (3 if name == "fitnet" else 4)
         write_history(res / ("train-teacher" if kind == "teacher" else "distill") / name, epochs, acc, rng)
         logits = fake_logits(labels, acc, gen)
-        checkpoint.save({"logits": logits, "labels": labels, "class_names": CLASSES}, res / "evaluate" / "logits" / f"{name}.pt")
+        checkpoint.save(
+            {"logits": logits, "labels": labels, "class_names": CLASSES},
+            res / "evaluate" / "logits" / f"{name}.pt",
+        )
         top1 = (logits.argmax(1) == labels).float().mean().item()
-        evaluation[name] = {"top1": top1, "top5": 0.99, "nll": 0.4, "ece": 0.01, "params": 77754 if kind == "student" else 272186,
-                            "size_mb": 0.3 if kind == "student" else 1.04, "kind": kind, "method": "kd", "arch": "resnet8",
-                            "sources": "—", "section": section, "group": name}
+        evaluation[name] = {
+            "top1": top1,
+            "top5": 0.99,
+            "nll": 0.4,
+            "ece": 0.01,
+            "params": 77754 if kind == "student" else 272186,
+            "size_mb": 0.3 if kind == "student" else 1.04,
+            "kind": kind,
+            "method": "kd",
+            "arch": "resnet8",
+            "sources": "—",
+            "section": section,
+            "group": name,
+        }
     ens = fake_logits(labels, 0.83, gen)
-    checkpoint.save({"logits": ens, "labels": labels, "class_names": CLASSES}, res / "evaluate" / "logits" / "tolerant_ensemble.pt")
-    evaluation["tolerant_ensemble"] = {"top1": (ens.argmax(1) == labels).float().mean().item(), "top5": 0.99, "nll": 0.5,
-                                       "ece": 0.08, "params": 155508, "size_mb": 0.59, "kind": "ensemble"}
-    evaluation["leftover_model"] = dict(evaluation[next(n for n in names if n.startswith("kd"))])  # a model params no longer lists: must not appear
+    checkpoint.save(
+        {"logits": ens, "labels": labels, "class_names": CLASSES},
+        res / "evaluate" / "logits" / "tolerant_ensemble.pt",
+    )
+    evaluation["tolerant_ensemble"] = {
+        "top1": (ens.argmax(1) == labels).float().mean().item(),
+        "top5": 0.99,
+        "nll": 0.5,
+        "ece": 0.08,
+        "params": 155508,
+        "size_mb": 0.59,
+        "kind": "ensemble",
+    }
+    evaluation["leftover_model"] = dict(
+        evaluation[next(n for n in names if n.startswith("kd"))]
+    )  # a model params no longer lists: must not appear
     (res / "evaluate" / "models.json").write_text(json.dumps(evaluation))
     exported = [n for n in names if n.split("_s")[0] in ("kd", "scratch")][:2] + ["leftover_model"]
     for j, name in enumerate(exported):
-        lat = {"ort_fp32": {"b1": {"p50_ms": 0.074 + 0.01 * j}, "b64": {"p50_ms": 3.2, "images_per_s": 20000}},
-               "ort_int8": {"b1": {"p50_ms": 0.055 + 0.008 * j}, "b64": {"p50_ms": 2.1, "images_per_s": 30000}}}
-        ex = {"top1": {"fp32": evaluation[name]["top1"], "int8": evaluation[name]["top1"] - 0.0006},
-              "size_bytes": {"fp32": 356205, "int8": 132409}, "latency": lat}
+        lat = {
+            "ort_fp32": {"b1": {"p50_ms": 0.074 + 0.01 * j}, "b64": {"p50_ms": 3.2, "images_per_s": 20000}},
+            "ort_int8": {"b1": {"p50_ms": 0.055 + 0.008 * j}, "b64": {"p50_ms": 2.1, "images_per_s": 30000}},
+        }
+        ex = {
+            "top1": {"fp32": evaluation[name]["top1"], "int8": evaluation[name]["top1"] - 0.0006},
+            "size_bytes": {"fp32": 356205, "int8": 132409},
+            "latency": lat,
+        }
         (res / "export" / name).mkdir(parents=True, exist_ok=True)
         (res / "export" / name / "metrics.json").write_text(json.dumps(ex))
     (res / "prepare-data").mkdir(parents=True, exist_ok=True)
-    (res / "prepare-data" / "metrics.json").write_text(json.dumps({"train": 8000, "val": 2000, "test": n_test}))
+    (res / "prepare-data" / "metrics.json").write_text(
+        json.dumps({"train": 8000, "val": 2000, "test": n_test})
+    )
     return {n: m["top1"] for n, m in evaluation.items()}
 
 
@@ -144,20 +208,34 @@ def test_report_refuses_missing_export_metrics(run, tmp_path):
     assert result.exit_code == 2 and "results/export/scratch/metrics.json" in result.stderr
 
 
-def test_metrics_surface_fits_exp_show(run):
+def test_metrics_surface_fits_exp_show():
     """10 models, 2 exported, 3 seed groups with baselines: the declared metrics stay within
     4 accuracy keys per model + 2 size keys per model + 4 more per exported model + 7 per seed group."""
-    evaluation = {n: {"top1": 0.8, "top5": 0.99, "nll": 0.41234567, "ece": 0.0123456, "params": 77754, "size_mb": 0.29}
-                  for n in list(STUDENTS)[:10]}
-    exports = {"kd": {"top1": {"int8": 0.8}, "size_bytes": {"int8": 132409},
-                      "latency": {"ort_fp32": {"b1": {"p50_ms": 0.07}}, "ort_int8": {"b1": {"p50_ms": 0.05}}}}}
+    evaluation = {
+        n: {"top1": 0.8, "top5": 0.99, "nll": 0.41234567, "ece": 0.0123456, "params": 77754, "size_mb": 0.29}
+        for n in list(STUDENTS)[:10]
+    }
+    exports = {
+        "kd": {
+            "top1": {"int8": 0.8},
+            "size_bytes": {"int8": 132409},
+            "latency": {"ort_fp32": {"b1": {"p50_ms": 0.07}}, "ort_int8": {"b1": {"p50_ms": 0.05}}},
+        }
+    }
     exports["scratch"] = exports["kd"]
     from pipeline.evaluate import Entry
 
-    entries = [Entry("students", f"{g}_s{k}", g, f"scratch_s{k}" if g != "scratch" else "") for g in ("scratch", "kd", "gpac")
-               for k in range(3)] + [Entry("students", "dkd", "dkd")]
+    entries = [
+        Entry("students", f"{g}_s{k}", g, f"scratch_s{k}" if g != "scratch" else "")
+        for g in ("scratch", "kd", "gpac")
+        for k in range(3)
+    ] + [Entry("students", "dkd", "dkd")]
     ev3 = {e.name: {"top1": 0.80 + 0.001 * i} for i, e in enumerate(entries)}
-    acc, dep, seeds = accuracy_metrics(evaluation), deploy_metrics(evaluation, exports), seeds_metrics(seed_rows(entries, ev3))
+    acc, dep, seeds = (
+        accuracy_metrics(evaluation),
+        deploy_metrics(evaluation, exports),
+        seeds_metrics(seed_rows(entries, ev3)),
+    )
     assert leaves(acc) == 4 * 10 and leaves(dep) == 2 * 10 + 4 * 2
     # scratch: mean, std, n (no baseline); kd and gpac: + delta, ci_low, ci_high, verdict; dkd alone: left out
     assert set(seeds) == {"scratch", "kd", "gpac"} and leaves(seeds) == 3 + 7 + 7
@@ -166,13 +244,20 @@ def test_metrics_surface_fits_exp_show(run):
     assert acc["kd"]["nll"] == 0.4123 and max(len(str(v)) for m in acc.values() for v in m.values()) <= 6
 
 
-def test_seed_rows_pair_matching_seeds(run):
+def test_seed_rows_pair_matching_seeds():
     from pipeline.evaluate import Entry
 
     entries = [Entry("students", f"scratch_s{k}", "scratch") for k in range(3)]
     entries += [Entry("students", f"kd_s{k}", "kd", f"scratch_s{k}") for k in range(3)]
     # kd − scratch per seed: 0.01, 0.02, 0.03 -> mean 0.02, CI 0.02 ± 4.3027 · 0.01/√3 = [-0.0048, 0.0448]
-    top1 = {"scratch_s0": 0.82, "scratch_s1": 0.83, "scratch_s2": 0.84, "kd_s0": 0.83, "kd_s1": 0.85, "kd_s2": 0.87}
+    top1 = {
+        "scratch_s0": 0.82,
+        "scratch_s1": 0.83,
+        "scratch_s2": 0.84,
+        "kd_s0": 0.83,
+        "kd_s1": 0.85,
+        "kd_s2": 0.87,
+    }
     rows = seed_rows(entries, {n: {"top1": v} for n, v in top1.items()})
     kd = seeds_metrics(rows)["kd"]
     assert kd["n"] == 3 and kd["delta"] == 0.02 and kd["ci_low"] == -0.0048 and kd["ci_high"] == 0.0448
@@ -199,3 +284,109 @@ def test_live_tracker_step_is_the_epoch_count(tmp_path):
     assert summary["step"] == 4 and math.isclose(summary["val"]["acc"], 0.4)
     assert read_history(tmp_path / "live" / "plots" / "metrics" / "val" / "acc.tsv")[0] == [1, 2, 3, 4]
     assert "arch: resnet8" in (tmp_path / "live" / "params.yaml").read_text()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dvc(cwd: Path, *args: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "200", "DVC_NO_ANALYTICS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.fixture
+def dvc_repo(tmp_path):
+    """A scratch git + DVC repository carrying the project's DVC config and plot templates."""
+    import shutil
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    dvc(tmp_path, "init", "-q")
+    for rel in (".dvc/config", ".dvc/plots/overlay.json", "plots/offline.html"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / rel, tmp_path / rel)
+
+    def commit() -> None:
+        subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+        subprocess.run(
+            ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "run"],
+            cwd=tmp_path,
+            check=True,
+        )
+
+    return tmp_path, commit
+
+
+def test_exp_show_top1_of_ten_models_fits_200_columns(dvc_repo):
+    """Bound: unfiltered, the declared metrics of 10 models (2 exported, 2 seed groups) are 4 + 2 keys per
+    model, 4 more per exported model and at most 7 per seed group; the README idiom keeping top-1 only fits
+    a 200-column terminal."""
+    root, commit = dvc_repo
+    names = list(STUDENTS)  # 10 names, the longest 17 characters (professor_replace)
+    evaluation = {
+        n: {"top1": 0.8 + 0.001 * i, "top5": 0.99, "nll": 0.4, "ece": 0.01, "params": 77754, "size_mb": 0.297}
+        for i, n in enumerate(names)
+    }
+    ex = {
+        "top1": {"int8": 0.8},
+        "size_bytes": {"int8": 132409},
+        "latency": {"ort_fp32": {"b1": {"p50_ms": 0.07}}, "ort_int8": {"b1": {"p50_ms": 0.05}}},
+    }
+    from pipeline.evaluate import Entry
+
+    entries = [
+        Entry("students", n, n.split("_")[0], "scratch" if n.startswith("professor") else "") for n in names
+    ]
+    files = {
+        "accuracy": accuracy_metrics(evaluation),
+        "deploy": deploy_metrics(evaluation, {"kd": ex, "scratch": ex}),
+        "seeds": seeds_metrics(seed_rows(entries, evaluation)),
+    }
+    (root / "results" / "metrics").mkdir(parents=True)
+    for stem, d in files.items():
+        (root / "results" / "metrics" / f"{stem}.json").write_text(json.dumps(d))
+    (root / "dvc.yaml").write_text("metrics:\n" + "".join(f"  - results/metrics/{s}.json\n" for s in files))
+    commit()
+    header = dvc(root, "exp", "show", "--no-pager", "--csv").splitlines()[0].split(",")
+    metric_cols = [
+        c for c in header if c not in ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")
+    ]
+    # groups: professor_replace + professor_joint (2 seeds, paired with scratch) 7 keys; tolerant_g1 +
+    # tolerant_g2 (2 seeds, no baseline) mean, std, n = 3 keys; single unpaired seeds add nothing
+    assert len(metric_cols) == 4 * 10 + 2 * 10 + 4 * 2 + 7 + 3, metric_cols
+    table = dvc(root, "exp", "show", "--no-pager", "--drop", ".*", "--keep", r"Experiment|.*\.top1$")
+    assert "…" not in table and max(len(line) for line in table.splitlines()) <= 200, table
+    assert all(f"{n}.top1" in table for n in names)
+
+
+def test_dvc_plots_show_renders_offline(dvc_repo):
+    root, commit = dvc_repo
+    assert "{scripts}" not in (root / "plots" / "offline.html").read_text()
+    data = root / "results" / "plots" / "data"
+    data.mkdir(parents=True)
+    (data / "students_val_acc.csv").write_text(
+        wide_csv({"kd": ([1, 2], [0.5, 0.7]), "scratch": ([1], [0.4])}, 100, 2)
+    )
+    (root / "dvc.yaml").write_text(
+        "plots:\n  - Students, validation top-1 (%):\n      template: overlay\n      x: epoch\n"
+        "      y:\n        results/plots/data/students_val_acc.csv: [kd, scratch]\n"
+    )
+    commit()
+    dvc(root, "plots", "show", "-o", "out")
+    html = (root / "out" / "index.html").read_text()
+    assert '<script src="http' not in html and "vegaEmbed(" in html and "<title>kdpipe plots</title>" in html
+    assert '"model"' in html and '"scheme": "category20"' in html  # the overlay template, not DVC's default

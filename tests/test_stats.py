@@ -1,4 +1,5 @@
 """pipeline.stats against values computed by hand (the arithmetic is in the comments)."""
+
 from __future__ import annotations
 
 import math
@@ -46,7 +47,9 @@ def test_paired_verdicts_by_side_of_zero():
     assert stats.paired_difference([(0.85, 0.88), (0.85, 0.89), (0.85, 0.90)]).verdict == "worse"
     one = stats.paired_difference([(0.86, 0.85)])
     assert one.verdict == "not testable (n=1)" and one.delta == pytest.approx(0.01) and one.ci_low is None
-    assert stats.paired_difference([]).verdict == "not testable (n=0)" and math.isnan(stats.paired_difference([]).delta)
+    assert stats.paired_difference([]).verdict == "not testable (n=0)" and math.isnan(
+        stats.paired_difference([]).delta
+    )
 
 
 def test_agreement_and_kl_by_hand():
