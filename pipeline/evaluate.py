@@ -88,6 +88,8 @@ class Entry:
     group: str  # the name before seed expansion; seeds of one group are summarized together
     baseline: str = ""  # resolved name of the same-seed baseline model, "" if none
     teachers: tuple[str, ...] = ()  # knowledge sources as params writes them: <section>/<name> or a teacher
+    method: str = ""  # registry name of the training method
+    arch: str = ""  # registry name of the architecture
 
     @property
     def kind(self) -> str:
@@ -103,7 +105,7 @@ def model_entries(params: Any) -> list[Entry]:
     triples = expand(params) if expand else [(s, n, spec) for s in P.MODEL_SECTIONS
                                              for n, spec in getattr(params, s).items()]
     return [Entry(section, name, getattr(spec, "group", "") or seedless(name),
-                  getattr(spec, "baseline", "") or "", tuple(spec.teachers))
+                  getattr(spec, "baseline", "") or "", tuple(spec.teachers), spec.method, spec.arch)
             for section, name, spec in triples]
 
 

@@ -373,20 +373,34 @@ def test_exp_show_top1_of_ten_models_fits_200_columns(dvc_repo):
     assert all(f"{n}.top1" in table for n in names)
 
 
-def test_dvc_plots_show_renders_offline(dvc_repo):
+def test_dvc_sections_render_offline(dvc_repo, monkeypatch):
+    """The report's outputs with the dvc.yaml sections of pipeline.report_dvc: `dvc plots show` renders every
+    plot from the committed offline template (no script fetched over http) and the metrics load."""
+    import yaml
+
+    from pipeline.evaluate import model_entries
+    from pipeline.params import load_params
+    from pipeline.report_dvc import dvc_sections
+
     root, commit = dvc_repo
-    assert "{scripts}" not in (root / "plots" / "offline.html").read_text()
-    data = root / "results" / "plots" / "data"
-    data.mkdir(parents=True)
-    (data / "students_val_acc.csv").write_text(
-        wide_csv({"kd": ([1, 2], [0.5, 0.7]), "scratch": ([1], [0.4])}, 100, 2)
-    )
-    (root / "dvc.yaml").write_text(
-        "plots:\n  - Students, validation top-1 (%):\n      template: overlay\n      x: epoch\n"
-        "      y:\n        results/plots/data/students_val_acc.csv: [kd, scratch]\n"
-    )
+    monkeypatch.chdir(root)
+    fabricate(root)
+    assert CliRunner().invoke(app, ["report"]).exit_code == 0
+    (root / "results" / "metrics" / "accuracy.json").write_text(json.dumps({"kd": {"top1": 0.8}}))  # evaluate's
+    p = load_params(root / "params.yaml")
+    sections = dvc_sections(model_entries(p), list(p.export.students))
+    (root / "dvc.yaml").write_text(yaml.safe_dump(sections, sort_keys=False))
+    assert "&id" not in (root / "dvc.yaml").read_text()  # no YAML anchors for a person to decode
     commit()
     dvc(root, "plots", "show", "-o", "out")
     html = (root / "out" / "index.html").read_text()
-    assert '<script src="http' not in html and "vegaEmbed(" in html and "<title>kdpipe plots</title>" in html
-    assert '"model"' in html and '"scheme": "category20"' in html  # the overlay template, not DVC's default
+    assert "{scripts}" not in (REPO / "plots" / "offline.html").read_text()
+    assert '<script src="http' not in html and "<title>kdpipe plots</title>" in html
+    titles = [next(iter(x)) for x in sections["plots"] if isinstance(x, dict)]
+    assert len(titles) == 5 and all(t in html for t in titles), titles
+    assert html.count("vegaEmbed(") >= 5 and '"scheme": "category20"' in html  # the overlay template
+    assert "acc_latency.png" in html
+    shown = json.loads(dvc(root, "metrics", "show", "--json"))
+    files = next(iter(shown.values()))["data"]
+    assert set(files) == set(sections["metrics"]), files
+    assert set(sections["artifacts"]) == {*TEACHERS, *STUDENTS, "kd-onnx", "kd-int8", "scratch-onnx", "scratch-int8"}
