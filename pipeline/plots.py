@@ -50,6 +50,12 @@ def line_styles(n: int) -> list[dict]:
             for c, m, s in zip(colours, itertools.cycle(MARKERS), styles)]
 
 
+def _outlying(values: list[float]) -> bool:
+    """True when the largest magnitude is over 8x the median magnitude (a linear axis would flatten the rest)."""
+    mags = sorted(abs(v) for v in values)
+    return bool(mags) and mags[-1] > 8 * max(mags[len(mags) // 2], 1e-12)
+
+
 def plot_curves(panels: dict[str, list[Curve]], title: str, out: Path) -> None:
     """Side-by-side panels (e.g. validation top-1 and training loss) against the integer epoch, one
     legend for all panels to the right of the axes."""
@@ -65,6 +71,10 @@ def plot_curves(panels: dict[str, list[Curve]], title: str, out: Path) -> None:
             if c.band is not None:
                 ax.fill_between(c.xs, *c.band, color=style[c.label]["color"], alpha=0.12, lw=0)
         ax.set(xlabel="epoch", ylabel=ylabel)
+        if _outlying([y for c in curves for y in c.ys]):
+            ax.set_yscale("symlog", linthresh=1.0)  # one method's loss far off the rest (e.g. negative IE-KD terms)
+            ylabel += " (symlog)"
+            ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     handles, names = axes[0][0].get_legend_handles_labels()
@@ -89,14 +99,17 @@ def plot_confusion(counts: list[list[int]], class_names: list[str], title: str, 
     m = np.asarray(counts, dtype=float)
     pct = 100 * m / np.maximum(m.sum(1, keepdims=True), 1)
     k = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * k, 0.8 + 0.55 * k))
+    side = min(k, 20)  # beyond 20 classes (CIFAR-100) the figure stops growing and the cells go unlabelled
+    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * side, 0.8 + 0.55 * side))
     im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
-    ax.set_xticks(range(k), class_names, rotation=40, ha="right", fontsize=8)
-    ax.set_yticks(range(k), class_names, fontsize=8)
+    font = 8 if k <= 20 else max(3, int(160 / k))
+    ax.set_xticks(range(k), class_names, rotation=40 if k <= 20 else 90, ha="right" if k <= 20 else "center",
+                  fontsize=font)
+    ax.set_yticks(range(k), class_names, fontsize=font)
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     for i in range(k):
         for j in range(k):
-            if pct[i, j] >= 0.5:  # cells that would print as 0 stay blank
+            if k <= 20 and pct[i, j] >= 0.5:  # cells that would print as 0 stay blank
                 ax.text(j, i, f"{pct[i, j]:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if pct[i, j] > 60 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="% of the true class")
