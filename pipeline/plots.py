@@ -51,7 +51,7 @@ def line_styles(n: int) -> list[dict]:
 
 
 def _outlying(values: list[float]) -> bool:
-    """True when the largest magnitude is over 8x the median magnitude (a linear axis would flatten the rest)."""
+    """True when the largest magnitude is over 8x the median one (a linear axis would flatten the rest)."""
     mags = sorted(abs(v) for v in values)
     return bool(mags) and mags[-1] > 8 * max(mags[len(mags) // 2], 1e-12)
 
@@ -72,7 +72,7 @@ def plot_curves(panels: dict[str, list[Curve]], title: str, out: Path) -> None:
                 ax.fill_between(c.xs, *c.band, color=style[c.label]["color"], alpha=0.12, lw=0)
         ax.set(xlabel="epoch", ylabel=ylabel)
         if _outlying([y for c in curves for y in c.ys]):
-            ax.set_yscale("symlog", linthresh=1.0)  # one method's loss far off the rest (e.g. negative IE-KD terms)
+            ax.set_yscale("symlog", linthresh=1.0)  # a loss far off the rest (e.g. IE-KD's negative terms)
             ylabel += " (symlog)"
             ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

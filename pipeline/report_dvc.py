@@ -48,7 +48,8 @@ def artifacts_section(entries: list[Entry], exported: list[str]) -> dict:
         out[f"{name}-onnx"] = {"path": f"models/export/{name}.onnx", "type": "model",
                                "desc": f"{name} as ONNX, fp32", "labels": ["onnx", "fp32", *labels]}
         out[f"{name}-int8"] = {"path": f"models/export/{name}.int8.onnx", "type": "model",
-                               "desc": f"{name} as ONNX, INT8 (static QDQ)", "labels": ["onnx", "int8", *labels]}
+                               "desc": f"{name} as ONNX, INT8 (static QDQ)",
+                               "labels": ["onnx", "int8", *labels]}
     return out
 
 
