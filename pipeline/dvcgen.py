@@ -129,9 +129,11 @@ def model_stage(section: str, name: str, spec: ModelParams, paths: Paths, raw: d
         f"python -m stages {command} {name}{opt}",
         deps,
         present(raw, ["base", f"{section}.{spec.group}"]),
-        [paths.model(model_ref(section, name)), _out(paths.state(section, name), persist=True, cache=False)],
-        metrics=[_out(f"{results}/metrics.json", cache=False)],
-        plots=[_out(f"{results}/plots/metrics", cache=False, x="step")],
+        [
+            paths.model(model_ref(section, name)),
+            _out(paths.state(section, name), persist=True, cache=False),
+            _out(results, cache=False),  # dvclive history: read by the report, not declared as metrics
+        ],
     )
     return f"{command}-{name}", body
 
@@ -158,8 +160,8 @@ def _knowledge_stages(p: Params, raw: dict, paths: Paths) -> dict[str, dict]:
                 paths.knowledge("professor", t),
                 paths.knowledge("professor_targets", t),
                 _out(paths.state("professor", _slug(t)), persist=True, cache=False),
+                _out(paths.results("refine-targets", _slug(t)), cache=False),
             ],
-            metrics=[_out(f"{paths.results('refine-targets', _slug(t))}/metrics.json", cache=False)],
         )
     probed = [t for t in extra["probes"].get("teachers", [])] or list(p.teachers)
     if any(s.method == "gpac" and getattr(s.args, "use_probe", False) for _, _, s in _students(p)):
@@ -168,18 +170,14 @@ def _knowledge_stages(p: Params, raw: dict, paths: Paths) -> dict[str, dict]:
             "python -m stages probe-teachers",
             [paths.data, CHECKED, *map(paths.model, probed), *_code("stages.probe_teachers")],
             present(raw, ["base", "probes.teachers"]) + keys["probes"],
-            [paths.knowledge("probes"), _out(paths.state("probes", ""), persist=True, cache=False)],
-            metrics=[_out(f"{res}/metrics.json", cache=False)],
-            plots=[_out(f"{res}/heatmap.png", cache=False)],
-        )
+            [paths.knowledge("probes"), _out(paths.state("probes", ""), persist=True, cache=False), _out(res, cache=False)])
     for t in extra["factor"].get("teachers", []):
         out[f"pretrain-factor-{_slug(t)}"] = _stage(
             f"python -m stages pretrain-factor {t}",
             [paths.data, CHECKED, paths.model(t), *_code("stages.pretrain_factor")],
             present(raw, ["base"]) + keys["factor"],
-            [paths.knowledge("factor", t), _out(paths.state("factor", _slug(t)), persist=True, cache=False)],
-            metrics=[_out(f"{paths.results('pretrain-factor', _slug(t))}/metrics.json", cache=False)],
-        )
+            [paths.knowledge("factor", t), _out(paths.state("factor", _slug(t)), persist=True, cache=False),
+             _out(paths.results("pretrain-factor", _slug(t)), cache=False)])
     return out
 
 
@@ -234,7 +232,12 @@ def build(p: Params, raw: dict, paths: Paths, data_deps: list[str], top: dict | 
             *sorted({paths.model(model_ref(s, n)) for s, n, _ in models} | members),
         ],
         present(raw, ["evaluate"]),
-        [_out(paths.results("evaluate"), cache=False)],
+        [
+            _out(f"{paths.results('evaluate')}/models.json", cache=False),
+            _out(f"{paths.results('evaluate')}/confusion", cache=False),
+            f"{paths.results('evaluate')}/logits",  # test logits for agreement/KL: DVC-cached, not in git
+            _out(f"{paths.results_dir}/metrics/accuracy.json", cache=False),
+        ],
     )
     # the export settings present in params.yaml (DVC refuses absent keys), never the list of students:
     # adding a student to export.students must not re-export the others
@@ -244,20 +247,18 @@ def build(p: Params, raw: dict, paths: Paths, data_deps: list[str], top: dict | 
             f"python -m stages export {name}",
             [paths.data, CHECKED, paths.model(model_ref("students", name)), *_code("stages.export")],
             export_keys,
-            [paths.export(name), paths.export(name, int8=True)],
-            metrics=[_out(f"{paths.results('export', name)}/metrics.json", cache=False)],
-        )
-    report_deps = [
-        paths.results("evaluate"),
-        *(f"{paths.results('export', n)}/metrics.json" for n in p.export.students),
-    ]
+            [paths.export(name), paths.export(name, int8=True), _out(paths.results("export", name), cache=False)])
+    histories = [paths.results("train-teacher" if s in ("teachers", "patriarchs") else "distill", n) for s, n, _ in models]
+    report_deps = [paths.results("evaluate"), f"{paths.results_dir}/metrics/accuracy.json", *histories, *(paths.results("export", n) for n in p.export.students)]
     stages["report"] = _stage(
         "python -m stages report",
         [CHECKED, *report_deps, *_code("stages.report")],
-        [],
+        present(raw, ["evaluate.ensembles"]),
         [
             _out(f"{paths.results_dir}/report.md", cache=False),
             _out(f"{paths.results_dir}/plots", cache=False),
+            _out(f"{paths.results_dir}/metrics/deploy.json", cache=False),
+            _out(f"{paths.results_dir}/metrics/seeds.json", cache=False),
         ],
     )
     return {"stages": stages, **(top or {})}

@@ -1,11 +1,15 @@
-"""Inference in data-set order and the classification metrics kdpipe reports."""
+"""Inference in data-set order, the classification metrics kdpipe reports and the models params lists."""
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import itertools
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 @torch.no_grad()
@@ -25,7 +29,7 @@ def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
     conf, pred = probs.max(1)
     edges = torch.linspace(0, 1, bins + 1)
     total = torch.zeros(())
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         m = (conf > lo) & (conf <= hi)
         if m.any():
             total += m.float().mean() * ((pred[m] == y[m]).float().mean() - conf[m].mean()).abs()
@@ -48,23 +52,66 @@ def classification_metrics(logits: torch.Tensor, y: torch.Tensor, ece_bins: int 
 def confusion_rows(logits: torch.Tensor, y: torch.Tensor, class_names: list[str]) -> list[dict]:
     """Per-item {actual, predicted} rows: the format of DVC's confusion-matrix plot template."""
     pred = logits.argmax(1)
-    return [{"actual": class_names[a], "predicted": class_names[p]} for a, p in zip(y.tolist(), pred.tolist())]
+    return [{"actual": class_names[a], "predicted": class_names[p]}
+            for a, p in zip(y.tolist(), pred.tolist(), strict=True)]
 
 
-def evaluate_model(model: nn.Module, meta: dict, data: dict, batch_size: int = 512, ece_bins: int = 15) -> tuple[dict, torch.Tensor]:
-    """Test-split metrics of one model plus facts for the report; returns (metrics, test logits)."""
-    from pipeline.data import DeviceLoader
+def evaluate_model(model: nn.Module, meta: dict, data: dict, batch_size: int = 512, ece_bins: int = 15,
+                   device: torch.device | str = "cpu") -> tuple[dict, torch.Tensor]:
+    """Test-split metrics of one model on `device` plus facts for the report; returns (metrics, test logits)."""
+    from pipeline.data.augment import augments_data
+    from pipeline.data.loaders import make_loader
     from pipeline.models import num_parameters
 
-    loader = DeviceLoader(data["test_x"], data["test_y"], data["mean"], data["std"], batch_size=batch_size)
-    logits = infer(model, loader)
+    loader = make_loader(data, "test", batch_size=batch_size, device=device)
+    logits = infer(model.to(device), loader)
+    model.cpu()
     m = classification_metrics(logits, data["test_y"], ece_bins)
     n = num_parameters(model)
     spec = meta.get("params", {}) or {}
     sources = ", ".join(spec.get("teachers", [])) or "—"
     if spec.get("teachers") and spec.get("targets") == "cached":
-        augmented = spec.get("augment") and (data["pad"] > 0 or data["flip"])  # the loader only augments then
+        augmented = spec.get("augment") and augments_data(data)  # the loader only augments then
         sources += " (cached" + (", with augmentation" if augmented else "") + ")"
-    m.update(params=n, size_mb=4 * n / 2**20, kind=meta.get("kind", ""), method=spec.get("method", meta.get("method", "")),
-             arch=meta.get("arch", ""), sources=sources)
+    m.update(params=n, size_mb=4 * n / 2**20, kind=meta.get("kind", ""),
+             method=spec.get("method", meta.get("method", "")), arch=meta.get("arch", ""), sources=sources)
     return m, logits
+
+
+KINDS = {"teachers": "teacher", "patriarchs": "teacher", "students": "student", "generations": "student"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model that params lists: where its artifact lives, its seed group and its paired baseline."""
+
+    section: str  # params section: teachers | students | patriarchs | generations
+    name: str  # resolved model name (one per seed)
+    group: str  # the name before seed expansion; seeds of one group are summarized together
+    baseline: str = ""  # resolved name of the same-seed baseline model, "" if none
+    teachers: tuple[str, ...] = ()  # knowledge sources as params writes them: <section>/<name> or a teacher
+    method: str = ""  # registry name of the training method
+    arch: str = ""  # registry name of the architecture
+
+    @property
+    def kind(self) -> str:
+        return KINDS[self.section]
+
+
+def model_entries(params: Any) -> list[Entry]:
+    """The models of params in section order: `pipeline.params.model_entries` when it exists (expanded
+    per seed, with `group` and `baseline`), else each section's entries as written."""
+    from pipeline import params as P
+
+    expand = getattr(P, "model_entries", None)
+    triples = expand(params) if expand else [(s, n, spec) for s in P.MODEL_SECTIONS
+                                             for n, spec in getattr(params, s).items()]
+    return [Entry(section, name, getattr(spec, "group", "") or seedless(name),
+                  getattr(spec, "baseline", "") or "", tuple(spec.teachers), spec.method, spec.arch)
+            for section, name, spec in triples]
+
+
+def seedless(name: str) -> str:
+    """`kd_s2` -> `kd`: the group of a model named with a seed suffix (profiles name seeds so)."""
+    match = re.fullmatch(r"(.+)_s\d+", name)
+    return match.group(1) if match else name

@@ -1,132 +1,196 @@
-"""The results report: one markdown table per model kind, training curves and accuracy-vs-latency PNGs."""
+"""The results report: curated metrics files (accuracy, deploy, seeds), markdown tables and the data
+behind the figures. Inputs are plain dicts read by the stage; nothing here decides a path."""
 from __future__ import annotations
 
 import csv
+import io
 import json
-import logging
-import statistics
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+import torch
+
+from pipeline.evaluate import Entry
+from pipeline.plots import Curve
+from pipeline.stats import Paired, Summary, kl_teacher_student, paired_difference, summarize, top1_agreement
+
+ACCURACY_KEYS = ("top1", "top5", "ece", "nll")  # results/metrics/accuracy.json, per model
+DIGITS = 4  # metrics are rounded so that `dvc exp show` columns stay narrow (0.8461, not 0.846099972)
 
 
 def read_json(path: Path) -> dict:
+    """A JSON file as a dict; {} when it is missing or unreadable."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
 
 
-def mean_std(values: list[float]) -> str:
-    """'m ± s (n=k)' in percent, or a single value when there is one."""
-    if len(values) == 1:
-        return f"{100 * values[0]:.2f}"
-    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f} (n={len(values)})"
-
-
-def model_table(evaluation: dict, exports: dict[str, dict]) -> list[str]:
-    """Markdown rows: model, kind, method, arch, teachers, params, size, top-1, INT8 top-1, latency."""
-    rows = ["| model | kind | method | arch | teachers / targets | params | size MB | test top-1 % | top-5 % | NLL | ECE | INT8 top-1 % | ORT INT8 p50 ms (b=1) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, m in evaluation.items():
-        ex = exports.get(name, {})
-        int8 = f"{100 * ex['top1']['int8']:.2f}" if "top1" in ex else "—"
-        lat = ex.get("latency", {}).get("ort_int8", {}).get("b1", {}).get("p50_ms")
-        rows.append(f"| {name} | {m.get('kind', '')} | {m.get('method', '')} | {m.get('arch', '')} | {m.get('sources', '')} | "
-                    f"{m.get('params', 0):,} | {m.get('size_mb', 0):.2f} | {100 * m['top1']:.2f} | {100 * m['top5']:.2f} | "
-                    f"{m['nll']:.3f} | {m['ece']:.3f} | {int8} | {f'{lat:.3f}' if lat else '—'} |")
-    return rows
-
-
-def read_history(tsv: Path) -> tuple[list[float], list[float]]:
-    xs, ys = [], []
+def read_history(tsv: Path) -> tuple[list[int], list[float]]:
+    """A dvclive history file (`step` = epoch, then the value column) as (epochs, values)."""
+    xs: list[int] = []
+    ys: list[float] = []
     if tsv.is_file():
         with tsv.open() as f:
             for row in csv.DictReader(f, delimiter="\t"):
-                xs.append(float(row["step"]))
-                ys.append(float(row[next(k for k in row if k not in ("step", "timestamp"))]))
+                value = row[next(k for k in row if k not in ("step", "timestamp"))]
+                xs.append(int(float(row["step"])))
+                ys.append(float(value))
     return xs, ys
 
 
-def plot_curves(curves: dict[str, tuple[list[float], list[float]]], out: Path) -> None:
-    """Validation top-1 per epoch for every trained model, one line each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, (xs, ys) in curves.items():
-        if xs:
-            ax.plot(xs, [100 * y for y in ys], marker="o", ms=3, label=name)
-    ax.set(xlabel="epoch", ylabel="validation top-1 (%)", title="Training curves")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+def _r(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, DIGITS)
 
 
-def plot_acc_latency(points: list[tuple[str, float, float]], out: Path) -> None:
-    """Test top-1 against ORT p50 latency (batch 1), one labelled point per exported model/precision."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, lat, acc in points:
-        ax.scatter(lat, 100 * acc, s=40, marker="s" if "INT8" in label else "o")
-        ax.annotate(label, (lat, 100 * acc), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.set(xlabel="ONNX Runtime p50 latency, batch 1 (ms) — lower is better", ylabel="test top-1 (%)", title="Accuracy vs latency")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+def _drop_none(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
 
 
-def seed_groups(evaluation: dict) -> dict[str, list[float]]:
-    """Group models named `<base>_s<k>` (one per seed) and collect their test top-1."""
-    import re
+def accuracy_metrics(evaluation: dict[str, dict]) -> dict[str, dict]:
+    """{model: {top1, top5, ece, nll}}: the one metrics file evaluate declares."""
+    return {name: {k: _r(m[k]) for k in ACCURACY_KEYS} for name, m in evaluation.items()}
 
-    groups: dict[str, list[float]] = {}
+
+def latency(ex: dict, runtime: str) -> float | None:
+    """ORT p50 ms at batch 1 from an export metrics dict, None if absent."""
+    return ex.get("latency", {}).get(runtime, {}).get("b1", {}).get("p50_ms")
+
+
+def deploy_metrics(evaluation: dict[str, dict], exports: dict[str, dict]) -> dict[str, dict]:
+    """{model: {params, mb}} for every model, plus INT8 size/top-1 and ORT batch-1 p50 latencies (ms)
+    for the exported ones. mb = fp32 weights in MiB."""
+    out = {}
     for name, m in evaluation.items():
-        match = re.fullmatch(r"(.+)_s\d+", name)
-        if match:
-            groups.setdefault(match.group(1), []).append(m["top1"])
-    return {k: v for k, v in groups.items() if len(v) > 1}
+        row = {"params": int(m.get("params", 0)), "mb": round(m.get("size_mb", 0.0), 3)}
+        ex = exports.get(name)
+        if ex:
+            row.update(_drop_none({"int8_mb": round(ex.get("size_bytes", {}).get("int8", 0) / 2**20, 3),
+                                   "int8_top1": _r(ex.get("top1", {}).get("int8")),
+                                   "fp32_p50_ms_b1": _r(latency(ex, "ort_fp32")),
+                                   "int8_p50_ms_b1": _r(latency(ex, "ort_int8"))}))
+        out[name] = row
+    return out
 
 
-def build_report(evaluation: dict, exports: dict[str, dict], curves: dict, out_dir: Path, header: str) -> str:
-    """Write the PNG plots under `out_dir/plots` and return the markdown text of the report."""
-    plot_curves(curves, out_dir / "plots" / "curves.png")
-    points = []
-    for name, ex in exports.items():
-        lat = ex.get("latency", {})
-        for key, label in (("ort_fp32", "fp32"), ("ort_int8", "INT8")):
-            p50 = lat.get(key, {}).get("b1", {}).get("p50_ms")
-            acc = ex.get("top1", {}).get(label.lower())
-            if p50 is not None and acc is not None:
-                points.append((f"{name} {label}", p50, acc))
-    lines = [header, "", "## Models (test split, last epoch)", "", *model_table(evaluation, exports), ""]
-    groups = seed_groups(evaluation)
-    if groups:
-        lines += ["## Over seeds (test top-1 %, mean ± std, last epoch)", "", "| model | top-1 % | seeds |", "|---|---|---|"]
-        lines += [f"| {k} | {mean_std(v)} | {len(v)} |" for k, v in sorted(groups.items())] + [""]
-    if points:
-        plot_acc_latency(points, out_dir / "plots" / "acc_latency.png")
-        lines += ["## Deployment (ONNX Runtime, CPU)", "", "| model | precision | size MB | test top-1 % | p50 ms b=1 | p50 ms b=64 | images/s b=64 |",
-                  "|---|---|---|---|---|---|---|"]
-        for name, ex in exports.items():
-            for key, prec in (("ort_fp32", "fp32"), ("ort_int8", "int8")):
-                lat = ex.get("latency", {}).get(key, {})
-                acc = ex.get("top1", {}).get(prec, float("nan"))
-                size = ex.get("size_bytes", {}).get(prec, 0) / 2**20
-                b1, b64 = lat.get("b1", {}), lat.get("b64", {})
-                lines.append(f"| {name} | {prec} | {size:.2f} | {100 * acc:.2f} | {b1.get('p50_ms', float('nan')):.3f} | "
-                             f"{b64.get('p50_ms', float('nan')):.2f} | {b64.get('images_per_s', float('nan')):.0f} |")
-        lines += ["", "![accuracy vs latency](plots/acc_latency.png)", ""]
-    lines += ["![training curves](plots/curves.png)", ""]
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class SeedRow:
+    """A seed group: its members' test top-1 summary and, with a baseline, the paired difference."""
+
+    group: str
+    kind: str
+    members: list[str]
+    summary: Summary
+    baseline: str = ""  # group of the paired baseline models
+    paired: Paired | None = None
+
+
+def seed_rows(entries: list[Entry], evaluation: dict[str, dict]) -> list[SeedRow]:
+    """One row per group in params order (ensembles are not grouped)."""
+    groups: dict[str, list[Entry]] = {}
+    for e in entries:
+        groups.setdefault(e.group, []).append(e)
+    group_of = {e.name: e.group for e in entries}
+    rows = []
+    for group, members in groups.items():
+        top1 = [evaluation[e.name]["top1"] for e in members]
+        paired_with = [e for e in members if e.baseline and e.baseline in evaluation]
+        pairs = [(evaluation[e.name]["top1"], evaluation[e.baseline]["top1"]) for e in paired_with]
+        baseline = group_of.get(paired_with[0].baseline, paired_with[0].baseline) if paired_with else ""
+        rows.append(SeedRow(group, members[0].kind, [e.name for e in members], summarize(top1), baseline,
+                            paired_difference(pairs) if pairs else None))
+    return rows
+
+
+def informative(rows: list[SeedRow]) -> list[SeedRow]:
+    """Groups with several seeds or a baseline: a single unpaired seed says nothing beyond accuracy.json."""
+    return [r for r in rows if r.summary.n > 1 or r.paired is not None]
+
+
+def seeds_metrics(rows: list[SeedRow]) -> dict[str, dict]:
+    """{group: {mean, std, n, delta, ci_low, ci_high, verdict}} for the informative groups."""
+    out = {}
+    for r in informative(rows):
+        row = {"mean": _r(r.summary.mean), "std": _r(r.summary.std), "n": r.summary.n}
+        if r.paired is not None:
+            row.update(delta=_r(r.paired.delta), ci_low=_r(r.paired.ci_low), ci_high=_r(r.paired.ci_high),
+                       verdict=r.paired.verdict)
+        out[r.group] = _drop_none(row)
+    return out
+
+
+def wide_csv(series: dict[str, tuple[list[int], list[float]]], scale: float = 1.0, digits: int = 4) -> str:
+    """CSV with an `epoch` column and one column per model (empty where a model has no value):
+    the layout DVC overlays as one line per column (`y: {file: [model, ...]}`)."""
+    epochs = sorted({x for xs, _ in series.values() for x in xs})
+    lookup = {name: dict(zip(xs, ys)) for name, (xs, ys) in series.items()}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["epoch", *series])
+    for ep in epochs:
+        w.writerow([ep, *(f"{scale * lookup[n][ep]:.{digits}f}" if ep in lookup[n] else "" for n in series)])
+    return buf.getvalue()
+
+
+Series = tuple[list[int], list[float]]  # (epochs, values) of one model
+
+
+def mean_curve(curves: list[Series]) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Mean, minimum and maximum over seeds at the epochs every seed has: (epochs, mean, low, high)."""
+    common = sorted(set.intersection(*(set(xs) for xs, _ in curves)))
+    cols = [[dict(zip(xs, ys))[ep] for xs, ys in curves] for ep in common]
+    return common, [sum(c) / len(c) for c in cols], [min(c) for c in cols], [max(c) for c in cols]
+
+
+
+
+
+# metric: (axis label, scale, digits, file stem)
+CURVES = {"val/acc": ("validation top-1 (%)", 100.0, 2, "val_acc"),
+          "train/loss": ("training loss", 1.0, 4, "train_loss")}
+History = Callable[[Entry, str], tuple[list[int], list[float]]]
+
+
+def curve_panels(entries: list[Entry], history: History) -> tuple[dict[str, list[Curve]], dict[str, str]]:
+    """Per CURVES metric: the figure panel (one line per model, or per seed group as the mean with a
+    min-max band when seeds repeat) and the wide CSV of every model for `dvc plots`, by file stem."""
+    groups: dict[str, list[Entry]] = {}
+    for e in entries:
+        groups.setdefault(e.group, []).append(e)
+    seeded = any(len(m) > 1 for m in groups.values())
+    panels, tables = {}, {}
+    for metric, (label, scale, digits, stem) in CURVES.items():
+        series = {e.name: history(e, metric) for e in entries}
+        series = {n: s for n, s in series.items() if s[0]}
+        tables[stem] = wide_csv(series, scale, digits)
+        curves = []
+        for group, members in groups.items():
+            mine = [series[e.name] for e in members if e.name in series]
+            if seeded and len(mine) > 1:
+                xs, mean, lo, hi = mean_curve(mine)
+                curves.append(Curve(f"{group} (mean of {len(mine)} seeds)", xs, [scale * y for y in mean],
+                                    ([scale * y for y in lo], [scale * y for y in hi])))
+            else:
+                curves += [Curve(e.name, series[e.name][0], [scale * y for y in series[e.name][1]])
+                           for e in members if e.name in series]
+        panels[label] = curves
+    return panels, tables
+
+
+def confusion_counts(labels: torch.Tensor, pred: torch.Tensor, k: int) -> list[list[int]]:
+    """counts[true][predicted] over k classes."""
+    return torch.bincount(labels * k + pred, minlength=k * k).reshape(k, k).tolist()
+
+
+def agreement_rows(students: list[Entry],
+                   logits: Callable[[str], torch.Tensor]) -> list[tuple[str, str, float, float]]:
+    """(student, teacher, top-1 agreement, KL(teacher || student)) per student and each of its teachers."""
+    rows = []
+    for s in students:
+        for t in s.teachers:
+            tname = t.rpartition("/")[2]  # <section>/<name> or a bare teacher name
+            st, tt = logits(s.name), logits(tname)
+            rows.append((s.name, tname, top1_agreement(tt, st), kl_teacher_student(tt, st)))
+    return rows

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Tracker(Protocol):
@@ -21,25 +21,29 @@ class NullTracker:
 
 
 class LiveTracker:
-    """dvclive writer for a stage: `<dir>/metrics.json` (final values) and `<dir>/plots/metrics/*.tsv`.
+    """dvclive writer for a stage: `<dir>/metrics.json` (final values), `<dir>/plots/metrics/*.tsv`
+    (x column `step` = the epoch, 1-based) and, given `params`, `<dir>/params.yaml`.
 
     `dvcyaml=None` keeps dvc.yaml hand-written; `save_dvc_exp=False` stops dvclive from creating
     experiments on its own. On resume the loop replays the saved history, so the directory is
     always written fresh (DVC deletes stage outputs before running the command anyway).
+    Artifacts are not logged here: the models are DVC stage outputs, declared under `artifacts:`.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, params: dict[str, Any] | None = None) -> None:
         from dvclive import Live
 
         self.live = Live(str(directory), dvcyaml=None, save_dvc_exp=False, resume=False, report=None)
+        if params:
+            self.live.log_params(params)  # the model's resolved params block, beside its metrics
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        # set the step explicitly and never call next_step(): it would leave step = epochs + 1 in the summary
         self.live.step = epoch
         for k, v in metrics.items():
             self.live.log_metric(k, v)
-        self.live.next_step()
+        self.live.make_summary()
 
     def close(self, final: dict[str, float]) -> None:
-        self.live.summary.update({k: v for k, v in final.items()})
-        self.live.make_summary()
-        self.live.end()
+        self.live.summary.update(final)
+        self.live.end()  # end() keeps summary["step"], the last logged epoch

@@ -1,27 +1,35 @@
-"""CLI plumbing shared by every stage command: the Typer app, the one-line error on a user mistake
-(exit code 2), rank-0 output, and `load_all` (every command; `stages/__main__.py` imports only one)."""
+"""CLI plumbing shared by every stage command: the Typer app (with `--version` and shell completion),
+the one-line error on a user mistake (exit code 2), rank-0 output, and `load_all` (every command;
+`stages/__main__.py` imports only one)."""
 from __future__ import annotations
 
 import functools
 import importlib
 import os
 import pkgutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import typer
 
-from pipeline import logs
+from pipeline import __version__, logs
 from pipeline.allocator import steady_allocator
 from pipeline.errors import KdpipeError
 
 HERE = Path(__file__).parent  # the stages package: one module per command
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"kdpipe {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the kdpipe version and exit.")) -> None:
     """kdpipe: distil a small, fast image classifier from one or more teachers and ship it as ONNX."""
     # a callback keeps Typer in group mode even when only the invoked command's module is imported
 
@@ -33,7 +41,7 @@ def command(name: str) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             logs.configure(os.environ.get("KDPIPE_VERBOSE") == "1")
-            steady_allocator()  # stage processes reuse activation memory instead of page-faulting it in per batch
+            steady_allocator()  # stage processes reuse activation memory, not page-faulting it in per batch
             try:
                 return fn(*args, **kwargs)
             except KdpipeError as e:

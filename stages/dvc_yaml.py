@@ -8,21 +8,18 @@ import typer
 
 from pipeline import checkpoint, dvcgen
 from pipeline.checks import parse_params, read_yaml
+from pipeline.evaluate import model_entries
+from pipeline.report_dvc import dvc_sections
 from pipeline.data.sources import raw_paths
 from stages import command, say
 from stages._layout import Layout
-
-TOP = {
-    "metrics": ["results/prepare-data/metrics.json", "results/evaluate/metrics.json"],
-    "plots": [{"results/evaluate/confusion": {"template": "confusion", "x": "predicted", "y": "actual"}}],
-}
-
 
 def expected(params: Path) -> str:
     """The dvc.yaml text that params file `params` calls for."""
     raw = read_yaml(params)
     p = parse_params(raw, str(params))
-    return dvcgen.render(dvcgen.build(p, raw, Layout(), raw_paths(p.data), TOP))
+    top = dvc_sections(model_entries(p), list(p.export.students))  # curated metrics, overlay plots, artifacts
+    return dvcgen.render(dvcgen.build(p, raw, Layout(), raw_paths(p.data), top))
 
 
 @command("dvc-yaml")

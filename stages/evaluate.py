@@ -1,4 +1,5 @@
-"""evaluate: test-split top-1/top-5/NLL/ECE and confusion data for every teacher, student and ensemble."""
+"""evaluate: test-split top-1/top-5/NLL/ECE, confusion data and test logits of every model params lists
+(teachers, patriarchs, students, generations) and of every configured ensemble."""
 from __future__ import annotations
 
 import json
@@ -7,34 +8,58 @@ from pathlib import Path
 import typer
 
 from pipeline import checkpoint
-from pipeline.evaluate import confusion_rows, evaluate_model
-from pipeline.params import MODEL_SECTIONS
+from pipeline.errors import KdpipeError
+from pipeline.evaluate import confusion_rows, evaluate_model, model_entries
 from pipeline.checks import load_params
-from pipeline.runner import load_data
+from pipeline.report import accuracy_metrics
 from stages import DATA, MODELS, RESULTS, command, model_path
+
+OUT = RESULTS / "evaluate"
+ACCURACY = RESULTS / "metrics" / "accuracy.json"  # the declared metrics file: {model: {top1, top5, ece, nll}}
+
+
+def logits_path(name: str) -> Path:
+    """Test logits of one model (with labels and class names), read by the report for agreement/KL."""
+    return OUT / "logits" / f"{name}.pt"
 
 
 @command("evaluate")
 def evaluate(params: Path = typer.Option(Path("params.yaml"), help="params file")) -> None:
-    """Evaluate every model artifact under models/teachers and models/students on the test split."""
+    """Evaluate every model params lists (models/<section>/<name>.pt) and each ensemble on the test split."""
     p = load_params(params)
-    data = load_data(DATA)
-    out_dir = RESULTS / "evaluate"
-    models = {f.stem: f for kind in MODEL_SECTIONS for f in sorted((MODELS / kind).glob("*.pt"))}
+    entries = model_entries(p)
+    paths = {e.name: MODELS / e.section / f"{e.name}.pt" for e in entries}
+    missing = [f"{path}" for path in paths.values() if not path.is_file()]
+    if missing:
+        raise KdpipeError(f"{missing[0]}: model artifact not found ({len(missing)} of the {len(paths)} "
+                          "models params lists are missing); train them first (dvc repro)")
+    from pipeline.data.cache import load_prepared  # heavy: only when evaluating (the report needs the paths)
+    from pipeline.runtime import prepare
+
+    device = prepare(p.base.device, p.base.threads, p.base.seed)[0]  # base.device and base.threads, as training
+    data = load_prepared(DATA)
     results = {}
-    for name, path in models.items():
-        model, meta = checkpoint.load_model(path)
-        results[name], logits = evaluate_model(model, meta, data, p.evaluate.batch_size, p.evaluate.ece_bins)
+
+    def keep(name: str, metrics: dict, logits) -> None:
+        results[name] = metrics
+        saved = {"logits": logits, "labels": data["test_y"], "class_names": list(data["class_names"])}
+        checkpoint.save(saved, logits_path(name))
         rows = confusion_rows(logits, data["test_y"], data["class_names"])
-        checkpoint.atomic_write_text(out_dir / "confusion" / f"{name}.json", json.dumps(rows))
+        checkpoint.atomic_write_text(OUT / "confusion" / f"{name}.json", json.dumps(rows))
+
+    for e in entries:
+        model, meta = checkpoint.load_model(paths[e.name])
+        metrics, logits = evaluate_model(model, meta, data, p.evaluate.batch_size, p.evaluate.ece_bins, device)
+        keep(e.name, {**metrics, "section": e.section, "group": e.group}, logits)
     for name, members in p.evaluate.ensembles.items():
         from pipeline.ensemble import load_ensemble  # only needed when ensembles are configured
 
         model, meta = load_ensemble([model_path(m) for m in members], name=name)
-        results[name], _ = evaluate_model(model, meta, data, p.evaluate.batch_size, p.evaluate.ece_bins)
-        results[name].update(kind="ensemble", method="mean softmax", sources=", ".join(members))
-    numbers = {n: {k: v for k, v in m.items() if isinstance(v, (int, float))} for n, m in results.items()}
-    checkpoint.atomic_write_text(out_dir / "metrics.json", json.dumps(numbers, indent=2))  # for dvc metrics
-    checkpoint.atomic_write_text(out_dir / "models.json", json.dumps(results, indent=2))  # with descriptions, for the report
+        metrics, logits = evaluate_model(model, meta, data, p.evaluate.batch_size, p.evaluate.ece_bins, device)
+        metrics.update(kind="ensemble", method="mean softmax", sources=", ".join(members))
+        keep(name, metrics, logits)
+    checkpoint.atomic_write_text(ACCURACY, json.dumps(accuracy_metrics(results), indent=2))
+    checkpoint.atomic_write_text(OUT / "models.json", json.dumps(results, indent=2))  # with descriptions
     for name, m in results.items():
-        typer.echo(f"{name:24s} top-1 {100 * m['top1']:6.2f}%  top-5 {100 * m['top5']:6.2f}%  ECE {m['ece']:.3f}")
+        typer.echo(f"{name:24s} top-1 {100 * m['top1']:6.2f}%  top-5 {100 * m['top5']:6.2f}%  "
+                   f"ECE {m['ece']:.3f}")
