@@ -43,6 +43,11 @@ def repo(tmp_path_factory) -> Path:
     return dst
 
 
+def ran_stages(stdout: str) -> set[str]:
+    """Names of the stages a `dvc repro` / `dvc exp run` ran (from its "Running stage 'x':" lines)."""
+    return {ln.split("'")[1] for ln in stdout.splitlines() if ln.startswith("Running stage")}
+
+
 @pytest.mark.e2e
 def test_dvc_repro_runs_every_stage_and_is_then_up_to_date(repo):
     out = run([str(BIN / "dvc"), "repro"], repo)
@@ -52,17 +57,49 @@ def test_dvc_repro_runs_every_stage_and_is_then_up_to_date(repo):
         assert json.loads((repo / "results" / "train-teacher" / t / "metrics.json").read_text())["val"]["acc"] >= 0
     for s in profile["students"]:
         assert (repo / "models" / "students" / f"{s}.pt").is_file(), out.stdout[-2000:]
-    evaluation = json.loads((repo / "results" / "evaluate" / "metrics.json").read_text())
+    accuracy = json.loads((repo / "results" / "metrics" / "accuracy.json").read_text())
     for name in [*profile["teachers"], *profile["students"], *profile["patriarchs"], *profile["generations"]]:
-        assert 0.0 <= evaluation[name]["top1"] <= 1.0
+        assert 0.0 <= accuracy[name]["top1"] <= 1.0
     report = (repo / "results" / "report.md").read_text()
-    assert "| kd |" in report and (repo / "results" / "plots" / "curves.png").is_file()
+    assert "| kd |" in report and (repo / "results" / "plots" / "students.png").is_file()
     shown = run([str(BIN / "dvc"), "metrics", "show", "--json"], repo).stdout
-    assert "results/evaluate/metrics.json" in shown and "error" not in shown.lower()
+    assert "results/metrics/accuracy.json" in shown and "error" not in shown.lower()
     again = run([str(BIN / "dvc"), "repro"], repo)
     assert "Running stage" not in again.stdout and "up to date" in again.stdout
     status = run([str(BIN / "dvc"), "status"], repo).stdout
     assert "changed" not in status
+    from dvc.repo import Repo
+
+    artifacts = Repo(str(repo)).artifacts.read()["dvc.yaml"]  # DVC's model registry knows every model
+    assert {"t1", "kd", "g2", "kd-onnx", "kd-int8"} <= set(artifacts) and artifacts["kd"].type == "model"
+
+
+@pytest.mark.e2e
+def test_editing_the_report_code_reruns_only_the_report(repo):
+    code = repo / "pipeline" / "report.py"
+    original = code.read_text()
+    code.write_text(original + "\n# an edit\n")
+    try:
+        status = run([str(BIN / "dvc"), "status"], repo).stdout
+        changed = {ln.rstrip(":").strip() for ln in status.splitlines() if ln and not ln.startswith((" ", "\t"))}
+        assert changed == {"report"}, status
+    finally:
+        code.write_text(original)
+
+
+@pytest.mark.e2e
+def test_changing_one_teacher_retrains_exactly_its_students(repo):
+    params = repo / "params.yaml"
+    original = params.read_text()
+    params.write_text(original.replace("t2: {arch: resnet8, seed: 2, optim: {epochs: 2", "t2: {arch: resnet8, seed: 2, optim: {epochs: 1"))
+    try:
+        ran = ran_stages(run([str(BIN / "dvc"), "repro"], repo).stdout)
+        trained = {s for s in ran if s.startswith(("train-teacher-", "distill-", "refine-", "pretrain-", "infer-"))}
+        assert trained == {"train-teacher-t2", "distill-kd", "distill-gpac"}, ran  # t2's students, nothing else
+        assert "probe-teachers" in ran and "export-kd" in ran
+    finally:
+        params.write_text(original)
+    run([str(BIN / "dvc"), "repro"], repo)  # back to the reference run for the tests below
 
 
 @pytest.mark.e2e
@@ -88,3 +125,30 @@ def test_exp_run_sets_a_student_parameter(repo):
     assert all("scratch" not in ln and "train-teacher" not in ln for ln in ran), ran
     shown = run([str(BIN / "dvc"), "exp", "show", "--no-pager", "--json"], repo).stdout
     assert "t2" in shown
+
+
+SECOND = """
+base: {seed: 0, device: cpu}
+data: {source: synthetic, val_size: 32, synthetic: {train: 160, test: 64, channels: 3, classes: 3}}
+teachers:
+  big: {arch: resnet14, optim: {epochs: 1, batch_size: 64}}
+students:
+  small: {arch: resnet8, method: kd, teachers: [big], optim: {epochs: 1, batch_size: 64}}
+"""
+
+
+@pytest.mark.e2e
+def test_a_profile_switch_needs_one_command_and_leaves_no_leftovers(repo):
+    """Another profile (3 channels, 3 classes, other model names) after the tiny run: `dvc repro` first stops
+    with one line naming the fix and deletes nothing; after `kdpipe dvc-yaml` it runs, and the report and
+    metrics show only the new models."""
+    (repo / "params.yaml").write_text(SECOND)
+    stale = run([str(BIN / "dvc"), "repro"], repo, check=False)
+    assert stale.returncode != 0 and "kdpipe dvc-yaml" in stale.stderr + stale.stdout
+    assert (repo / "models" / "students" / "kd.pt").is_file()  # nothing of the earlier run was deleted
+    run([sys.executable, "-m", "stages", "dvc-yaml"], repo)
+    run([str(BIN / "dvc"), "repro"], repo)
+    accuracy = json.loads((repo / "results" / "metrics" / "accuracy.json").read_text())
+    assert set(accuracy) == {"big", "small"}
+    report = (repo / "results" / "report.md").read_text()
+    assert "| small |" in report and "| kd |" not in report
