@@ -178,20 +178,62 @@ def test_predict_errors(work, tmp_path):
         assert res.exit_code == 2 and msg in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.output
 
 
-def test_parity_failure_gives_both_figures(work):
+def test_parity_failure_names_the_figure_that_failed(work):
     path = work["root"] / "models/export/tiny.onnx"
     wrapped = Normalized(work["model"], work["art"]["mean"], work["art"]["std"])
     sess, _ = make_session(path, threads=1)
-    with pytest.raises(KdpipeError, match=r"max \|Δlogit\| .* \(allowed -1\), top-1 agreement 100\.0000%"):
-        check_parity(wrapped, sess, work["data"]["test_x"][:16], atol=-1.0)
+    with pytest.raises(KdpipeError, match=r"max \|Δlogit\| .* exceeds the tolerance 1e-12") as e:  # 1e-12 + 0 x max|z|
+        check_parity(wrapped, sess, work["data"]["test_x"][:16], atol=1e-12, rtol=0.0)
+    assert "agreement" not in str(e.value)  # agreement was fine: only the failing figure is named
     proto = onnx.load(str(path))  # tamper: flip the sign of the classifier's weights
     init = next(t for t in proto.graph.initializer if len(t.dims) == 2)
     w = onnx.numpy_helper.to_array(init)
     init.CopyFrom(onnx.numpy_helper.from_array(-w, init.name))
     bad = work["root"] / "tampered.onnx"
     onnx.save(proto, str(bad))
-    with pytest.raises(KdpipeError, match=r"top-1 agreement (?!100\.0000%)"):
-        check_parity(wrapped, make_session(bad, threads=1)[0], work["data"]["test_x"][:16], atol=1e-4)
+    with pytest.raises(KdpipeError, match=r"exceeds the tolerance .*; top-1 agreement (?!100\.0000%)\S+ on \d+ decisive"):
+        check_parity(wrapped, make_session(bad, threads=1)[0], work["data"]["test_x"][:16], atol=1e-4, rtol=0.0)
+
+
+def test_parity_tolerance_is_relative_to_the_logit_scale(work):
+    """Logits x 1e4: the absolute error of float32 grows with them; atol + rtol * max|z| follows."""
+    scaled = Normalized(_Scaled(work["model"], 1e4), work["art"]["mean"], work["art"]["std"]).eval()
+    path = work["root"] / "scaled.onnx"
+    export_onnx(_Scaled(work["model"], 1e4), work["art"], "0" * 64, path)
+    sess, _ = make_session(path, threads=1)
+    rep, _, tz = check_parity(scaled, sess, work["data"]["test_x"][:16], atol=1e-4, rtol=1e-5)
+    assert rep["tolerance"] == pytest.approx(1e-4 + 1e-5 * np.abs(tz).max())  # the documented formula
+    assert rep["max_abs_logit"] > 1e2  # trained logits of a few units, times 1e4
+
+
+def test_near_ties_do_not_count_as_disagreement(work):
+    """Two classes with equal logits: argmax may differ between runtimes, but the margin 0 < 2 tol."""
+    tied = Normalized(_Tied(work["model"]), work["art"]["mean"], work["art"]["std"]).eval()
+    path = work["root"] / "tied.onnx"
+    export_onnx(_Tied(work["model"]), work["art"], "0" * 64, path)
+    rep, _, _ = check_parity(tied, make_session(path, threads=1)[0], work["data"]["test_x"][:16], atol=1e-4, rtol=0.0)
+    assert rep["decisive_images"] == 0 and rep["top1_agreement"] == 1.0  # every image is a tie: none is decisive
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self, m: torch.nn.Module, k: float) -> None:
+        super().__init__()
+        self.m, self.k = m, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m(x) * self.k
+
+
+class _Tied(torch.nn.Module):
+    """Logits [z0, z0]: a perfect tie on every image."""
+
+    def __init__(self, m: torch.nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.m(x)[:, :1]
+        return torch.cat([z, z], 1)
 
 
 def test_export_bad_input_is_one_line(work, tmp_path, monkeypatch):
@@ -248,10 +290,10 @@ def test_stage_parity_failure_leaves_no_onnx(work, monkeypatch):
     Path("models/students/tiny2.pt").write_bytes(Path("models/students/tiny.pt").read_bytes())
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["students"]["tiny2"] = params["students"]["tiny"]
-    params["export"]["parity_atol"] = -1.0  # no export can pass: the stage must fail after writing its temporary files
+    params["export"].update(parity_atol=1e-12, parity_rtol=0.0)  # no export passes: the stage fails after writing temporaries
     Path("p3.yaml").write_text(yaml.safe_dump(params))
     res = run_cli("export", "tiny2", "--params", "p3.yaml")
-    assert res.exit_code == 2 and "max |Δlogit|" in res.stderr and "top-1 agreement" in res.stderr, res.output
+    assert res.exit_code == 2 and "max |Δlogit|" in res.stderr and "exceeds the tolerance" in res.stderr, res.output
     assert sorted(f.name for f in Path("models/export").iterdir()) == ["tiny.int8.onnx", "tiny.onnx"]  # no tiny2*, no .tmp
     assert not Path("results/export/tiny2").exists()
 
