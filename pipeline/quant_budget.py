@@ -41,33 +41,39 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> ort.InferenceSess
     return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def _dq_map(q: onnx.ModelProto) -> dict[str, str]:
-    """Original activation tensor -> the DequantizeLinear output that consumers read in the QDQ graph."""
+def _dq_map(q: onnx.ModelProto, fp32_names: set[str]) -> dict[str, str]:
+    """Activation tensor (the fp32 graph's name) -> the DequantizeLinear output its consumers read in the QDQ
+    graph. A graph output keeps its name on the DQ side, so ORT renames the producer's output
+    `<name>_QuantizeLinear_Input`: that suffix is mapped back."""
     init = {t.name for t in q.graph.initializer}
     q_of = {n.output[0]: n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in init}
     out: dict[str, str] = {}
     for n in q.graph.node:
         if n.op_type == "DequantizeLinear" and n.input[0] in q_of:
-            out.setdefault(q_of[n.input[0]], n.output[0])
+            t = q_of[n.input[0]]
+            t = t.removesuffix("_QuantizeLinear_Input") if t not in fp32_names else t
+            if t in fp32_names:
+                out.setdefault(t, n.output[0])
     return out
 
 
 def node_errors(pre_fp32: str | Path, int8: str | Path, images: np.ndarray) -> dict[str, float]:
     """{node name: relative error it adds} for the quantized nodes of `int8`, on float32 `images` in [0, 1]."""
-    q = onnx.load(str(int8))
-    dq = _dq_map(q)
+    q, f = onnx.load(str(int8)), onnx.load(str(pre_fp32))
+    names = {o for n in f.graph.node for o in n.output} | {i.name for i in f.graph.input}
+    dq = _dq_map(q, names)
     back = {v: k for k, v in dq.items()}
-    f = onnx.load(str(pre_fp32))
     tensors = sorted(dq)
     ref = dict(zip(tensors, _with_outputs(f, tensors).run(tensors, {INPUT: images})))
     got = dict(zip(tensors, _with_outputs(q, [dq[t] for t in tensors]).run([dq[t] for t in tensors], {INPUT: images})))
     err = {t: float(np.sum((got[t] - ref[t]) ** 2) / max(float(np.sum(ref[t] ** 2)), 1e-30)) for t in tensors}
     out = {}
     for n in q.graph.node:
-        if n.op_type in QDQ or not n.output or n.output[0] not in err:
+        t = n.output[0].removesuffix("_QuantizeLinear_Input") if n.output else ""
+        if n.op_type in QDQ or t not in err:
             continue
         ins = [err[back[i]] for i in n.input if i in back]
-        out[n.name] = err[n.output[0]] - max(ins, default=0.0)
+        out[n.name] = err[t] - max(ins, default=0.0)
     return out
 
 

@@ -100,22 +100,30 @@ KEEP_RULES: dict[str, Callable[[onnx.GraphProto], list[str]]] = {
 
 
 def _global_pool(model: onnx.ModelProto) -> None:
-    """ReduceMean over H and W of a 4-D tensor with keepdims=1 -> GlobalAveragePool (the same mean), which
-    ORT runs in INT8 (QLinearGlobalAveragePool) while ReduceMean stays fp32 between a DQ and a Q."""
+    """ReduceMean over H and W of a 4-D tensor -> GlobalAveragePool (the same mean; + Flatten when
+    keepdims=0), which ORT runs in INT8 (QLinearGlobalAveragePool) while ReduceMean stays fp32 between a DQ and a Q."""
     g = model.graph
     consts = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in g.initializer if len(t.dims) <= 1}
     for n in g.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             consts[n.output[0]] = onnx.numpy_helper.to_array(n.attribute[0].t).tolist()
     rank = {v.name: len(v.type.tensor_type.shape.dim) for v in list(g.value_info) + list(g.input)}
+    nodes = []
     for n in g.node:
+        nodes.append(n)
         keepdims = next((a.i for a in n.attribute if a.name == "keepdims"), 1)
         axes = consts.get(n.input[1]) if n.op_type == "ReduceMean" and len(n.input) > 1 else None
-        if axes is None or keepdims != 1 or rank.get(n.input[0]) != 4 or sorted(a % 4 for a in axes) != [2, 3]:
+        if axes is None or rank.get(n.input[0]) != 4 or sorted(a % 4 for a in axes) != [2, 3]:
             continue
         n.op_type = "GlobalAveragePool"
         del n.input[1:]
         del n.attribute[:]
+        if not keepdims:  # [N, C, 1, 1] -> [N, C] as ReduceMean gave
+            out = n.output[0]
+            n.output[0] = f"{out}_pooled"
+            nodes.append(onnx.helper.make_node("Flatten", [n.output[0]], [out], name=f"{n.name}_flatten", axis=1))
+    del g.node[:]
+    g.node.extend(nodes)
     used = {t for n in g.node for t in n.input}
     dead = [t for t in g.initializer if t.name not in used]  # the axes tensors: ORT would warn about them
     for t in dead:
