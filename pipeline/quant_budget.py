@@ -145,6 +145,6 @@ def quantize_within_budget(fp32_path: str | Path, out_path: str | Path, calib_u8
     if not within:
         log.warning("INT8 top-1 drop %.2f points on the validation split exceeds export.int8_max_drop=%g after %d fallback "
                     "tries; kept the best try (raise export.int8_max_tries or the budget)", drop, max_drop, len(tries) - 1)
-    return info | {"val_drop_points": drop, "val_fp32_top1": fp32_top1, "val_images": int(len(val_y)),
+    return info | {"val_drop_points": drop, "val_fp32_top1": fp32_top1, "val_images": len(val_y),
                    "within_budget": within, "max_drop_points": max_drop,
                    "fallback": {"tries": len(tries) - 1, "steps": tries}}

@@ -18,14 +18,20 @@ import dataclasses
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
 import torch
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -61,7 +67,7 @@ def _classifier(graph: onnx.GraphProto) -> list[str]:
 def _depthwise(graph: onnx.GraphProto) -> list[str]:
     """Grouped Convs with one input channel per group (weight shape [C, 1, k, k], group > 1)."""
     dims = {t.name: list(t.dims) for t in graph.initializer}
-    group = lambda n: next((a.i for a in n.attribute if a.name == "group"), 1)  # noqa: E731
+    group = lambda n: next((a.i for a in n.attribute if a.name == "group"), 1)
     return [n.name for n in graph.node if n.op_type == "Conv" and group(n) > 1 and dims.get(n.input[1], [0, 0])[1] == 1]
 
 
@@ -270,7 +276,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: tor
         q.metadata_props.add(key=k, value=v)
     try:
         onnx.checker.check_model(q, full_check=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - ValidationError and InferenceError
         raise KdpipeError(f"the INT8 model fails the ONNX checker ({str(e).splitlines()[0][:200]}); try calib_method or types in export") from None
     onnx.save(q, str(out_path))
     log.info("INT8 QDQ %s%s recipe %s, per_channel=%s, %s calibration on %d training images; %d fp32 nodes", activation.upper(),

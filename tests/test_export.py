@@ -86,6 +86,21 @@ def test_export_stage_writes_models_and_metrics(work):
     assert m["top1"]["fp32"] == pytest.approx(onnx_accuracy(out / "tiny.onnx", work["data"]))
 
 
+def test_export_metrics_int8_budget_recipe_and_throughput(work):
+    m, out, data = work["metrics"], work["root"] / "models" / "export", work["data"]
+    assert m["recipe"] == "resnet_cifar"  # resnet8's family
+    assert m["size_ratio"] == pytest.approx(m["size_bytes"]["int8"] / m["size_bytes"]["fp32"]) and m["size_ratio"] < 0.6
+    first_conv = next(n.name for n in onnx.load(str(out / "tiny.onnx")).graph.node if n.op_type == "Conv")
+    assert first_conv in m["fp32_nodes"]  # 1-channel 3x3 stem: K = 9 < 16, kept fp32 by the recipe
+    for rt in ("ort_fp32", "ort_int8"):  # images/s at the p50: batch / seconds
+        for b in ("b1", "b5"):
+            assert m["images_per_s"][rt][b] == pytest.approx(int(b[1:]) / (m["latency"][rt][b]["p50_ms"] / 1e3))
+    vx, vy = to_unit(data["val_x"]), data["val_y"].numpy()
+    acc = lambda f: (run_logits(make_session(out / f, threads=1)[0], vx).argmax(1) == vy).mean()
+    assert m["int8_val_drop_points"] == pytest.approx(100 * (acc("tiny.onnx") - acc("tiny.int8.onnx")))  # val, not test
+    assert m["quantization"]["val_images"] == 32 and m["int8_within_budget"] is (m["int8_val_drop_points"] <= 0.5)
+
+
 def test_parity_at_batch_1_and_5(work):
     sess, _ = make_session(work["root"] / "models/export/tiny.onnx", threads=1)
     wrapped = Normalized(work["model"], work["art"]["mean"], work["art"]["std"]).eval()

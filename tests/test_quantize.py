@@ -12,12 +12,21 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from pipeline.export import Normalized, check_parity, export_onnx, to_unit
 from pipeline.predict import make_session, run_logits
 from pipeline.quant_budget import node_errors, quantize_within_budget
-from pipeline.quantize import KEEP_RULES, RECIPES, Recipe, family_of, nodes_for, preprocess, quantize_int8, recipe_for
+from pipeline.quantize import (
+    KEEP_RULES,
+    RECIPES,
+    Recipe,
+    family_of,
+    nodes_for,
+    preprocess,
+    quantize_int8,
+    recipe_for,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
