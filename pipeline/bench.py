@@ -1,4 +1,4 @@
-"""Latency and throughput of torch eager fp32, ORT fp32 and ORT INT8 (conventions.md §6).
+"""Latency and throughput of torch eager fp32, ORT fp32 and ORT INT8.
 
 Per batch size: `warmup` untimed runs of each runtime, then `runs` timed calls of each in blocks
 that take turns (`time_runs`), time.perf_counter; p50/p90/p99 in ms and images/s at the p50. torch

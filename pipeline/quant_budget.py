@@ -109,8 +109,14 @@ def quantize_within_budget(fp32_path: str | Path, out_path: str | Path, calib_u8
     keep a copy of the recipe's INT8 model before any fallback (to time the fallback's cost). Returns quantize_int8's
     info plus `val_drop_points`, `within_budget`, `fallback` (tries, the nodes each one added, their drops).
     """
-    fp32_top1 = float((run_logits(make_session(fp32_path, 1)[0], val_x).argmax(1) == val_y).mean())
     info = quantize_int8(fp32_path, out_path, calib_u8, n=n, recipe=recipe, **quant_kw)
+    if len(val_y) == 0:  # nothing to measure the budget on: say so once, record it as unknown
+        log.warning("no validation split (data.val_size = 0): the INT8 top-1 budget export.int8_max_drop is not checked")
+        if plain_path is not None:
+            shutil.copyfile(out_path, plain_path)
+        return info | {"val_drop_points": None, "val_fp32_top1": None, "val_images": 0, "within_budget": None,
+                       "max_drop_points": max_drop, "fallback": {"tries": 0, "steps": []}}
+    fp32_top1 = float((run_logits(make_session(fp32_path, 1)[0], val_x).argmax(1) == val_y).mean())
     drop = _val_drop(fp32_top1, Path(out_path), val_x, val_y)
     if plain_path is not None:
         shutil.copyfile(out_path, plain_path)

@@ -101,8 +101,15 @@ def _thin_stem(graph: onnx.GraphProto) -> list[str]:
     return [first.name] if len(w) == 4 and w[1] * w[2] * w[3] < 16 else []
 
 
+def _se_mul(graph: onnx.GraphProto) -> list[str]:
+    """Only the gating Muls of squeeze-excitation blocks (feature map x per-channel gate, a broadcast)."""
+    ops = {n.name: n.op_type for n in graph.node}
+    return [n for n in _se(graph) if ops[n] == "Mul"]
+
+
 KEEP_RULES: dict[str, Callable[[onnx.GraphProto], list[str]]] = {
-    "stem": _stem, "thin_stem": _thin_stem, "classifier": _classifier, "depthwise": _depthwise, "se": _se}
+    "stem": _stem, "thin_stem": _thin_stem, "classifier": _classifier, "depthwise": _depthwise, "se": _se,
+    "se_mul": _se_mul}
 
 
 def _global_pool(model: onnx.ModelProto) -> None:
