@@ -283,6 +283,7 @@ def test_dynamo_failure_falls_back_loudly(work, tmp_path, monkeypatch, caplog):
     z = run_logits(make_session(path, threads=1)[0], x)
     np.testing.assert_allclose(z, torch_logits(Normalized(work["model"], work["art"]["mean"], work["art"]["std"]), x), atol=1e-4)
     assert read_metadata(path)["arch"] == "resnet8"
+    assert str(ROOT).encode() not in path.read_bytes() and b"site-packages" not in path.read_bytes()  # doc_strings stripped
 
 
 def test_check_onnx_tool_reproduces_top1_without_kdpipe(work, tmp_path):

@@ -185,3 +185,10 @@ def test_node_errors_rank_the_drowned_head_first(tmp_path):
     errs = node_errors(pre, q, to_unit(calib))
     convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
     assert max(errs, key=errs.get) == convs[1]  # the head: its output error ~1 (signal lost) against a ~0 input error
+
+
+def test_no_validation_split_leaves_the_budget_unchecked(mobile, tmp_path, caplog):
+    info = quantize_within_budget(mobile["paths"][0], tmp_path / "m.int8.onnx", mobile["images"], np.zeros((0,), np.float32),
+                                  np.zeros((0,), np.int64), RECIPES["default"], max_drop=0.5, max_tries=2, n=16)
+    assert info["within_budget"] is None and info["val_drop_points"] is None and info["fallback"]["tries"] == 0
+    assert "not checked" in caplog.text and (tmp_path / "m.int8.onnx").is_file()
