@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import logging
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -87,8 +88,10 @@ def _batch(images: np.ndarray, b: int) -> np.ndarray:
 
 
 def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], images: np.ndarray,
-              batch_sizes: list[int], warmup: int = 5, runs: int = 30, threads: int = 0, provider: str = "auto") -> dict:
-    """Latency of `torch_model` (taking `images`' format, float32 [0, 1] NCHW) and each named .onnx file.
+              batch_sizes: list[int], warmup: int = 5, runs: int = 30, threads: int = 0, provider: str = "auto",
+              block: int = 10, pause_s: float = 0.05) -> dict:
+    """Latency of `torch_model` (taking `images`' format, float32 [0, 1] NCHW) and each named .onnx file;
+    `block` and `pause_s` go to `time_runs` (short blocks suit a host whose cores other jobs share).
 
     Returns {"latency": {runtime: {"b<batch>": {p50_ms, p90_ms, p99_ms, mean_ms, runs, images_per_s}}},
     "speedup": {"b<batch>": {"<runtime>_vs_torch_fp32": p50 ratio}}, "env": {...}}.
@@ -111,7 +114,7 @@ def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], 
             fns = {name: (lambda s=sess, x=x: s.run([OUTPUT], {INPUT: x})) for name, (sess, _) in sessions.items()}
             if torch_model is not None:
                 fns = {"torch_fp32": torch.no_grad()(lambda xt=xt: torch_model(xt))} | fns
-            for name, r in time_runs(fns, warmup, runs, sync).items():
+            for name, r in time_runs(fns, warmup, runs, sync, block, pause_s).items():
                 lat.setdefault(name, {})[f"b{b}"] = r
     finally:
         torch.set_num_threads(old)
@@ -126,7 +129,8 @@ def benchmark(torch_model: nn.Module | None, onnx_files: dict[str, str | Path], 
             ref = lat["torch_fp32"][f"b{b}"]["p50_ms"]
             speedup[f"b{b}"] = {f"{name}_vs_torch_fp32": ref / lat[name][f"b{b}"]["p50_ms"] for name in sessions}
     env = {"cpu": cpu_model(), "threads": n, "inter_op_threads": 1, "ort_spinning": True, "steady_allocator": tuned,
-           "torch_device": torch_device, "providers": providers, "warmup": warmup, "runs": runs, "versions": library_versions()}
+           "torch_device": torch_device, "providers": providers, "warmup": warmup, "runs": runs, "block": block,
+           "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None, "versions": library_versions()}
     log.info("latency (p50 ms): %s", "; ".join(f"{k} " + ", ".join(f"{b}={v['p50_ms']:.2f}" for b, v in r.items()) for k, r in lat.items()))
     return {"latency": lat, "speedup": speedup, "env": env}
 
@@ -195,7 +199,7 @@ def build_arch(arch: str, num_classes: int = 10, in_channels: int = 3) -> nn.Mod
 
 
 def family_bench(arch: str, tmp: str | Path, size: int = 96, batch_sizes: tuple[int, ...] = (1, 32), warmup: int = 5,
-                 runs: int = 60, threads: int = 1, calib: int = 32, seed: int = 0) -> dict:
+                 runs: int = 60, threads: int = 1, calib: int = 32, seed: int = 0, block: int = 2) -> dict:
     """One untrained `arch` at `size` px RGB: export, parity, INT8 with ORT's default QDQ (the floor: every node
     INT8, per-channel) and with the family recipe, then torch / ORT fp32 / both INT8 timed in one run."""
     from pipeline.export import Normalized, check_parity, export_onnx
@@ -216,7 +220,7 @@ def family_bench(arch: str, tmp: str | Path, size: int = 96, batch_sizes: tuple[
     info = quantize_int8(f32, rec, images, n=calib, recipe=recipe)
     x = images.astype(np.float32) / np.float32(255.0)
     res = benchmark(wrapped, {"ort_fp32": f32, "ort_int8_floor": floor, "ort_int8": rec}, x, list(batch_sizes),
-                    warmup, runs, threads)
+                    warmup, runs, threads, block=block, pause_s=0.0 if threads == 1 else 0.05)  # 1 thread: no workers to park
     lat = res["latency"]
     ratio = {f"b{b}": {k: lat["ort_fp32"][f"b{b}"]["p50_ms"] / lat[k][f"b{b}"]["p50_ms"] for k in ("ort_int8", "ort_int8_floor")}
              for b in batch_sizes}
@@ -226,14 +230,14 @@ def family_bench(arch: str, tmp: str | Path, size: int = 96, batch_sizes: tuple[
 
 
 def family_table(archs: tuple[str, ...] = FAMILY_ARCHS, runs: int = 60, warmup: int = 5, threads: int = 1,
-                 size: int = 96, batch_sizes: tuple[int, ...] = (1, 32)) -> tuple[str, list[dict]]:
+                 size: int = 96, batch_sizes: tuple[int, ...] = (1, 32), block: int = 2) -> tuple[str, list[dict]]:
     """`family_bench` for each arch; returns (markdown table, raw results). p50 ratios come from one run each."""
     import tempfile
 
     rows = []
     for arch in archs:
         with tempfile.TemporaryDirectory(prefix="kdpipe-fam-") as tmp:
-            rows.append(family_bench(arch, tmp, size, batch_sizes, warmup, runs, threads))
+            rows.append(family_bench(arch, tmp, size, batch_sizes, warmup, runs, threads, block=block))
         log.info("%s: INT8/fp32 %s", arch, rows[-1]["int8_vs_fp32"])
     head = ["| arch | family | recipe | batch | torch ms | ORT fp32 ms | INT8 ms | INT8 vs ORT fp32 | ORT default INT8 vs fp32 |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -246,6 +250,7 @@ def family_table(archs: tuple[str, ...] = FAMILY_ARCHS, runs: int = 60, warmup: 
     env = rows[0]["env"] if rows else {"cpu": cpu_model(), "versions": library_versions()}
     v = env["versions"]
     head += ["", (f"Untrained weights, {size}x{size} RGB, {threads} intra-op thread(s), p50 of {runs} timed runs per runtime "
-                  f"and batch after {warmup} warm-up runs, runtimes taking turns in blocks of 10; {env['cpu']}, torch "
-                  f"{v.get('torch', '?')}, onnxruntime {v.get('onnxruntime', '?')}. INT8: U8S8 QDQ, calibration on 32 random images.")]
+                  f"and batch after {warmup} warm-up runs, runtimes taking turns in blocks of {block}; {env['cpu']}, torch "
+                  f"{v.get('torch', '?')}, onnxruntime {v.get('onnxruntime', '?')}. INT8: U8S8 QDQ, calibration on 32 random images. Host load average at the end: "
+                  f"{', '.join(f'{a:.1f}' for a in env.get('load_average') or [])}.")]
     return "\n".join(head), rows
