@@ -159,11 +159,14 @@ class Recipe:
     fusions: tuple[str, ...] = ()  # FUSIONS graph rewrites applied before quantization
 
 
-# Measured on 96 px RGB, 1 thread (bench/results_int8_families.md): keeping the first conv fp32 cost speed
-# when it has 3 input channels (resnet18 b32: 1.59x vs 2.19x all-INT8), as did keeping SE gates (efficientnet_b0
-# b32 1.18x vs 1.63x; mobilenet_v3_small 1.03x vs 1.09x) or depthwise convs (mobilenet_v2 b32 1.35x vs 1.88x)
-# fp32, and quantizing only Conv/Gemm (mobilenet_v2 1.06x); the global-pool rewrite is never slower. So every
-# family quantizes all of ORT's op types, rewrites pooling, and keeps only a thin (1-channel) stem fp32.
+# Chosen from INT8/ORT-fp32 p50 ratios at 96 px RGB, 1 thread, untrained weights, variants timed in one run
+# (bench/results_int8_families.md has the defaults against ORT's default QDQ). Slower than quantizing
+# everything: the first conv fp32 when it has 3 input channels (resnet18 b32 1.59x vs 2.19x), SE blocks fp32
+# (efficientnet_b0 b32 1.18x vs 1.63x), depthwise convs fp32 (mobilenet_v2 b32 1.35x vs 1.88x), only Conv/Gemm
+# quantized (mobilenet_v2 1.06x). The ReduceMean -> GlobalAveragePool rewrite gained most on SE families
+# (efficientnet_b0 b1 1.27x vs 1.11x, mobilenet_v3_large b1 1.22x vs 1.09x). Per-tensor weights, SE Muls or
+# depthwise fp32 on mobilenet_v3_small and shufflenet_v2_x0_5 stayed within run-to-run noise (+-10 %), so
+# every family shares one recipe: ORT's op types, the pooling rewrite, a thin (K < 16) stem kept fp32.
 _BASE = {"keep": ("thin_stem",), "fusions": ("global_pool",)}
 FAMILIES = ("default", "resnet", "resnet_cifar", "mobilenet_v2", "mobilenet_v3", "shufflenet_v2", "efficientnet", "regnet",
             "convnext")

@@ -33,7 +33,7 @@ def bench(params: Path = typer.Option(Path("params.yaml"), help="params file"),
           reps: int = typer.Option(5, help="interleaved timed epochs per side"),
           runs: int = typer.Option(100, help="timed calls per runtime and batch size (blocks of 10, runtimes taking turns)"),
           threads: list[int] = typer.Option([1, 0], help="intra-op thread counts for the latency tables (0 = all cores)"),
-          families: bool = typer.Option(True, help="also time INT8 vs fp32 per model family (untrained, 96 px, 1 thread)"),
+          families: bool = typer.Option(False, help="also time INT8 vs fp32 per model family (untrained, 96 px, 1 thread; ~15 min)"),
           family_archs: list[str] = typer.Option(list(FAMILY_ARCHS), help="archs for --families"),
           family_runs: int = typer.Option(60, help="timed calls per runtime and batch size for --families"),
           out: Path = typer.Option(Path("bench"), help="output folder")) -> None:
