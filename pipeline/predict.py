@@ -1,7 +1,7 @@
 """ONNX Runtime side of deployment: kdpipe metadata, sessions with explicit providers, image input, top-k.
 
 Nothing here imports torch: an exported model is served with onnx, onnxruntime, numpy and Pillow.
-The ONNX contract (design.md): input `image` float32 NCHW in [0, 1] (normalisation is inside the
+The ONNX contract: input `image` float32 NCHW in [0, 1] (normalisation is inside the
 graph), dynamic batch axis, output `logits`; `metadata_props` describe classes, size and channels.
 """
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""bench: training-loop and deployment speed as ratios measured in one run -> bench/results.{md,json}."""
+"""bench: training-loop and deployment speed as ratios measured in one run -> bench/results.{md,json}; with
+--families also INT8 vs fp32 per model family -> bench/results_int8_families.{md,json}."""
 from __future__ import annotations
 
 import json
@@ -10,10 +11,17 @@ import torch
 import typer
 
 from pipeline import checkpoint
-from pipeline.bench import bench_student, cpu_model, library_versions, markdown_table
+from pipeline.bench import (
+    FAMILY_ARCHS,
+    bench_student,
+    cpu_model,
+    family_table,
+    library_versions,
+    markdown_table,
+)
 from pipeline.checks import load_params
 from pipeline.quantize import quantize_int8
-from pipeline.runner import load_data
+from pipeline.data.cache import load_prepared as load_data
 from pipeline.speed import run_training_bench
 from stages import DATA, MODELS, command, say
 
@@ -25,9 +33,14 @@ def bench(params: Path = typer.Option(Path("params.yaml"), help="params file"),
           reps: int = typer.Option(5, help="interleaved timed epochs per side"),
           runs: int = typer.Option(100, help="timed calls per runtime and batch size (blocks of 10, runtimes taking turns)"),
           threads: list[int] = typer.Option([1, 0], help="intra-op thread counts for the latency tables (0 = all cores)"),
+          families: bool = typer.Option(False, help="also time INT8 vs fp32 per model family (untrained, 96 px, 1 thread; ~15 min)"),
+          family_archs: list[str] = typer.Option(list(FAMILY_ARCHS), help="archs for --families"),
+          family_runs: int = typer.Option(60, help="timed calls per runtime and batch size for --families"),
           out: Path = typer.Option(Path("bench"), help="output folder")) -> None:
     """Time fit vs a plain PyTorch loop, KD epochs vs scratch, and ORT INT8 vs torch fp32 on the exported students."""
     p = load_params(params)
+    if families:
+        write_family_table(out, tuple(family_archs), family_runs)
     torch.set_num_threads(p.base.threads or torch.get_num_threads())
     train = run_training_bench(data := load_data(DATA), student, teacher, batch_size=128, reps=reps)
     deploy = {}
@@ -43,7 +56,7 @@ def bench(params: Path = typer.Option(Path("params.yaml"), help="params file"),
                     MODELS / "students" / f"{name}.pt", fp32, int8 if int8.is_file() else None, p.export.batch_sizes,
                     p.export.latency_warmup, runs, t, extra=extra)
     env = {"cpu": cpu_model(), "machine": platform.machine(), "torch_threads": torch.get_num_threads(), "versions": library_versions()}
-    r = lambda k: train[k]  # noqa: E731
+    r = lambda k: train[k]
     lines = ["# kdpipe benchmarks", "", f"{env['cpu']}, {env['torch_threads']} torch threads, torch {env['versions'].get('torch')}; "
              f"{train['images']} training images, batch {train['batch_size']}, student {student}, teacher {teacher}; "
              f"median of {reps} interleaved epochs per side after one warm-up each.", "",
@@ -58,3 +71,13 @@ def bench(params: Path = typer.Option(Path("params.yaml"), help="params file"),
     checkpoint.atomic_write_text(out / "results.json", json.dumps({"training": train, "deployment": deploy, "env": env}, indent=2))
     checkpoint.atomic_write_text(out / "results.md", "\n".join(lines))
     say("\n".join(lines))
+
+
+def write_family_table(out: Path, archs: tuple[str, ...], runs: int) -> None:
+    """bench/results_int8_families.{md,json}: torch / ORT fp32 / INT8 (family recipe and ORT's default) per arch."""
+    text, rows = family_table(archs, runs=runs)
+    md = ["# INT8 per model family", "", "INT8 = the family's default recipe (`pipeline.quantize.RECIPES`); the last column is",
+          "ORT's default QDQ (every node INT8) on the same model in the same run, for comparison.", "", text, ""]
+    checkpoint.atomic_write_text(out / "results_int8_families.json", json.dumps(rows, indent=2))
+    checkpoint.atomic_write_text(out / "results_int8_families.md", "\n".join(md))
+    say("\n".join(md))

@@ -10,7 +10,7 @@ from pipeline import checkpoint
 from pipeline.errors import KdpipeError
 from pipeline.export import export_student
 from pipeline.checks import load_params
-from pipeline.runner import load_data
+from pipeline.data.cache import load_prepared as load_data
 from stages import DATA, MODELS, RESULTS, command
 
 
@@ -35,4 +35,10 @@ def export(name: str = typer.Argument(..., help="student name (a key of params.s
     typer.echo(f"export {name}: test top-1 fp32 {metrics['top1']['fp32']:.4f}, int8 {metrics['top1']['int8']:.4f} "
                f"({100 * metrics['int8_delta']:+.2f} points); p50 at batch {b[1:]}: torch {lat['torch_fp32'][b]['p50_ms']:.2f} ms, "
                f"ORT fp32 {lat['ort_fp32'][b]['p50_ms']:.2f} ms, INT8 {lat['ort_int8'][b]['p50_ms']:.2f} ms "
-               f"[{metrics['env']['provider_used']}]")
+               f"[{metrics['env']['provider_used']}]; INT8 recipe {metrics['recipe']}, validation drop {_drop(metrics)}")
+
+
+def _drop(m: dict) -> str:
+    if m["int8_within_budget"] is None:
+        return "not measured (no validation split)"
+    return f"{m['int8_val_drop_points']:.2f} points" + ("" if m["int8_within_budget"] else " (over export.int8_max_drop)")

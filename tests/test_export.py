@@ -20,7 +20,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline import checkpoint
-from pipeline.data import DeviceLoader, prepare
+from pipeline.data.build import prepare
+from pipeline.data.loaders import DeviceLoader
 from pipeline.errors import KdpipeError
 from pipeline.export import Normalized, check_parity, export_onnx, onnx_accuracy, to_unit, torch_logits
 from pipeline.methods import Context, build_method
@@ -84,6 +85,21 @@ def test_export_stage_writes_models_and_metrics(work):
     assert m["env"]["exporter"] == "dynamo" and m["env"]["provider_used"] == "CPUExecutionProvider"
     assert "[torch.onnx]" not in work["stdout"]  # exporter progress lines are silenced
     assert m["top1"]["fp32"] == pytest.approx(onnx_accuracy(out / "tiny.onnx", work["data"]))
+
+
+def test_export_metrics_int8_budget_recipe_and_throughput(work):
+    m, out, data = work["metrics"], work["root"] / "models" / "export", work["data"]
+    assert m["recipe"] == "resnet_cifar"  # resnet8's family
+    assert m["size_ratio"] == pytest.approx(m["size_bytes"]["int8"] / m["size_bytes"]["fp32"]) and m["size_ratio"] < 0.6
+    first_conv = next(n.name for n in onnx.load(str(out / "tiny.onnx")).graph.node if n.op_type == "Conv")
+    assert first_conv in m["fp32_nodes"]  # 1-channel 3x3 stem: K = 9 < 16, kept fp32 by the recipe
+    for rt in ("ort_fp32", "ort_int8"):  # images/s at the p50: batch / seconds
+        for b in ("b1", "b5"):
+            assert m["images_per_s"][rt][b] == pytest.approx(int(b[1:]) / (m["latency"][rt][b]["p50_ms"] / 1e3))
+    vx, vy = to_unit(data["val_x"]), data["val_y"].numpy()
+    acc = lambda f: (run_logits(make_session(out / f, threads=1)[0], vx).argmax(1) == vy).mean()
+    assert m["int8_val_drop_points"] == pytest.approx(100 * (acc("tiny.onnx") - acc("tiny.int8.onnx")))  # val, not test
+    assert m["quantization"]["val_images"] == 32 and m["int8_within_budget"] is (m["int8_val_drop_points"] <= 0.5)
 
 
 def test_parity_at_batch_1_and_5(work):
@@ -178,20 +194,62 @@ def test_predict_errors(work, tmp_path):
         assert res.exit_code == 2 and msg in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.output
 
 
-def test_parity_failure_gives_both_figures(work):
+def test_parity_failure_names_the_figure_that_failed(work):
     path = work["root"] / "models/export/tiny.onnx"
     wrapped = Normalized(work["model"], work["art"]["mean"], work["art"]["std"])
     sess, _ = make_session(path, threads=1)
-    with pytest.raises(KdpipeError, match=r"max \|Δlogit\| .* \(allowed -1\), top-1 agreement 100\.0000%"):
-        check_parity(wrapped, sess, work["data"]["test_x"][:16], atol=-1.0)
+    with pytest.raises(KdpipeError, match=r"max \|Δlogit\| .* exceeds the tolerance 1e-12") as e:  # 1e-12 + 0 x max|z|
+        check_parity(wrapped, sess, work["data"]["test_x"][:16], atol=1e-12, rtol=0.0)
+    assert "agreement" not in str(e.value)  # agreement was fine: only the failing figure is named
     proto = onnx.load(str(path))  # tamper: flip the sign of the classifier's weights
     init = next(t for t in proto.graph.initializer if len(t.dims) == 2)
     w = onnx.numpy_helper.to_array(init)
     init.CopyFrom(onnx.numpy_helper.from_array(-w, init.name))
     bad = work["root"] / "tampered.onnx"
     onnx.save(proto, str(bad))
-    with pytest.raises(KdpipeError, match=r"top-1 agreement (?!100\.0000%)"):
-        check_parity(wrapped, make_session(bad, threads=1)[0], work["data"]["test_x"][:16], atol=1e-4)
+    with pytest.raises(KdpipeError, match=r"exceeds the tolerance .*; top-1 agreement (?!100\.0000%)\S+ on \d+ decisive"):
+        check_parity(wrapped, make_session(bad, threads=1)[0], work["data"]["test_x"][:16], atol=1e-4, rtol=0.0)
+
+
+def test_parity_tolerance_is_relative_to_the_logit_scale(work):
+    """Logits x 1e4: the absolute error of float32 grows with them; atol + rtol * max|z| follows."""
+    scaled = Normalized(_Scaled(work["model"], 1e4), work["art"]["mean"], work["art"]["std"]).eval()
+    path = work["root"] / "scaled.onnx"
+    export_onnx(_Scaled(work["model"], 1e4), work["art"], "0" * 64, path)
+    sess, _ = make_session(path, threads=1)
+    rep, _, tz = check_parity(scaled, sess, work["data"]["test_x"][:16], atol=1e-4, rtol=1e-5)
+    assert rep["tolerance"] == pytest.approx(1e-4 + 1e-5 * np.abs(tz).max())  # the documented formula
+    assert rep["max_abs_logit"] > 1e2  # trained logits of a few units, times 1e4
+
+
+def test_near_ties_do_not_count_as_disagreement(work):
+    """Two classes with equal logits: argmax may differ between runtimes, but the margin 0 < 2 tol."""
+    tied = Normalized(_Tied(work["model"]), work["art"]["mean"], work["art"]["std"]).eval()
+    path = work["root"] / "tied.onnx"
+    export_onnx(_Tied(work["model"]), work["art"], "0" * 64, path)
+    rep, _, _ = check_parity(tied, make_session(path, threads=1)[0], work["data"]["test_x"][:16], atol=1e-4, rtol=0.0)
+    assert rep["decisive_images"] == 0 and rep["top1_agreement"] == 1.0  # every image is a tie: none is decisive
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self, m: torch.nn.Module, k: float) -> None:
+        super().__init__()
+        self.m, self.k = m, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m(x) * self.k
+
+
+class _Tied(torch.nn.Module):
+    """Logits [z0, z0]: a perfect tie on every image."""
+
+    def __init__(self, m: torch.nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.m(x)[:, :1]
+        return torch.cat([z, z], 1)
 
 
 def test_export_bad_input_is_one_line(work, tmp_path, monkeypatch):
@@ -226,6 +284,7 @@ def test_dynamo_failure_falls_back_loudly(work, tmp_path, monkeypatch, caplog):
     z = run_logits(make_session(path, threads=1)[0], x)
     np.testing.assert_allclose(z, torch_logits(Normalized(work["model"], work["art"]["mean"], work["art"]["std"]), x), atol=1e-4)
     assert read_metadata(path)["arch"] == "resnet8"
+    assert str(ROOT).encode() not in path.read_bytes() and b"site-packages" not in path.read_bytes()  # doc_strings stripped
 
 
 def test_check_onnx_tool_reproduces_top1_without_kdpipe(work, tmp_path):
@@ -248,10 +307,10 @@ def test_stage_parity_failure_leaves_no_onnx(work, monkeypatch):
     Path("models/students/tiny2.pt").write_bytes(Path("models/students/tiny.pt").read_bytes())
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["students"]["tiny2"] = params["students"]["tiny"]
-    params["export"]["parity_atol"] = -1.0  # no export can pass: the stage must fail after writing its temporary files
+    params["export"].update(parity_atol=1e-12, parity_rtol=0.0)  # no export passes: the stage fails after writing temporaries
     Path("p3.yaml").write_text(yaml.safe_dump(params))
     res = run_cli("export", "tiny2", "--params", "p3.yaml")
-    assert res.exit_code == 2 and "max |Δlogit|" in res.stderr and "top-1 agreement" in res.stderr, res.output
+    assert res.exit_code == 2 and "max |Δlogit|" in res.stderr and "exceeds the tolerance" in res.stderr, res.output
     assert sorted(f.name for f in Path("models/export").iterdir()) == ["tiny.int8.onnx", "tiny.onnx"]  # no tiny2*, no .tmp
     assert not Path("results/export/tiny2").exists()
 

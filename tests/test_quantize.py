@@ -1,0 +1,194 @@
+"""INT8 recipes, keep rules, the validation-budget fallback, and byte-identical exports.
+
+Tiny hand-built models only: a mobile block (depthwise conv, hardswish, squeeze-excitation, channel
+shuffle) at 16x16 and a 2-layer model whose INT8 version loses its signal by construction.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from pipeline.export import Normalized, check_parity, export_onnx, to_unit
+from pipeline.predict import make_session, run_logits
+from pipeline.quant_budget import node_errors, quantize_within_budget
+from pipeline.quantize import (
+    KEEP_RULES,
+    RECIPES,
+    Recipe,
+    family_of,
+    nodes_for,
+    preprocess,
+    quantize_int8,
+    recipe_for,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class MobileBlock(nn.Module):
+    """stem conv -> depthwise 3x3 + hardswish -> SE gate -> channel shuffle -> global pool -> linear."""
+
+    def __init__(self, c: int = 8, classes: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.act = nn.Hardswish()
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, 4, 1), nn.ReLU(), nn.Conv2d(4, c, 1), nn.Hardsigmoid())
+        self.fc = nn.Linear(c, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.dw(torch.relu(self.stem(x))))
+        h = h * self.se(h)
+        n, c, hh, ww = h.shape
+        h = h.view(n, 2, c // 2, hh, ww).transpose(1, 2).reshape(n, c, hh, ww)  # channel shuffle, 2 groups
+        return self.fc(h.mean((2, 3)))
+
+
+ART = {"arch": "mobile_block", "class_names": ["a", "b", "c"], "input_size": 16, "in_channels": 3,
+       "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+
+
+@pytest.fixture(scope="module")
+def mobile(tmp_path_factory):
+    torch.manual_seed(0)
+    model = MobileBlock().eval()
+    d = tmp_path_factory.mktemp("mobile")
+    paths = [d / "a.onnx", d / "b.onnx"]
+    for p in paths:
+        export_onnx(model, ART, "0" * 64, p)
+    images = torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    return {"model": model, "paths": paths, "images": images, "dir": d}
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_export_is_byte_identical_and_has_no_local_paths(mobile):
+    a, b = mobile["paths"]
+    assert _sha(a) == _sha(b)
+    raw = a.read_bytes()
+    for leak in (str(ROOT).encode(), b"site-packages", b'File "', b".py\""):
+        assert leak not in raw, leak
+    assert {p.key for p in onnx.load(str(a)).metadata_props} >= {"kdpipe_format", "arch", "source_sha256"}  # ours stay
+
+
+def test_mobile_block_exports_with_parity_and_quantizes(mobile, tmp_path):
+    sess, _ = make_session(mobile["paths"][0], threads=1)
+    wrapped = Normalized(mobile["model"], ART["mean"], ART["std"])
+    rep, _, _ = check_parity(wrapped, sess, mobile["images"], atol=1e-4, rtol=1e-4)
+    assert rep["max_abs_diff"] <= rep["tolerance"]
+    out = [tmp_path / "q1.onnx", tmp_path / "q2.onnx"]
+    for p in out:  # same file, images, n and seed: the INT8 file is byte-identical too
+        quantize_int8(mobile["paths"][0], p, mobile["images"], n=32, recipe=RECIPES["mobilenet_v3"])
+    assert _sha(out[0]) == _sha(out[1])
+    assert b"kdpipe-quant-" not in out[0].read_bytes()  # no temporary path of the quantizer left inside
+    zq = run_logits(make_session(out[0], threads=1)[0], to_unit(mobile["images"]))
+    assert zq.shape == (48, 3)
+    ops = {n.op_type for n in onnx.load(str(out[0])).graph.node}
+    assert "GlobalAveragePool" in ops and "ReduceMean" not in ops  # the recipe's pooling rewrite
+
+
+def test_keep_rules_find_the_mobile_parts(mobile, tmp_path):
+    pre = tmp_path / "pre.onnx"
+    preprocess(mobile["paths"][0], pre)
+    g = onnx.load(str(pre)).graph
+    op = {n.name: n.op_type for n in g.node}
+    convs = [n.name for n in g.node if n.op_type == "Conv"]  # stem, depthwise, SE squeeze, SE excite
+    assert len(convs) == 4
+    assert KEEP_RULES["stem"](g) == convs[:1]
+    assert KEEP_RULES["thin_stem"](g) == []  # 3 input channels x 3 x 3 = 27 >= 16: quantized
+    assert KEEP_RULES["depthwise"](g) == [convs[1]]  # weight [8, 1, 3, 3], group 8
+    assert [op[n] for n in KEEP_RULES["classifier"](g)] == ["Gemm"]
+    se = KEEP_RULES["se"](g)
+    assert convs[2] in se and convs[3] in se and op[se[-1]] == "Mul"  # squeeze, excite ... the gating Mul
+    assert nodes_for(Recipe("x", keep=("stem", "depthwise")), g) == convs[:2]
+
+
+def test_family_of_and_recipe_for():
+    assert family_of("resnet8") == "resnet_cifar" and family_of("tv_resnet18") == "resnet"
+    assert family_of("mobilenet_v3_small") == "mobilenet_v3" and family_of("shufflenet_v2_x0_5") == "shufflenet_v2"
+    assert family_of("something_new") == "default"
+    assert recipe_for("efficientnet_b0").name == "efficientnet" and recipe_for("resnet8", "manual") is None
+    assert set(RECIPES) >= {"resnet", "resnet_cifar", "mobilenet_v2", "mobilenet_v3", "shufflenet_v2", "efficientnet",
+                            "regnet", "convnext", "default"}
+    with pytest.raises(Exception, match="not an INT8 recipe"):
+        recipe_for("resnet8", "nope")
+
+
+class Drowned(nn.Module):
+    """Channel 0 carries the class (sign of the mean of input channel 0 minus 0.5); channel 1 is input
+    channel 1 x 2000. Per-tensor INT8 of the shared feature map has a step of ~2000/255 ~ 8, so the signal
+    channel (|v| <= 0.5) rounds to 0 and INT8 top-1 falls to chance, unless the head and its producer stay fp32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feat = nn.Conv2d(2, 2, 1)
+        self.head = nn.Conv2d(2, 2, 1)
+        with torch.no_grad():
+            self.feat.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2000.0]]).view(2, 2, 1, 1))
+            self.feat.bias.copy_(torch.tensor([-0.5, -1000.0]))
+            self.head.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]).view(2, 2, 1, 1))
+            self.head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.feat(x)).mean((2, 3))
+
+
+def _drowned_data(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randint(0, 256, (n, 2, 4, 4), generator=g, dtype=torch.uint8)
+    x[:, 0] = torch.where(y.view(-1, 1, 1) == 0, 200, 50).to(torch.uint8)  # class 0: mean > 0.5, class 1: < 0.5
+    return x, y.numpy()
+
+
+def test_budget_fallback_keeps_the_sensitive_nodes_fp32(tmp_path):
+    art = {"arch": "drowned", "class_names": ["p", "n"], "input_size": 4, "in_channels": 2, "mean": [0.0, 0.0], "std": [1.0, 1.0]}
+    f32 = tmp_path / "d.onnx"
+    export_onnx(Drowned().eval(), art, "0" * 64, f32)
+    calib, _ = _drowned_data(64, 0)
+    vx, vy = _drowned_data(64, 1)
+    info = quantize_within_budget(f32, tmp_path / "d.int8.onnx", calib, to_unit(vx), vy, Recipe("plain", keep=()),
+                                  max_drop=0.5, max_tries=3, n=64)
+    steps = info["fallback"]["steps"]
+    assert steps[0]["val_drop_points"] > 20  # fp32 is 100 % right; INT8 of the drowned signal near chance (50 %)
+    assert info["within_budget"] and info["val_drop_points"] <= 0.5
+    assert len(info["fp32_nodes"]) >= 2 and info["fallback"]["tries"] >= 1  # head + the conv feeding it
+    zq = run_logits(make_session(tmp_path / "d.int8.onnx", threads=1)[0], to_unit(vx))
+    assert (zq.argmax(1) == vy).mean() == 1.0  # the written file is the one that met the budget
+
+
+def test_budget_that_cannot_be_met_keeps_best_try_and_flags_it(mobile, tmp_path, caplog):
+    x = to_unit(mobile["images"])
+    y = run_logits(make_session(mobile["paths"][0], threads=1)[0], x).argmax(1)  # labels = fp32's own answers: 100 %
+    info = quantize_within_budget(mobile["paths"][0], tmp_path / "m.int8.onnx", mobile["images"], x, y,
+                                  RECIPES["mobilenet_v3"], max_drop=-1.0, max_tries=2, n=32)
+    assert not info["within_budget"] and info["fallback"]["tries"] == 2  # a drop >= 0 never meets -1: all tries used
+    assert all(s["added"] for s in info["fallback"]["steps"][1:])  # each try kept at least one more node fp32
+    assert "exceeds export.int8_max_drop" in caplog.text
+
+
+def test_node_errors_rank_the_drowned_head_first(tmp_path):
+    art = {"arch": "drowned", "class_names": ["p", "n"], "input_size": 4, "in_channels": 2, "mean": [0.0, 0.0], "std": [1.0, 1.0]}
+    f32, pre, q = tmp_path / "d.onnx", tmp_path / "pre.onnx", tmp_path / "q.onnx"
+    export_onnx(Drowned().eval(), art, "0" * 64, f32)
+    calib, _ = _drowned_data(32, 0)
+    quantize_int8(f32, q, calib, n=32, recipe=Recipe("plain", keep=()))
+    preprocess(f32, pre)
+    errs = node_errors(pre, q, to_unit(calib))
+    convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
+    assert max(errs, key=errs.get) == convs[1]  # the head: its output error ~1 (signal lost) against a ~0 input error
+
+
+def test_no_validation_split_leaves_the_budget_unchecked(mobile, tmp_path, caplog):
+    info = quantize_within_budget(mobile["paths"][0], tmp_path / "m.int8.onnx", mobile["images"], np.zeros((0,), np.float32),
+                                  np.zeros((0,), np.int64), RECIPES["default"], max_drop=0.5, max_tries=2, n=16)
+    assert info["within_budget"] is None and info["val_drop_points"] is None and info["fallback"]["tries"] == 0
+    assert "not checked" in caplog.text and (tmp_path / "m.int8.onnx").is_file()
