@@ -1,0 +1,105 @@
+"""select-student's readable outputs: the candidates table (markdown) and the MACs-vs-latency Pareto plot."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pipeline.select_space import SelectParams
+
+log = logging.getLogger(__name__)
+
+MAX_LABELS = 24  # with more points only the Pareto front and the chosen one are labelled (readable text)
+
+
+def pareto(rows: list[dict], stat: str) -> list[dict]:
+    """Rows no other row beats on both axes (more MACs and less latency), fastest first."""
+    ok = sorted((r for r in rows if "error" not in r), key=lambda r: (r[stat], -r["macs"]))
+    front, best = [], -1
+    for r in ok:
+        if r["macs"] > best:
+            front.append(r)
+            best = r["macs"]
+    return front
+
+
+def markdown(rows: list[dict], sp: SelectParams, env: dict, budget: str) -> str:
+    """One row per candidate, largest proxy first; the chosen one in bold, misfits say why."""
+    from pipeline.select import violations
+
+    stat = f"{sp.latency_stat}_ms"
+    lines = ["# select-student candidates", "",
+             f"Budget: {budget}. {sp.precision.upper()} ONNX under ONNX Runtime on {env['cpu']}, batch "
+             f"{sp.batch_size}, {env['threads']} thread(s), {sp.warmup} warm-up + {sp.runs} timed calls each; "
+             "untrained weights (latency does not depend on them). "
+             f"Choice: the most {sp.proxy.upper()} that fits, ties to fewer params.", "",
+             "| candidate | params | MMACs | size MB | p50 ms | p90 ms | fits |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    order = sorted(rows, key=lambda r: (-r.get(sp.proxy, -1), r.get("params", 0), r.get(stat, 0.0)))
+    for r in order:
+        if "error" in r:
+            lines.append(f"| {r['label']} | – | – | – | – | – | left out: {r['error']} |")
+            continue
+        why = violations(r, sp)
+        fits = "**chosen**" if r.get("chosen") else ("yes" if not why else "no: " + "; ".join(why))
+        name = f"**{r['label']}**" if r.get("chosen") else r["label"]
+        lines.append(f"| {name} | {r['params']:,} | {r['macs'] / 1e6:.2f} | {r['size_mb']:.3f} | "
+                     f"{r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {fits} |")
+    return "\n".join(lines) + "\n"
+
+
+def _labels(ax, rows: list[dict], stat: str) -> None:
+    """Candidate names next to their points, alternating above/below so close neighbours stay readable."""
+    for i, r in enumerate(sorted(rows, key=lambda r: r[stat])):
+        dy = 6 if i % 2 == 0 else -12
+        ax.annotate(r["label"], (r[stat], r["macs"]), textcoords="offset points", xytext=(6, dy), fontsize=8,
+                    fontweight="bold" if r.get("chosen") else "normal")
+
+
+def plot_pareto(rows: list[dict], sp: SelectParams, out: Path, budget: str) -> None:
+    """MACs (accuracy proxy) vs latency, log-log: every candidate, the Pareto front, budget lines, the choice."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline import checkpoint
+    from pipeline.select import violations
+
+    stat = f"{sp.latency_stat}_ms"
+    ok = [r for r in rows if "error" not in r]
+    if not ok:
+        return
+    fits = [r for r in ok if not violations(r, sp)]
+    other = [r for r in ok if violations(r, sp)]
+    chosen = [r for r in ok if r.get("chosen")]
+    front = pareto(ok, stat)
+    fig, ax = plt.subplots(figsize=(9, 6))
+    ax.plot([r[stat] for r in front], [r["macs"] for r in front], color="tab:blue", lw=1, alpha=0.4,
+            label="Pareto front (most MACs for the latency)")
+    ax.scatter([r[stat] for r in fits], [r["macs"] for r in fits], s=36, color="tab:blue", zorder=3,
+               label="fits the budget")
+    ax.scatter([r[stat] for r in other], [r["macs"] for r in other], s=36, facecolors="none",
+               edgecolors="tab:gray", zorder=3, label="outside the budget")
+    if sp.latency_ms:
+        ax.axvline(sp.latency_ms, color="tab:red", ls="--", lw=1.2, label=f"latency budget {sp.latency_ms:g} ms")
+    if sp.max_macs:
+        ax.axhline(sp.max_macs, color="tab:orange", ls=":", lw=1.2, label=f"MACs budget {sp.max_macs:,.0f}")
+    for r in chosen:
+        ax.scatter([r[stat]], [r["macs"]], s=280, marker="*", color="tab:red", edgecolors="black", zorder=4,
+                   label=f"chosen: {r['label']}")
+    _labels(ax, ok if len(ok) <= MAX_LABELS else list({id(r): r for r in front + chosen}.values()), stat)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    threads = f"{sp.threads} thread(s)" if sp.threads else "all cores"
+    ax.set_xlabel(f"{sp.latency_stat} latency per call, ms (batch {sp.batch_size}, {sp.precision.upper()} "
+                  f"ONNX Runtime, {threads})")
+    ax.set_ylabel("MACs per image (accuracy proxy)")
+    ax.set_title(f"select-student: {len(ok)} candidates; budget: {budget}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
+    fig.tight_layout()
+    with checkpoint.atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
+    plt.close(fig)
+    log.info("Pareto plot: %s", out)

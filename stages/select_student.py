@@ -1,0 +1,32 @@
+"""select-student: time the candidate students on this CPU and pick the largest that fits the deployment budget."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pipeline.checks import load_params
+from pipeline.params import section
+from pipeline.runner import data_facts, load_data
+from pipeline.select import SelectParams, run_selection
+from stages import DATA, MODELS, RESULTS, STATE, command, say
+
+OUT = RESULTS / "select-student"  # table.json, candidates.md, pareto.png
+SELECTED = MODELS / "selected.json"  # what a student with `arch: selected` trains (pipeline.select.resolve_selected)
+CACHE = STATE / "select-student" / "cache.json"  # measurements kept across runs (a persistent DVC output)
+
+
+@command("select-student")
+def select_student(params: Path = typer.Option(Path("params.yaml"), help="params file"),
+                   cache: Path = typer.Option(CACHE, help="measurement cache (JSON); a new budget re-uses it")) -> None:
+    """Measure params, MACs, size and ORT latency of every candidate; write models/selected.json and the table."""
+    p = load_params(params)
+    sp = getattr(p, "select", None) or section(p, "select", SelectParams)
+    facts = data_facts(load_data(DATA))
+    e = p.export  # the export stage's INT8 recipe, so the timed model is the one export will ship
+    recipe = {"method": e.calib_method, "activation": e.activation_type, "weight": e.weight_type,
+              "per_channel": e.per_channel, "fp32_stem": e.fp32_stem}
+    sel = run_selection(facts, sp, recipe, OUT, SELECTED, cache)
+    lat = sel["predicted_latency_ms"]
+    say(f"select-student: {sel['label']} ({sel['params']:,} params, {sel['macs'] / 1e6:.2f} MMACs, {sel['size_mb']:.2f} MB, "
+        f"p50 {lat['p50']:.3f} ms / p90 {lat['p90']:.3f} ms) -> {SELECTED}; table in {OUT / 'candidates.md'}")
