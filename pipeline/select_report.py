@@ -28,8 +28,8 @@ def markdown(rows: list[dict], sp: SelectParams, env: dict, budget: str) -> str:
 
     stat = f"{sp.latency_stat}_ms"
     lines = ["# select-student candidates", "",
-             f"Budget: {budget}. {sp.precision.upper()} ONNX under ONNX Runtime on {env['cpu']}, batch "
-             f"{sp.batch_size}, {env['threads']} thread(s), {sp.warmup} warm-up + {sp.runs} timed calls each; "
+             f"Budget: {budget}. {sp.precision.upper()} ONNX, ORT on {env['cpu']}, batch {sp.batch_size}, "
+             f"{env['threads']} thread(s), {sp.warmup} warm-up + {sp.runs} timed calls each; "
              "untrained weights (latency does not depend on them). "
              f"Choice: the most {sp.proxy.upper()} that fits, ties to fewer params.", "",
              "| candidate | params | MMACs | size MB | p50 ms | p90 ms | fits |",
@@ -56,7 +56,7 @@ def _labels(ax, rows: list[dict], stat: str) -> None:
 
 
 def plot_pareto(rows: list[dict], sp: SelectParams, out: Path, budget: str) -> None:
-    """MACs (accuracy proxy) vs latency, log-log: every candidate, the Pareto front, budget lines, the choice."""
+    """MACs (accuracy proxy) vs latency, log-log: the candidates, Pareto front, budget lines, the choice."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,7 +81,8 @@ def plot_pareto(rows: list[dict], sp: SelectParams, out: Path, budget: str) -> N
     ax.scatter([r[stat] for r in other], [r["macs"] for r in other], s=36, facecolors="none",
                edgecolors="tab:gray", zorder=3, label="outside the budget")
     if sp.latency_ms:
-        ax.axvline(sp.latency_ms, color="tab:red", ls="--", lw=1.2, label=f"latency budget {sp.latency_ms:g} ms")
+        ax.axvline(sp.latency_ms, color="tab:red", ls="--", lw=1.2,
+                   label=f"latency budget {sp.latency_ms:g} ms")
     if sp.max_macs:
         ax.axhline(sp.max_macs, color="tab:orange", ls=":", lw=1.2, label=f"MACs budget {sp.max_macs:,.0f}")
     for r in chosen:

@@ -1,7 +1,8 @@
-"""select-student: time the candidate students on this CPU and pick the largest that fits the deployment budget."""
+"""select-student: time candidate students on this CPU; pick the largest that fits the deployment budget."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -12,14 +13,14 @@ from pipeline.select import SelectParams, run_selection
 from stages import DATA, MODELS, RESULTS, STATE, command, say
 
 OUT = RESULTS / "select-student"  # table.json, candidates.md, pareto.png
-SELECTED = MODELS / "selected.json"  # what a student with `arch: selected` trains (pipeline.select.resolve_selected)
+SELECTED = MODELS / "selected.json"  # read by pipeline.select.resolve_selected for `arch: selected`
 CACHE = STATE / "select-student" / "cache.json"  # measurements kept across runs (a persistent DVC output)
 
 
 @command("select-student")
-def select_student(params: Path = typer.Option(Path("params.yaml"), help="params file"),
-                   cache: Path = typer.Option(CACHE, help="measurement cache (JSON); a new budget re-uses it")) -> None:
-    """Measure params, MACs, size and ORT latency of every candidate; write models/selected.json and the table."""
+def select_student(params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+                   cache: Annotated[Path, typer.Option(help="measurement cache (JSON)")] = CACHE) -> None:
+    """Measure params, MACs, size and ORT latency of each candidate; write models/selected.json, a table."""
     p = load_params(params)
     sp = getattr(p, "select", None) or section(p, "select", SelectParams)
     facts = data_facts(load_data(DATA))
@@ -28,5 +29,6 @@ def select_student(params: Path = typer.Option(Path("params.yaml"), help="params
               "per_channel": e.per_channel, "fp32_stem": e.fp32_stem}
     sel = run_selection(facts, sp, recipe, OUT, SELECTED, cache)
     lat = sel["predicted_latency_ms"]
-    say(f"select-student: {sel['label']} ({sel['params']:,} params, {sel['macs'] / 1e6:.2f} MMACs, {sel['size_mb']:.2f} MB, "
-        f"p50 {lat['p50']:.3f} ms / p90 {lat['p90']:.3f} ms) -> {SELECTED}; table in {OUT / 'candidates.md'}")
+    say(f"select-student: {sel['label']} ({sel['params']:,} params, {sel['macs'] / 1e6:.2f} MMACs, "
+        f"{sel['size_mb']:.2f} MB, p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms) -> {SELECTED}; "
+        f"table: {OUT / 'candidates.md'}")

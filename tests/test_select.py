@@ -1,4 +1,4 @@
-"""select-student: budget selection (stubbed timer), the impossible budget, the cache, one real timing, resolve_selected.
+"""select-student: budget choice (stubbed timer), impossible budget, cache, one real timing, resolve_selected.
 
 The candidates are tiny CIFAR ResNets at 16 px (4 classes, 1 channel), exported for real (TorchScript
 exporter: fast) and quantized; only the timer is stubbed, with latencies set per candidate label.
@@ -35,8 +35,15 @@ class StubTimer:
 
 
 def params(**kw) -> SelectParams:
-    return from_dict(SelectParams, {"candidates": SPACE, "exporter": "legacy", "runs": 3, "warmup": 1, "calib_images": 4,
-                                    "threads": 1, **kw}, "select")
+    base = {"candidates": SPACE, "exporter": "legacy", "runs": 3, "warmup": 1, "calib_images": 4,
+            "threads": 1}
+    return from_dict(SelectParams, base | kw, "select")
+
+
+def select(tmp: Path, name: str, timer: StubTimer, **kw) -> dict:
+    """run_selection into tmp/<name>/ with the shared cache tmp/cache.json."""
+    out = tmp / name
+    return run_selection(FACTS, params(**kw), RECIPE, out, out / "selected.json", tmp / "cache.json", timer)
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +51,17 @@ def first_run(tmp_path_factory) -> dict:
     """One measured run with a 0.15 ms budget: only resnet8 (0.10 ms) fits; the cache is then full."""
     tmp = tmp_path_factory.mktemp("select")
     timer = StubTimer()
-    sel = run_selection(FACTS, params(latency_ms=0.15), RECIPE, tmp / "out", tmp / "selected.json", tmp / "cache.json", timer)
+    sel = select(tmp, "out", timer, latency_ms=0.15)
     return {"tmp": tmp, "timer": timer, "selected": sel}
 
 
 def test_budget_admits_exactly_one(first_run):
     tmp, sel = first_run["tmp"], first_run["selected"]
-    assert first_run["timer"].calls == 1 and sorted(first_run["timer"].timed) == sorted(LATENCY)  # one group of 3
+    timer = first_run["timer"]
+    assert timer.calls == 1 and sorted(timer.timed) == sorted(LATENCY)  # one group of 3 candidates
     assert (sel["arch"], sel["input_size"], sel["arch_kwargs"]) == ("resnet8", 16, {})
     assert sel["predicted_latency_ms"] == {"p50": 0.10, "p90": pytest.approx(0.15)}  # 1.5 x 0.10
-    assert resolve_selected(tmp / "selected.json") == ("resnet8", {}, 16)
+    assert resolve_selected(tmp / "out" / "selected.json") == ("resnet8", {}, 16)
     table = json.loads((tmp / "out" / "table.json").read_text())
     assert [r["label"] for r in table["rows"] if r["fits"]] == ["resnet8 @16"]
     assert table["chosen"] == "resnet8 @16" and (tmp / "out" / "pareto.png").stat().st_size > 1000
@@ -65,9 +73,9 @@ def test_budget_admits_exactly_one(first_run):
 
 
 def test_new_budget_reuses_the_cache(first_run):
-    """A second run with a 0.3 ms budget times nothing and picks resnet14 (more MACs than resnet8, 0.20 <= 0.3)."""
+    """A second run with a 0.3 ms budget times nothing and picks resnet14 (more MACs, 0.20 ms)."""
     tmp, timer = first_run["tmp"], StubTimer()
-    sel = run_selection(FACTS, params(latency_ms=0.3), RECIPE, tmp / "out2", tmp / "selected2.json", tmp / "cache.json", timer)
+    sel = select(tmp, "out2", timer, latency_ms=0.3)
     assert timer.calls == 0
     assert sel["arch"] == "resnet14"
     rows = json.loads((tmp / "out2" / "table.json").read_text())["rows"]
@@ -81,24 +89,23 @@ def test_other_limits_and_proxy(first_run):
     cap = rows["resnet20 @16"]["params"] - 1
     for proxy in ("macs", "params"):
         timer = StubTimer()
-        sel = run_selection(FACTS, params(max_params=cap, proxy=proxy), RECIPE, tmp / "o3", tmp / "s3.json", tmp / "cache.json",
-                            timer)
+        sel = select(tmp, f"out3_{proxy}", timer, max_params=cap, proxy=proxy)
         assert (sel["arch"], timer.calls) == ("resnet14", 0)
 
 
 def test_impossible_budget_names_the_fastest(first_run):
     tmp = first_run["tmp"]
     with pytest.raises(KdpipeError) as e:
-        run_selection(FACTS, params(latency_ms=0.05), RECIPE, tmp / "o4", tmp / "s4.json", tmp / "cache.json", StubTimer())
+        select(tmp, "out4", StubTimer(), latency_ms=0.05)
     msg = str(e.value)
     assert "\n" not in msg and "resnet8 @16" in msg and "0.100 ms" in msg and "0.05 ms" in msg
-    assert not (tmp / "s4.json").exists()
+    assert not (tmp / "out4" / "selected.json").exists() and (tmp / "out4" / "table.json").is_file()
 
 
 def test_cache_key_depends_on_the_environment():
     c = Candidate("resnet8", 16)
     base = environment(params(), RECIPE, FACTS)
-    keys = {cache_key(c, base), cache_key(c, base | {"threads": 2}), cache_key(c, base | {"precision": "fp32"}),
+    keys = {cache_key(c, base), cache_key(c, base | {"threads": 2}), cache_key(c, base | {"cpu": "other"}),
             cache_key(Candidate("resnet8", 16, {"width_mult": 0.5}), base)}
     assert len(keys) == 4 and cache_key(c, dict(base)) in keys
 
@@ -107,7 +114,8 @@ def test_real_timing_of_a_tiny_model():
     """The shipped path: dynamo export_onnx, INT8, ORT session, bench.time_runs; no cache file."""
     sp = from_dict(SelectParams, {"runs": 5, "warmup": 1, "calib_images": 4, "threads": 1}, "select")
     (row,) = measure([Candidate("resnet8", 16)], FACTS, sp, RECIPE, None)
-    assert row["p50_ms"] > 0 and row["p90_ms"] >= row["p50_ms"] and row["exporter"] == "dynamo" and not row["cached"]
+    assert row["p50_ms"] > 0 and row["p90_ms"] >= row["p50_ms"]
+    assert row["exporter"] == "dynamo" and not row["cached"]
 
 
 def test_count_macs_by_hand():
@@ -118,15 +126,16 @@ def test_count_macs_by_hand():
 
 
 def test_space_expansion_and_params_errors():
-    cands = expand(from_dict(SelectParams, {"candidates": [{"arch": "resnet8", "input_sizes": [0, 12, 16]}]}, "s").candidates, 16)
-    assert [c.label for c in cands] == ["resnet8 @16", "resnet8 @12"]  # 0 = the data's 16 px, duplicate dropped
+    space = from_dict(SelectParams, {"candidates": [{"arch": "resnet8", "input_sizes": [0, 12, 16]}]}, "s")
+    cands = expand(space.candidates, 16)
+    assert [c.label for c in cands] == ["resnet8 @16", "resnet8 @12"]  # 0 = the data's 16 px, listed once
     with pytest.raises(KdpipeError, match="select.latency_ms"):
         from_dict(SelectParams, {"latency_ms": -1}, "select")
     with pytest.raises(KdpipeError, match="unknown arch"):
         expand(from_dict(SelectParams, {"candidates": [{"arch": "nope"}]}, "s").candidates, 16)
     with pytest.raises(KdpipeError, match="width_mult"):
-        expand(from_dict(SelectParams, {"candidates": [{"arch": "resnet8", "width_mults": [0.5],
-                                                        "arch_kwargs": {"width_mult": 1.0}}]}, "s").candidates, 16)
+        both = {"arch": "resnet8", "width_mults": [0.5], "arch_kwargs": {"width_mult": 1.0}}
+        expand(from_dict(SelectParams, {"candidates": [both]}, "s").candidates, 16)
 
 
 def test_default_space_sizes():
@@ -138,7 +147,8 @@ def test_resolve_selected_errors(tmp_path: Path):
     with pytest.raises(KdpipeError, match=r"run select-student \(dvc repro\)"):
         resolve_selected(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
-    for text in ("{not json", json.dumps({"arch": "resnet8"}), json.dumps({"arch": "resnet8", "arch_kwargs": {}, "input_size": 0})):
+    zero = {"arch": "resnet8", "arch_kwargs": {}, "input_size": 0}
+    for text in ("{not json", json.dumps({"arch": "resnet8"}), json.dumps(zero)):
         bad.write_text(text)
         with pytest.raises(KdpipeError, match="select-student") as e:
             resolve_selected(bad)
