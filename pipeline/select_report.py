@@ -8,6 +8,7 @@ from pipeline.select_space import SelectParams
 
 log = logging.getLogger(__name__)
 
+PROXY_NAMES = {"macs": "MACs", "params": "parameters"}
 MAX_LABELS = 24  # with more points only the Pareto front and the chosen one are labelled (readable text)
 
 
@@ -31,7 +32,7 @@ def markdown(rows: list[dict], sp: SelectParams, env: dict, budget: str) -> str:
              f"Budget: {budget}. {sp.precision.upper()} ONNX, ORT on {env['cpu']}, batch {sp.batch_size}, "
              f"{env['threads']} thread(s), {sp.warmup} warm-up + {sp.runs} timed calls each; "
              "untrained weights (latency does not depend on them). "
-             f"Choice: the most {sp.proxy.upper()} that fits, ties to fewer params.", "",
+             f"Choice: the most {PROXY_NAMES[sp.proxy]} that fits, ties to fewer params.", "",
              "| candidate | params | MMACs | size MB | p50 ms | p90 ms | fits |",
              "|---|---:|---:|---:|---:|---:|---|"]
     order = sorted(rows, key=lambda r: (-r.get(sp.proxy, -1), r.get("params", 0), r.get(stat, 0.0)))
@@ -47,12 +48,39 @@ def markdown(rows: list[dict], sp: SelectParams, env: dict, budget: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _labels(ax, rows: list[dict], stat: str) -> None:
-    """Candidate names next to their points, alternating above/below so close neighbours stay readable."""
-    for i, r in enumerate(sorted(rows, key=lambda r: r[stat])):
-        dy = 6 if i % 2 == 0 else -12
-        ax.annotate(r["label"], (r[stat], r["macs"]), textcoords="offset points", xytext=(6, dy), fontsize=8,
-                    fontweight="bold" if r.get("chosen") else "normal")
+# label positions tried in turn, in points from the marker: right, left, then further above/below
+OFFSETS = [(7, 4), (7, -11), (-7, 4), (-7, -11), (7, 14), (7, -21), (-7, 14), (-7, -21), (7, 24), (7, -31)]
+
+
+def _labels(fig, ax, rows: list[dict], stat: str) -> None:
+    """Candidate names next to their points, each at the first offset whose text overlaps no other label
+    and no marker (greedy; the chosen point first); a name that fits nowhere takes the first offset."""
+    from matplotlib.transforms import Bbox
+
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)  # a label must stay within the axes (not clipped by the figure)
+    pad = 5  # pixels around a marker kept free of text
+    taken = [Bbox.from_extents(x - pad, y - pad, x + pad, y + pad)
+             for x, y in ax.transData.transform([(r[stat], r["macs"]) for r in rows])]
+    for r in sorted(rows, key=lambda r: (not r.get("chosen"), r[stat])):
+        for i, (dx, dy) in enumerate(OFFSETS):
+            far = i >= 4  # a label away from its point gets a leader line
+            lead = {"arrowprops": {"arrowstyle": "-", "lw": 0.5, "color": "gray"}} if far else {}
+            ann = ax.annotate(r["label"], (r[stat], r["macs"]), textcoords="offset points", xytext=(dx, dy),
+                              fontsize=8, ha="left" if dx > 0 else "right",
+                              fontweight="bold" if r.get("chosen") else "normal", **lead)
+            box = ann.get_window_extent(renderer)
+            free = inside.containsx(box.x0) and inside.containsx(box.x1) and inside.containsy(box.y0) \
+                and inside.containsy(box.y1) and not any(box.overlaps(t) for t in taken)
+            if free or i == len(OFFSETS) - 1:
+                if not free:
+                    ann.remove()
+                    ann = ax.annotate(r["label"], (r[stat], r["macs"]), textcoords="offset points",
+                                      xytext=OFFSETS[0], fontsize=8)
+                    box = ann.get_window_extent(renderer)
+                taken.append(box)
+                break
+            ann.remove()
 
 
 def plot_pareto(rows: list[dict], sp: SelectParams, out: Path, budget: str) -> None:
@@ -76,10 +104,12 @@ def plot_pareto(rows: list[dict], sp: SelectParams, out: Path, budget: str) -> N
     fig, ax = plt.subplots(figsize=(9, 6))
     ax.plot([r[stat] for r in front], [r["macs"] for r in front], color="tab:blue", lw=1, alpha=0.4,
             label="Pareto front (most MACs for the latency)")
-    ax.scatter([r[stat] for r in fits], [r["macs"] for r in fits], s=36, color="tab:blue", zorder=3,
-               label="fits the budget")
-    ax.scatter([r[stat] for r in other], [r["macs"] for r in other], s=36, facecolors="none",
-               edgecolors="tab:gray", zorder=3, label="outside the budget")
+    if fits:
+        ax.scatter([r[stat] for r in fits], [r["macs"] for r in fits], s=36, color="tab:blue", zorder=3,
+                   label="fits the budget")
+    if other:
+        ax.scatter([r[stat] for r in other], [r["macs"] for r in other], s=36, facecolors="none",
+                   edgecolors="tab:gray", zorder=3, label="outside the budget")
     if sp.latency_ms:
         ax.axvline(sp.latency_ms, color="tab:red", ls="--", lw=1.2,
                    label=f"latency budget {sp.latency_ms:g} ms")
@@ -88,7 +118,6 @@ def plot_pareto(rows: list[dict], sp: SelectParams, out: Path, budget: str) -> N
     for r in chosen:
         ax.scatter([r[stat]], [r["macs"]], s=280, marker="*", color="tab:red", edgecolors="black", zorder=4,
                    label=f"chosen: {r['label']}")
-    _labels(ax, ok if len(ok) <= MAX_LABELS else list({id(r): r for r in front + chosen}.values()), stat)
     ax.set_xscale("log")
     ax.set_yscale("log")
     threads = f"{sp.threads} thread(s)" if sp.threads else "all cores"
@@ -100,6 +129,8 @@ def plot_pareto(rows: list[dict], sp: SelectParams, out: Path, budget: str) -> N
     ax.legend(fontsize=8, loc="lower right")
     ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
     fig.tight_layout()
+    fig.canvas.draw()  # final limits and layout, so label boxes are measured where they will be drawn
+    _labels(fig, ax, ok if len(ok) <= MAX_LABELS else list({id(r): r for r in front + chosen}.values()), stat)
     with checkpoint.atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)

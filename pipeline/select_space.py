@@ -55,7 +55,7 @@ class SelectParams:
     precision: Literal["int8", "fp32"] = "int8"  # the deployed model: INT8 QDQ (export's recipe) or fp32 ONNX
     # dynamo: pipeline.export.export_onnx, as the export stage ships (~5-10 s per candidate on 2 busy cores);
     # legacy: the TorchScript exporter (~0.2 s); the INT8 graphs of both timed the same within noise
-    exporter: Literal["dynamo", "legacy"] = "dynamo"
+    exporter: Literal["dynamo", "legacy"] = "legacy"
     candidates: list[SpaceParams] = field(default_factory=list)  # [] = the registry's deployable families
     proxy: Literal["macs", "params"] = "macs"  # accuracy proxy: the largest fitting candidate by it wins
     runs: int = bounded(30, ge=1)  # timed calls per candidate
@@ -124,8 +124,9 @@ def default_space(data_size: int) -> list[SpaceParams]:
     sizes = sorted(sizes, reverse=True)
     out = []
     for arch in models.list_models():
-        if model_info(arch).get("deployable"):
-            widths = list(DEFAULT_WIDTHS) if _takes_width(arch) else []
+        info = model_info(arch)
+        if info.get("deployable"):
+            widths = list(info.get("width_mults") or (DEFAULT_WIDTHS if _takes_width(arch) else []))
             out.append(SpaceParams(arch=arch, width_mults=widths, input_sizes=sizes))
     return out
 
