@@ -9,7 +9,6 @@ from pipeline.select_space import SelectParams
 log = logging.getLogger(__name__)
 
 PROXY_NAMES = {"macs": "MACs", "params": "parameters"}
-MAX_LABELS = 24  # with more points only the Pareto front and the chosen one are labelled (readable text)
 
 
 def pareto(rows: list[dict], stat: str) -> list[dict]:
@@ -48,39 +47,44 @@ def markdown(rows: list[dict], sp: SelectParams, env: dict, budget: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-# label positions tried in turn, in points from the marker: right, left, then further above/below
-OFFSETS = [(7, 4), (7, -11), (-7, 4), (-7, -11), (7, 14), (7, -21), (-7, 14), (-7, -21), (7, 24), (7, -31)]
+# label positions tried in turn, in points from the marker: beside it, centred above/below, then further out
+OFFSETS = [(7, 4), (7, -11), (-7, 4), (-7, -11), (0, 8), (0, -16), (7, 14), (7, -21), (-7, 14), (-7, -21),
+           (0, 18), (0, -26), (7, 24), (7, -31), (-7, 24), (-7, -31), (0, 28), (0, -36)]
+FAR = 6  # offsets from this index on get a leader line to their point
 
 
-def _labels(fig, ax, rows: list[dict], stat: str) -> None:
-    """Candidate names next to their points, each at the first offset whose text overlaps no other label
-    and no marker (greedy; the chosen point first); a name that fits nowhere takes the first offset."""
+def _labels(fig, ax, rows: list[dict], must: list[dict], stat: str) -> None:
+    """Candidate names next to their points, each at the first offset whose text stays inside the axes and
+    overlaps no other label, marker or the legend (greedy: the `must` rows first). A `must` row (chosen,
+    Pareto front) that fits nowhere takes the first offset; any other is left to the table."""
+    from matplotlib.text import Text
     from matplotlib.transforms import Bbox
 
     renderer = fig.canvas.get_renderer()
-    inside = ax.get_window_extent(renderer)  # a label must stay within the axes (not clipped by the figure)
+    inside = ax.get_window_extent(renderer)
     pad = 5  # pixels around a marker kept free of text
     taken = [Bbox.from_extents(x - pad, y - pad, x + pad, y + pad)
              for x, y in ax.transData.transform([(r[stat], r["macs"]) for r in rows])]
-    for r in sorted(rows, key=lambda r: (not r.get("chosen"), r[stat])):
+    if ax.get_legend() is not None:
+        taken.append(ax.get_legend().get_window_extent(renderer))
+    firsts = {id(r) for r in must}
+    for r in sorted(rows, key=lambda r: (not r.get("chosen"), id(r) not in firsts, r[stat])):
+        style = {"fontsize": 8, "fontweight": "bold" if r.get("chosen") else "normal"}
         for i, (dx, dy) in enumerate(OFFSETS):
-            far = i >= 4  # a label away from its point gets a leader line
-            lead = {"arrowprops": {"arrowstyle": "-", "lw": 0.5, "color": "gray"}} if far else {}
+            lead = {"arrowprops": {"arrowstyle": "-", "lw": 0.5, "color": "gray"}} if i >= FAR else {}
             ann = ax.annotate(r["label"], (r[stat], r["macs"]), textcoords="offset points", xytext=(dx, dy),
-                              fontsize=8, ha="left" if dx > 0 else "right",
-                              fontweight="bold" if r.get("chosen") else "normal", **lead)
-            box = ann.get_window_extent(renderer)
-            free = inside.containsx(box.x0) and inside.containsx(box.x1) and inside.containsy(box.y0) \
-                and inside.containsy(box.y1) and not any(box.overlaps(t) for t in taken)
-            if free or i == len(OFFSETS) - 1:
-                if not free:
-                    ann.remove()
-                    ann = ax.annotate(r["label"], (r[stat], r["macs"]), textcoords="offset points",
-                                      xytext=OFFSETS[0], fontsize=8)
-                    box = ann.get_window_extent(renderer)
+                              ha="left" if dx > 0 else "right" if dx < 0 else "center", **style, **lead)
+            ann.update_positions(renderer)
+            box = Text.get_window_extent(ann, renderer)  # the text alone, without its leader line
+            if inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1) \
+                    and not any(box.overlaps(t) for t in taken):
                 taken.append(box)
                 break
             ann.remove()
+        else:
+            if id(r) in firsts:
+                ax.annotate(r["label"], (r[stat], r["macs"]), textcoords="offset points", xytext=OFFSETS[0],
+                            **style)
 
 
 def plot_pareto(rows: list[dict], sp: SelectParams, out: Path, budget: str) -> None:
@@ -126,11 +130,11 @@ def plot_pareto(rows: list[dict], sp: SelectParams, out: Path, budget: str) -> N
     ax.set_ylabel("MACs per image (accuracy proxy)")
     ax.set_title(f"select-student: {len(ok)} candidates; budget: {budget}", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left")  # the empty corner: no candidate is both fast and large
     ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
     fig.tight_layout()
     fig.canvas.draw()  # final limits and layout, so label boxes are measured where they will be drawn
-    _labels(fig, ax, ok if len(ok) <= MAX_LABELS else list({id(r): r for r in front + chosen}.values()), stat)
+    _labels(fig, ax, ok, front + chosen, stat)
     with checkpoint.atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
