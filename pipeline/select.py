@@ -2,12 +2,16 @@
 
 Every candidate (pipeline.select_space) is built untrained from a fixed seed, its BatchNorm running
 statistics are set from a few random batches (so activations, hence INT8 ranges, have a trained
-net's scale), exported with `export_onnx`, quantized with the export stage's INT8 recipe when
-`precision` is int8, and timed under ONNX Runtime with `bench.time_runs` (warm-up, then blocks of
-calls that take turns across the candidates of a group). Latency does not depend on the weights'
-values or the images' content, so random weights and random uint8 images measure the deployed cost.
-Measurements are cached in a JSON file keyed by everything that changes them (candidate, recipe,
-precision, batch, threads, CPU model, onnxruntime and kdpipe versions), so a new budget costs nothing.
+net's scale), exported to ONNX (`select.exporter`: the TorchScript exporter by default, 0.2 s a
+model, or `export_onnx`'s dynamo exporter as the export stage ships, 5-15 s a model on 2 busy cores;
+their INT8 graphs have the same nodes but one Q/DQ pair and timed alike within noise), quantized
+with the export stage's INT8 recipe when `precision` is int8, and timed under ONNX Runtime with
+`bench.time_runs` (warm-up, then blocks of calls that take turns across the candidates of a group).
+Latency does not depend on the weights' values or the images' content, so random weights and random
+uint8 images measure the deployed cost.
+Measurements are cached in a JSON file keyed by everything that changes them (candidate, exporter,
+recipe, precision, batch, threads, runs, classes, channels, CPU model, onnxruntime and kdpipe
+versions), so a new budget costs nothing; delete the file to measure again after a code change.
 The default choice is the candidate with the most MACs (the accuracy proxy) that fits the budget,
 ties going to fewer parameters.
 """

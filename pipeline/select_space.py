@@ -53,8 +53,8 @@ class SelectParams:
     max_params: int = bounded(0, ge=0)  # max parameters
     max_macs: float = bounded(0.0, ge=0)  # max multiply-accumulates per image (a float, so 3.0e+8 works)
     precision: Literal["int8", "fp32"] = "int8"  # the deployed model: INT8 QDQ (export's recipe) or fp32 ONNX
-    # dynamo: pipeline.export.export_onnx, as the export stage ships (~5-10 s per candidate on 2 busy cores);
-    # legacy: the TorchScript exporter (~0.2 s); the INT8 graphs of both timed the same within noise
+    # legacy: the TorchScript exporter (~0.2 s a model); dynamo: pipeline.export.export_onnx, as the export
+    # stage ships (5-15 s a model on 2 busy cores); their INT8 graphs timed the same within noise
     exporter: Literal["dynamo", "legacy"] = "legacy"
     candidates: list[SpaceParams] = field(default_factory=list)  # [] = the registry's deployable families
     proxy: Literal["macs", "params"] = "macs"  # accuracy proxy: the largest fitting candidate by it wins
