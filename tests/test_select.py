@@ -154,3 +154,17 @@ def test_resolve_selected_errors(tmp_path: Path):
         with pytest.raises(KdpipeError, match="select-student") as e:
             resolve_selected(bad)
         assert "\n" not in str(e.value)
+
+
+def test_stage_without_prepared_data_is_one_line(tmp_path: Path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from stages import app, load_all
+
+    load_all()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("data: {source: synthetic}\n")
+    result = CliRunner().invoke(app, ["select-student"])
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "prepared data set not found" in lines[0] and "select-student" in lines[0]
