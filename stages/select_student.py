@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
+from pipeline import checkpoint
 from pipeline.checks import load_params
 from pipeline.params import section
-from pipeline.runner import data_facts, load_data
 from pipeline.select import SelectParams, run_selection
 from stages import DATA, MODELS, RESULTS, STATE, command, say
 
@@ -23,7 +23,9 @@ def select_student(params: Annotated[Path, typer.Option(help="params file")] = P
     """Measure params, MACs, size and ORT latency of each candidate; write models/selected.json, a table."""
     p = load_params(params)
     sp = getattr(p, "select", None) or section(p, "select", SelectParams)
-    facts = data_facts(load_data(DATA))
+    data = checkpoint.load(DATA, "prepared data set")  # only its shape is read (pipeline.runner: more deps)
+    n, x = len(data["class_names"]), data["train_x"]
+    facts = {"num_classes": n, "in_channels": int(x.shape[1]), "input_size": int(x.shape[-1])}
     e = p.export  # the export stage's INT8 recipe, so the timed model is the one export will ship
     recipe = {"method": e.calib_method, "activation": e.activation_type, "weight": e.weight_type,
               "per_channel": e.per_channel, "fp32_stem": e.fp32_stem}
