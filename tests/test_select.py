@@ -93,6 +93,18 @@ def test_other_limits_and_proxy(first_run):
         assert (sel["arch"], timer.calls) == ("resnet14", 0)
 
 
+def test_a_candidate_that_does_not_build_is_left_out(first_run):
+    """resnet8 takes no `bogus` kwarg: its row says why; the cached three are compared, nothing is timed."""
+    tmp, timer = first_run["tmp"], StubTimer()
+    space = SPACE + [{"arch": "resnet8", "input_sizes": [12], "arch_kwargs": {"bogus": 1}}]
+    sel = select(tmp, "out5", timer, latency_ms=0.3, candidates=space)
+    rows = {r["label"]: r for r in json.loads((tmp / "out5" / "table.json").read_text())["rows"]}
+    bad = rows["resnet8 [bogus=1] @12"]
+    assert "bad arch_kwargs" in bad["error"] and not bad["fits"]
+    assert (sel["arch"], timer.calls) == ("resnet14", 0)
+    assert "left out" in (tmp / "out5" / "candidates.md").read_text()
+
+
 def test_impossible_budget_names_the_fastest(first_run):
     tmp = first_run["tmp"]
     with pytest.raises(KdpipeError) as e:
