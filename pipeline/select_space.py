@@ -105,7 +105,8 @@ def model_info(arch: str) -> dict:
 def _takes_width(arch: str) -> bool:
     from pipeline import models
 
-    fn = getattr(models, "_REGISTRY", {}).get(arch)
+    entry = getattr(models, "_REGISTRY", {}).get(arch)
+    fn = getattr(entry, "build", entry)  # a registry of metadata records holds the constructor in `build`
     try:
         return fn is not None and "width_mult" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -123,7 +124,11 @@ def default_space(data_size: int) -> list[SpaceParams]:
     sizes = {max(MIN_SIZE, min(data_size, round(data_size * f / 4) * 4)) for f in DEFAULT_SCALES}
     sizes = sorted(sizes, reverse=True)
     out = []
-    for arch in models.list_models():
+    try:
+        archs = models.list_models(aliases=False)  # one entry per network, not its older names too
+    except TypeError:
+        archs = models.list_models()
+    for arch in archs:
         info = model_info(arch)
         if info.get("deployable"):
             widths = list(info.get("width_mults") or (DEFAULT_WIDTHS if _takes_width(arch) else []))
