@@ -87,6 +87,17 @@ def _labels(fig, ax, rows: list[dict], must: list[dict], stat: str) -> None:
                             **style)
 
 
+def _plain_ticks(axis, values: list[float]) -> None:
+    """Ticks at 1-2-5 steps labelled as plain numbers: within a decade, matplotlib's log labels collide."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    lo, hi = min(values), max(values)
+    steps = [m * 10.0 ** e for e in range(-4, 5) for m in (1, 2, 5)]
+    axis.set_major_locator(FixedLocator([t for t in steps if lo / 2 <= t <= hi * 2]))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def plot_pareto(rows: list[dict], sp: SelectParams, out: Path, budget: str) -> None:
     """MACs (accuracy proxy) vs latency, log-log: the candidates, Pareto front, budget lines, the choice."""
     import matplotlib
@@ -105,7 +116,7 @@ def plot_pareto(rows: list[dict], sp: SelectParams, out: Path, budget: str) -> N
     other = [r for r in ok if violations(r, sp)]
     chosen = [r for r in ok if r.get("chosen")]
     front = pareto(ok, stat)
-    fig, ax = plt.subplots(figsize=(9, 6))
+    fig, ax = plt.subplots(figsize=(9, 6) if len(ok) <= 30 else (12, 8))  # room for every label
     ax.plot([r[stat] for r in front], [r["macs"] for r in front], color="tab:blue", lw=1, alpha=0.4,
             label="Pareto front (most MACs for the latency)")
     if fits:
@@ -124,6 +135,7 @@ def plot_pareto(rows: list[dict], sp: SelectParams, out: Path, budget: str) -> N
                    label=f"chosen: {r['label']}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_ticks(ax.xaxis, [r[stat] for r in ok])
     threads = f"{sp.threads} thread(s)" if sp.threads else "all cores"
     ax.set_xlabel(f"{sp.latency_stat} latency per call, ms (batch {sp.batch_size}, {sp.precision.upper()} "
                   f"ONNX Runtime, {threads})")
