@@ -26,6 +26,7 @@ from pipeline.params import (
     DataParams,
     EvaluateParams,
     ExportParams,
+    SelectParams,
     ModelParams,
     Params,
     model_ref,
@@ -93,6 +94,11 @@ def _sections(raw: dict, problems: list[str]) -> dict[str, Any]:
         except KdpipeError as e:
             problems.append(str(e))
             out[key] = parse(None, key)
+    if raw.get("select") is not None:
+        try:
+            out["select"] = from_dict(SelectParams, raw["select"], "select")
+        except KdpipeError as e:
+            problems.append(str(e))
     for sec in MODEL_SECTIONS:
         entries = raw.get(sec) or {}
         if not isinstance(entries, dict):
@@ -183,6 +189,11 @@ def _roles(p: Params, problems: list[str]) -> None:
                 f"generations.{s.group}.teachers: name exactly one teacher as <section>/<name> "
                 "(e.g. patriarchs/tol, generations/gen1)"
             )
+    for sec, n, s in [(sec, n, s) for sec in MODEL_SECTIONS for n, s in getattr(p, sec).items()]:
+        if s.arch == "selected" and p.select is None:
+            problems.append(f"{sec}.{s.group}.arch: 'selected' needs a `select` section (the budget select-student meets)")
+        if s.arch == "selected" and s.arch_kwargs:
+            problems.append(f"{sec}.{s.group}.arch_kwargs: set by select-student for arch: selected; remove them")
     for n in p.export.students:
         if n not in p.students:
             problems.append(

@@ -16,6 +16,7 @@ from pipeline.config import bounded, convert, from_dict, to_dict  # noqa: F401 -
 from pipeline.data.params import DataParams
 from pipeline.errors import KdpipeError
 from pipeline.models.init import InitParams
+from pipeline.select_space import SelectParams
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class Params:
     generations: dict[str, ModelParams] = field(default_factory=dict)  # chained students, one teacher each
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     export: ExportParams = field(default_factory=ExportParams)
+    select: SelectParams | None = None  # select-student: the deployment budget and candidate space (optional)
     extra: dict[str, Any] = field(default_factory=dict)  # sections owned by knowledge stages (parsed there)
 
     def model(self, ref: str) -> tuple[str, str, ModelParams]:
