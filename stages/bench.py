@@ -13,7 +13,7 @@ from pipeline import checkpoint
 from pipeline.bench import bench_student, cpu_model, library_versions, markdown_table
 from pipeline.params import load_params
 from pipeline.quantize import quantize_int8
-from pipeline.runner import load_data
+from pipeline.jobs import load_data
 from pipeline.speed import run_training_bench
 from stages import DATA, MODELS, command, say
 

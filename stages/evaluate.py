@@ -9,7 +9,7 @@ import typer
 from pipeline import checkpoint
 from pipeline.evaluate import confusion_rows, evaluate_model
 from pipeline.params import MODEL_SECTIONS, load_params
-from pipeline.runner import load_data
+from pipeline.jobs import load_data
 from stages import DATA, MODELS, RESULTS, command, model_path
 
 

@@ -10,7 +10,7 @@ from pipeline import checkpoint
 from pipeline.errors import KdpipeError
 from pipeline.export import export_student
 from pipeline.params import load_params
-from pipeline.runner import load_data
+from pipeline.jobs import load_data
 from stages import DATA, MODELS, RESULTS, command
 
 
