@@ -21,6 +21,7 @@ import hashlib
 import io
 import os
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,15 +126,20 @@ def clean_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _plain(v: Any) -> Any:
-    """weights_only-safe copy of a value: tensors on CPU, tuples as lists, Paths as strings."""
+    """weights_only-safe copy of a value: tensors on CPU, tuples as lists, Paths as strings.
+
+    Strings are interned: pickle writes a string once and then refers back to it by object identity, so
+    equal strings must be one object for equal artifacts to be equal bytes (a resumed run reads its
+    metric names back from last.pt as new objects).
+    """
     if torch.is_tensor(v):
         return v.detach().cpu().clone()
     if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
+        return {sys.intern(str(k)): _plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
-    if isinstance(v, Path):
-        return str(v)
+    if isinstance(v, (str, Path)):
+        return sys.intern(str(v))
     return v
 
 
@@ -153,10 +159,10 @@ def make_artifact(model: nn.Module | None = None, *, kind: str, name: str, param
         fields.update(num_classes=int(fields["num_classes"]), in_channels=int(fields["in_channels"]),
                       input_size=int(fields["input_size"]), mean=[float(m) for m in fields["mean"]],
                       std=[float(s) for s in fields["std"]], arch_kwargs=dict(fields["arch_kwargs"]))
-    sd = clean_state_dict(model) if model is not None else {k: v.detach().cpu().clone() for k, v in (state_dict or {}).items()}
+    sd = clean_state_dict(model) if model is not None else state_dict or {}
     nums = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith("time/")}
-    return {"format": ARTIFACT_FORMAT, "kdpipe_version": __version__, "kind": kind, "name": name,
-            **{k: _plain(v) for k, v in fields.items()}, "params": _plain(params), "metrics": nums, "state_dict": sd}
+    return _plain({"format": ARTIFACT_FORMAT, "kdpipe_version": __version__, "kind": kind, "name": name, **fields,
+                   "params": params, "metrics": nums, "state_dict": sd})
 
 
 def load_artifact(path: str | Path, kinds: Iterable[str] | None = None) -> dict:
