@@ -110,7 +110,7 @@ def load(path: str | Path, what: str = "file") -> Any:
         raise KdpipeError(f"{path}: {what} not found; run the stage that produces it first (dvc repro)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
+    except Exception as e:
         raise KdpipeError(f"{path}: not a readable {what} ({type(e).__name__}); delete it and re-run its stage") from None
 
 

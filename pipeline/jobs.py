@@ -198,7 +198,7 @@ def run_job(job: Job, base: BaseParams, data: dict, paths: RunPaths,
     facts, cls = data_facts(data), REGISTRY[job.method]
     make = None
     if job.arch is not None:
-        make = lambda: create_model(job.arch, facts["num_classes"], facts["in_channels"], **job.arch_kwargs)  # noqa: E731
+        make = lambda: create_model(job.arch, facts["num_classes"], facts["in_channels"], **job.arch_kwargs)
     student = make() if make else None  # before the teachers: the student's initialisation depends on the seed alone
     teachers = OnlineTeachers([load_teacher(t, data) for t in job.teachers]) if job.teachers else None
     source = _source(job, teachers, data, device)

@@ -118,7 +118,7 @@ def _try_resume(path: Path | None, fingerprint: str, method, opt, sched, scaler)
         return 0, []
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a corrupt state file is discarded, not fatal
+    except Exception:
         log.warning("%s is unreadable; starting from scratch", path)
         return 0, []
     if state.get("fingerprint") != fingerprint:

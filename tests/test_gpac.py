@@ -12,13 +12,13 @@ import yaml
 from pipeline import checkpoint
 from pipeline.data import prepare
 from pipeline.errors import KdpipeError
+from pipeline.jobs import RunPaths, knowledge_job, make_loader, run_job
+from pipeline.knowledge.probes import ProbesParams, choose, load_probes, probe_layers
 from pipeline.losses.at import at_loss
 from pipeline.losses.gpac import beta_at, corrector_rho, gpac_kl, instruction_weights, teacher_kl
 from pipeline.losses.kd import kd_kl, kl_to_target
 from pipeline.methods import REGISTRY, Context, build_method
 from pipeline.models import create_model
-from pipeline.jobs import RunPaths, knowledge_job, make_loader, run_job
-from pipeline.knowledge.probes import ProbesParams, choose, load_probes, probe_layers
 from pipeline.params import BaseParams, DataParams, OptimParams
 from pipeline.sources import OnlineTeachers
 from pipeline.train import Loaders, fit

@@ -58,7 +58,7 @@ def _batch(num_classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor,
 
 def _context(name: str, teachers: int, classes: int, with_source: bool = True) -> Context:
     torch.manual_seed(0)
-    make = lambda: create_model("resnet8", classes, 1)  # noqa: E731
+    make = lambda: create_model("resnet8", classes, 1)
     source = OnlineTeachers([make() for _ in range(teachers)]) if with_source else None
     ctx = Context(student=make(), source=source, num_classes=classes, in_channels=1, input_size=SIZE, epochs=2,
                   make_student=make)
@@ -152,7 +152,7 @@ def test_methods_without_teachers_run_without_a_source(name: str) -> None:
 
 
 def test_cached_targets_equal_online_teacher_outputs() -> None:
-    from pipeline.data import DeviceLoader
+    from pipeline.jobs import make_loader
     from stages.infer_targets import compute_targets
 
     torch.manual_seed(0)
@@ -160,7 +160,8 @@ def test_cached_targets_equal_online_teacher_outputs() -> None:
     data = {"train_x": torch.randint(0, 256, (20, 1, SIZE, SIZE), dtype=torch.uint8, generator=g),
             "train_y": torch.randint(0, 4, (20,), generator=g),
             "val_x": torch.randint(0, 256, (6, 1, SIZE, SIZE), dtype=torch.uint8, generator=g),
-            "val_y": torch.randint(0, 4, (6,), generator=g), "mean": [0.5], "std": [0.25], "class_names": list("abcd")}
+            "val_y": torch.randint(0, 4, (6,), generator=g), "mean": [0.5], "std": [0.25], "class_names": list("abcd"),
+            "pad": 0, "flip": False}
     teachers = [create_model("resnet8", 4, 1) for _ in range(2)]
     for t in teachers:  # non-trivial BN statistics, so eval mode matters
         t.train()(torch.randn(16, 1, SIZE, SIZE) * 2 + 1)
@@ -168,7 +169,7 @@ def test_cached_targets_equal_online_teacher_outputs() -> None:
     assert tables[0]["train"].shape == (20, 4) and tables[0]["val"].shape == (6, 4)
     assert tables[0]["train"].dtype == torch.float32
     cached, online = CachedLogits(torch.stack([tb["train"] for tb in tables])), OnlineTeachers(teachers)
-    loader = DeviceLoader(data["train_x"], data["train_y"], data["mean"], data["std"], batch_size=5, shuffle=True, augment=False)
+    loader = make_loader(data, "train", batch_size=5, train=True)
     for batch in loader:  # shuffled order: the lookup by idx must still match
         torch.testing.assert_close(cached.logits(batch), online.logits(batch), atol=1e-5, rtol=1e-5)
 

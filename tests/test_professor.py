@@ -11,12 +11,20 @@ import torch.nn as nn
 import yaml
 
 from pipeline import checkpoint
-from pipeline.errors import KdpipeError
 from pipeline.config import to_dict
+from pipeline.errors import KdpipeError
 from pipeline.evaluate import infer
 from pipeline.jobs import make_loader
-from pipeline.knowledge.professor import (ProfessorNet, ProfessorParams, ProfessorSource, load_professor, refine_splits,
-                                          refined_source, target_metrics, targets_file)
+from pipeline.knowledge.professor import (
+    ProfessorNet,
+    ProfessorParams,
+    ProfessorSource,
+    load_professor,
+    refine_splits,
+    refined_source,
+    target_metrics,
+    targets_file,
+)
 from pipeline.losses import professor as L
 from pipeline.losses.kd import kd_kl
 from pipeline.methods import REGISTRY, Context, build_method

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.data import DeviceLoader
 from pipeline.errors import KdpipeError
+from pipeline.jobs import make_loader
 from pipeline.methods import REGISTRY, Context, build_method
 from pipeline.models import create_model
 from pipeline.params import OptimParams
@@ -17,8 +17,8 @@ OPT = OptimParams(epochs=3, batch_size=64, lr=0.05)
 def setup(d, seed=0):
     torch.manual_seed(seed)
     method = build_method("ce", Context(student=create_model("resnet8", 4, 1)), REGISTRY["ce"].Params())
-    tr = DeviceLoader(d["train_x"], d["train_y"], d["mean"], d["std"], batch_size=64, shuffle=True, augment=True, pad=2, seed=seed)
-    va = DeviceLoader(d["val_x"], d["val_y"], d["mean"], d["std"], batch_size=256)
+    tr = make_loader(d, "train", batch_size=64, train=True, seed=seed, augment=True)  # the data's pad = 2, no flip
+    va = make_loader(d, "val", batch_size=256)
     return method, Loaders(tr, va)
 
 

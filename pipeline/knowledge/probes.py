@@ -138,7 +138,9 @@ def probe_metrics(result: dict) -> dict:
 
 def plot_heatmap(result: dict, path: str | Path) -> None:
     """teachers × layers heat map with each probe's accuracy written in its cell; chosen cells boxed."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg canvas, no pyplot: no global backend state
+    from matplotlib.backends.backend_agg import (
+        FigureCanvasAgg,  # Agg canvas, no pyplot: no global backend state
+    )
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 

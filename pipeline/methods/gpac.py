@@ -8,17 +8,17 @@ import torch.nn.functional as F
 
 from pipeline.config import bounded
 from pipeline.errors import KdpipeError
+from pipeline.knowledge.probes import load_probes
 from pipeline.losses.at import at_loss
 from pipeline.losses.gpac import beta_at, gpac_kl
 from pipeline.methods import Method, register_method
-from pipeline.knowledge.probes import load_probes
 
 log = logging.getLogger(__name__)
 
 
 @register_method("gpac")
 class GPAC(Method):
-    """L = CE(z_s, y) + α·L_MT + β(e)·Σ_l L_AT(F_s^l, F_{T_k*(l)}^l)   (methods.md §3.3; every piece [GUESS]).
+    """L = CE(z_s, y) + α·L_MT + β(e)·Σ_l L_AT(F_s^l, F_{T_k*(l)}^l)   (every piece [GUESS]).
 
     L_MT is `pipeline.losses.gpac.gpac_kl` (KL-based teacher weights + corrector); L_AT the code form of
     attention transfer (`pipeline.losses.at.at_loss`, spatial sizes pooled to the smaller map); β(e) is
@@ -39,12 +39,12 @@ class GPAC(Method):
 
     @dataclass(frozen=True)
     class Params:
-        alpha: float = bounded(1.0, ge=0)  # weight of the adaptive multi-teacher KL L_MT; 0 switches it off (§3.3 α=1)
-        temperature: float = bounded(4.0, gt=0)  # softmax temperature τ of L_MT (§3.5 default, yardstick τ=4)
-        t_w: float = bounded(1.0, gt=0)  # temperature of the instruction weights softmax_k(−KL_k/t_w) (§3.5 [GUESS])
-        rho_max: float = bounded(0.2, ge=0, le=1)  # corrector strength: the farthest teacher's target mixes in ρ_max of the student (§3.5 [GUESS])
-        beta_levels: list[float] = bounded([1000.0, 500.0, 100.0], ge=0)  # β(e) per interval (§3.3 [GUESS]; AT's β=1000)
-        beta_breakpoints: list[float] = bounded([150 / 240, 210 / 240], ge=0, le=1)  # interval ends as fractions of the epochs, rounded to whole epochs (§3.3: 150, 210 of 240)
+        alpha: float = bounded(1.0, ge=0)  # weight of the adaptive multi-teacher KL L_MT; 0 switches it off (α=1)
+        temperature: float = bounded(4.0, gt=0)  # softmax temperature τ of L_MT (default, yardstick τ=4)
+        t_w: float = bounded(1.0, gt=0)  # temperature of the instruction weights softmax_k(−KL_k/t_w) ([GUESS])
+        rho_max: float = bounded(0.2, ge=0, le=1)  # corrector strength: the farthest teacher's target mixes in ρ_max of the student ([GUESS])
+        beta_levels: list[float] = bounded([1000.0, 500.0, 100.0], ge=0)  # β(e) per interval ([GUESS]; AT's β=1000)
+        beta_breakpoints: list[float] = bounded([150 / 240, 210 / 240], ge=0, le=1)  # interval ends as fractions of the epochs, rounded to whole epochs (the paper: 150, 210 of 240)
         use_probe: bool = True  # False: teacher 0 for every layer instead of the probe choice (ablation)
         use_weights: bool = True  # False: uniform teacher weights 1/K (ablation)
         use_corrector: bool = True  # False: ρ = 0, targets are the teachers' own (ablation)

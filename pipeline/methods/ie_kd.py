@@ -37,9 +37,9 @@ class IEKD(Method):
     - Spatial sizes: if the student factor and F_T differ, the larger is average-pooled to the
       smaller (as for AT).
     - L_goal = CE, or Hinton KD (1 − α)·CE + α·T²·KL over all teachers when kd_alpha = α > 0
-      (IE-KD(KD), spec §4.5 [GUESS]); with λ_inh = λ_exp = 0 the loss is exactly `ce`'s
+      (IE-KD(KD) [GUESS]); with λ_inh = λ_exp = 0 the loss is exactly `ce`'s
       (kd_alpha 0) or `kd`'s (kd_alpha > 0).
-    - λ_inh = λ_exp = 500 [GUESS, spec §4.6]: the official config's 1 is inert for a mean-reduced
+    - λ_inh = λ_exp = 500 [GUESS]: the official config's 1 is inert for a mean-reduced
       ℓ1 of unit vectors (D₁ ≤ 2/√d ≈ 0.04); 500 is official FT's β for the identical loss.
       λ_exp = 0 gives the FT-like inheritance-only control.
     """
@@ -50,14 +50,14 @@ class IEKD(Method):
 
     @dataclass(frozen=True)
     class Params:
-        lambda_inh: float = bounded(500.0, ge=0)  # weight of L_inh = D₁(F_inh, F_T); [GUESS] spec §4.6 (official FT's β = 500)
-        lambda_exp: float = bounded(500.0, ge=0)  # weight of L_exp; 0 = inheritance-only control; [GUESS] spec §4.6
+        lambda_inh: float = bounded(500.0, ge=0)  # weight of L_inh = D₁(F_inh, F_T); [GUESS] (official FT's β = 500)
+        lambda_exp: float = bounded(500.0, ge=0)  # weight of L_exp; 0 = inheritance-only control; [GUESS]
         exploration: Literal["l1", "cos"] = "l1"  # L_exp form: l1 = −D₁ (spec default) | cos = mean |cos| (code's ablation; ~20× larger than D₁, so lower λ_exp)
-        split: float = bounded(0.5, gt=0, lt=1)  # fraction of the student's last-stage channels that inherit (spec §4.6: 50/50)
+        split: float = bounded(0.5, gt=0, lt=1)  # fraction of the student's last-stage channels that inherit (the paper: 50/50)
         divide: Literal["natural", "random"] = "natural"  # natural = first channels inherit | random = fixed permutation
         divide_seed: int = bounded(0, ge=0)  # seed of the random permutation (divide: random)
         kd_alpha: float = bounded(0.0, ge=0, le=1)  # α of Hinton KD in L_goal = (1 − α)·CE + α·T²·KL; 0 = CE only (spec), 0.9 = IE-KD(KD)
-        temperature: float = bounded(4.0, gt=0)  # KD temperature T (kd_alpha > 0 only; spec §4.5: 4)
+        temperature: float = bounded(4.0, gt=0)  # KD temperature T (kd_alpha > 0 only; the spec: 4)
         aggregate: str = "mean_prob"  # multi-teacher KD rule (pipeline.losses.multi_teacher.RULES); kd_alpha > 0 only
 
     def __init__(self, ctx: Context, p: Params) -> None:

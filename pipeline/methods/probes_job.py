@@ -13,7 +13,14 @@ import torch.nn.functional as F
 
 from pipeline import checkpoint
 from pipeline.errors import KdpipeError
-from pipeline.knowledge.probes import ProbeNet, ProbesParams, choose, probe_accuracy, probe_layers, probe_metrics
+from pipeline.knowledge.probes import (
+    ProbeNet,
+    ProbesParams,
+    choose,
+    probe_accuracy,
+    probe_layers,
+    probe_metrics,
+)
 from pipeline.methods import Context, Method, Outputs, register_method
 
 log = logging.getLogger(__name__)

@@ -48,7 +48,7 @@ class ProfessorKD(Method):
                                                         w·KL(p_T‖p_S) + (1−w)·KL(p_P‖p_S) (losses.professor.mix_logits);
                                                         for dkd it is DKD on the mixed target (our choice)
       curriculum  z_t for epochs < round(switch_fraction·epochs), z_P after   S2' [GUESS]
-    (methods.md §1.5, all [GUESS]). With K teachers, professor k refines teacher k and the base method's
+    (all [GUESS]). With K teachers, professor k refines teacher k and the base method's
     multi-teacher rule aggregates as usual. Targets follow the student's `targets`: online runs teacher +
     professor on the augmented batch (labels from the batch); cached reads models/knowledge/professor/<T>.targets.pt.
 
@@ -63,9 +63,9 @@ class ProfessorKD(Method):
 
     @dataclass(frozen=True)
     class Params:
-        strategy: Literal["replace", "joint", "curriculum"] = "replace"  # how teacher and professor are used [GUESS §1.5]
-        joint_weight: float = bounded(0.5, ge=0, le=1)  # joint: w, the teacher's share of the mixed target; 1 − w is the professor's [GUESS §1.5]
-        switch_fraction: float = bounded(0.5, ge=0, le=1)  # curriculum: fraction of the epochs taught by the teacher before the professor [GUESS §1.5]
+        strategy: Literal["replace", "joint", "curriculum"] = "replace"  # how teacher and professor are used [GUESS]
+        joint_weight: float = bounded(0.5, ge=0, le=1)  # joint: w, the teacher's share of the mixed target; 1 − w is the professor's [GUESS]
+        switch_fraction: float = bounded(0.5, ge=0, le=1)  # curriculum: fraction of the epochs taught by the teacher before the professor [GUESS]
         base: str = "kd"  # the logit-based method that consumes the targets (kd, dkd, ...)
         base_args: dict[str, Any] = field(default_factory=dict)  # the base method's params block (e.g. {temperature: 4, alpha: 0.9})
 

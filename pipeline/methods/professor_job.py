@@ -19,7 +19,14 @@ import torch.nn.functional as F
 
 from pipeline import checkpoint
 from pipeline.errors import KdpipeError
-from pipeline.knowledge.professor import ProfessorNet, ProfessorParams, ProfessorSource, mlp, refine_splits, target_metrics
+from pipeline.knowledge.professor import (
+    ProfessorNet,
+    ProfessorParams,
+    ProfessorSource,
+    mlp,
+    refine_splits,
+    target_metrics,
+)
 from pipeline.losses import professor as L
 from pipeline.methods import Context, Method, Outputs, register_method
 
