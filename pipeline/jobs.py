@@ -199,9 +199,11 @@ def run_job(job: Job, base: BaseParams, data: dict, paths: RunPaths,
     make = None
     if job.arch is not None:
         make = lambda: create_model(job.arch, facts["num_classes"], facts["in_channels"], **job.arch_kwargs)
-    student = make() if make else None  # before the teachers: the student's initialisation depends on the seed alone
+    # the order of these draws from the seeded RNG is part of a run's identity: teachers (their construction
+    # draws init values before their weights are loaded), then the student, then the method's own modules
     teachers = OnlineTeachers([load_teacher(t, data) for t in job.teachers]) if job.teachers else None
     source = _source(job, teachers, data, device)
+    student = make() if make else None
     cl = device.type == "cuda" and job.optim.channels_last
     train = make_loader(data, "train", batch_size=job.optim.batch_size, device=device, train=True, seed=seed, rank=rank,
                         world=world, channels_last=cl, augment=job.augment)
