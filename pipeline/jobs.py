@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 import torch
 
 from pipeline import checkpoint
-from pipeline.codefiles import code_files
+from pipeline.codefiles import ROOT, code_files
 from pipeline.config import to_dict
 from pipeline.data import DeviceLoader
 from pipeline.errors import KdpipeError
@@ -178,7 +178,7 @@ def fingerprint(job: Job, base: BaseParams, data: dict, files: list[str]) -> str
     the files it reads (teachers, cached targets, used knowledge) and of the code it runs (`code_files`)."""
     code = hashlib.sha256()
     for f in code_files(job.method, job.args):
-        code.update(f.encode() + b"\0" + (Path(__file__).resolve().parents[1] / f).read_bytes())
+        code.update(f.encode() + b"\0" + (ROOT / f).read_bytes())
     parts = [job.kind, job.params, base.seed, job.seed, data_digest(data), files, code.hexdigest()]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -216,21 +216,27 @@ def run_job(job: Job, base: BaseParams, data: dict, paths: RunPaths,
     tracker = tracker_factory(paths.metrics_dir) if tracker_factory and paths.metrics_dir and is_main() else None
     result = fit(method, Loaders(train, val if val is not None and len(data["val_y"]) else None), job.optim, tracker, device,
                  paths.state, fingerprint(job, base, data, files), desc=f"{job.kind} {job.name}")
-    metrics: dict = dict(result.final)
-    if is_main():
-        if cls.job:
-            out = method.outputs(lambda s: make_loader(data, s, batch_size=EVAL_BATCH, device=device), result.final)
-            metrics = out.metrics
-            checkpoint.save(checkpoint.make_artifact(kind=job.kind, name=job.name, params=job.params, metrics=_flat(metrics),
-                                                     class_names=list(data["class_names"]), **out.fields), paths.artifact)
-            for suffix, obj in out.extras.items():  # next to the artifact, tied to it by its hash
-                extra = obj | {f"{job.kind}_sha256": checkpoint.sha256(paths.artifact)}
-                checkpoint.save(extra, paths.artifact.with_name(f"{paths.artifact.stem}{suffix}.pt"))
-        for suffix, net in method.exported().items():
-            art = checkpoint.make_artifact(net, kind=job.kind, name=job.name + suffix, arch=job.arch, arch_kwargs=job.arch_kwargs,
-                                           mean=data["mean"], std=data["std"], class_names=data["class_names"],
-                                           params=job.params, metrics=result.final, **facts)
-            checkpoint.save(art, paths.artifact if not suffix else paths.artifact.with_name(f"{paths.artifact.stem}{suffix}.pt"))
-        if tracker is not None:
-            tracker.close({"resumed_from_epoch": result.resumed_from})
+    metrics = _save(job, method, result.final, data, paths.artifact, device) if is_main() else dict(result.final)
+    if tracker is not None:
+        tracker.close({"resumed_from_epoch": result.resumed_from})
     return JobResult(fit=result, metrics=metrics, artifact=paths.artifact)
+
+
+def _save(job: Job, method: Any, final: dict, data: dict, artifact: Path, device: torch.device) -> dict:
+    """Write the job's ONE artifact (and a knowledge job's extra files next to it); returns the job's metrics."""
+    def beside(suffix: str) -> Path:
+        return artifact.with_name(f"{artifact.stem}{suffix}.pt") if suffix else artifact
+
+    if not REGISTRY[job.method].job:
+        for suffix, net in method.exported().items():  # DML peers: <name>_peer1.pt next to <name>.pt
+            checkpoint.save(checkpoint.make_artifact(net, kind=job.kind, name=job.name + suffix, arch=job.arch,
+                                                     arch_kwargs=job.arch_kwargs, mean=data["mean"], std=data["std"],
+                                                     class_names=data["class_names"], params=job.params, metrics=final,
+                                                     **data_facts(data)), beside(suffix))
+        return dict(final)
+    out = method.outputs(lambda s: make_loader(data, s, batch_size=EVAL_BATCH, device=device), final)
+    checkpoint.save(checkpoint.make_artifact(kind=job.kind, name=job.name, params=job.params, metrics=_flat(out.metrics),
+                                             class_names=list(data["class_names"]), **out.fields), artifact)
+    for suffix, obj in out.extras.items():  # tied to the artifact by its hash
+        checkpoint.save(obj | {f"{job.kind}_sha256": checkpoint.sha256(artifact)}, beside(suffix))
+    return out.metrics

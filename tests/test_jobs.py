@@ -84,3 +84,12 @@ def test_a_teacher_of_another_arch_under_the_right_name_is_one_line(tiny_data, m
 def test_a_knowledge_job_is_no_student_method():
     with pytest.raises(KdpipeError, match="'factor_job' is not a student method"):
         model_job("s", "student", ModelParams(arch="resnet8", method="factor_job"))
+
+
+def test_layering_knowledge_and_methods_never_import_the_runner_or_params():
+    from pipeline.codefiles import module_closure
+
+    low = module_closure(["pipeline.knowledge.professor", "pipeline.knowledge.probes", "pipeline.knowledge.factor"])
+    assert not [f for f in low if f.startswith(("pipeline/methods", "pipeline/jobs", "pipeline/params", "pipeline/train"))], low
+    methods = module_closure(["pipeline.methods", *sorted({c.__module__ for c in REGISTRY.values()})])
+    assert not {"pipeline/params.py", "pipeline/jobs.py", "pipeline/train.py"} & set(methods)
