@@ -52,7 +52,7 @@ def test_missing_corrupt_and_foreign_files(tmp_path):
     with pytest.raises(KdpipeError, match="not a readable"):
         checkpoint.load_model(tmp_path / "bad.pt")
     checkpoint.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(KdpipeError, match="not a kdpipe artifact"):
+    with pytest.raises(KdpipeError, match="not a kdpipe model artifact"):
         checkpoint.load_model(tmp_path / "other.pt")
 
 
