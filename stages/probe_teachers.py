@@ -11,6 +11,7 @@ from pipeline.errors import KdpipeError
 from pipeline.jobs import RunPaths, knowledge_job, load_data, run_job
 from pipeline.knowledge.probes import ProbesParams, load_probes, plot_heatmap
 from pipeline.params import load_params, section
+from pipeline.runtime import is_main
 from pipeline.tracking import LiveTracker
 from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, say
 from stages._layout import teacher_refs
@@ -30,7 +31,8 @@ def probe_teachers(params: Path = typer.Option(Path("params.yaml"), help="params
     out = RESULTS / "probe-teachers"
     paths = RunPaths(KNOWLEDGE / "probes.pt", STATE / "probes" / "last.pt", out / "train")  # per-epoch probe losses
     res = run_job(knowledge_job("probes_job", "probes", pp, teacher_refs(p, names)), p.base, load_data(DATA), paths, LiveTracker)
-    checkpoint.atomic_write_text(out / "metrics.json", json.dumps(res.metrics, indent=2) + "\n")
-    table = load_probes(res.artifact)
-    plot_heatmap(table, out / "heatmap.png")
-    say("probe-teachers: " + ", ".join(f"stage[{l}]={names[c]}" for l, c in zip(table["layers"], table["choice"])))
+    if is_main():  # under torchrun only rank 0 writes (and has measured the probes)
+        checkpoint.atomic_write_text(out / "metrics.json", json.dumps(res.metrics, indent=2) + "\n")
+        table = load_probes(res.artifact)
+        plot_heatmap(table, out / "heatmap.png")
+        say("probe-teachers: " + ", ".join(f"stage[{l}]={names[c]}" for l, c in zip(table["layers"], table["choice"])))

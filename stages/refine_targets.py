@@ -10,6 +10,7 @@ from pipeline import checkpoint
 from pipeline.jobs import RunPaths, knowledge_job, load_data, run_job
 from pipeline.knowledge.professor import ProfessorParams
 from pipeline.params import load_params, section
+from pipeline.runtime import is_main
 from pipeline.tracking import LiveTracker
 from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, say
 from stages._layout import teacher_refs
@@ -30,6 +31,8 @@ def refine_targets(teacher: str = typer.Argument(..., help="teacher name (a key 
     out = RESULTS / "refine-targets" / key
     res = run_job(job, p.base, load_data(DATA), RunPaths(professor_path(teacher), STATE / "professor" / key / "last.pt", out),
                   LiveTracker)
+    if not is_main():  # under torchrun only rank 0 writes (and has measured the refined targets)
+        return
     summary = res.metrics | {"resumed_from_epoch": res.fit.resumed_from}
     checkpoint.atomic_write_text(out / "metrics.json", json.dumps(summary, indent=4) + "\n")  # replaces dvclive's summary
     m, nan = summary.get("val", {}), float("nan")

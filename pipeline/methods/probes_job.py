@@ -44,6 +44,7 @@ class ProbeTrainer(Method):
         self.__dict__["shas"] = list(ctx.assets.get("teacher_sha256") or [""] * len(teachers))
         layers = probe_layers([len(t.stage_channels) for t in teachers], p.stages)
         self.student = ProbeNet(self.source, layers, ctx.num_classes, p.pool, p.pool_size)
+        self.n_layers = len(layers)  # kept here: under DDP `student` is a wrapper without `layers`
 
     def ddp_modules(self) -> list[str]:
         return ["student"]
@@ -52,7 +53,7 @@ class ProbeTrainer(Method):
         x, y, _ = batch
         z = self.student(x, every=True)  # (P, B, C)
         ce = F.cross_entropy(z.float().flatten(0, 1), y.repeat(z.shape[0]), reduction="none").view(z.shape[:2]).mean(1)
-        n = len(self.student.layers)
+        n = self.n_layers
         parts = {f"ce_{self.names[i // n]}_l{i % n}": ce[i] for i in range(len(ce))}
         return {"loss": ce.sum(), "logits": z.detach().mean(0), **parts}
 
