@@ -171,7 +171,8 @@ def load_artifact(path: str | Path, kinds: Iterable[str] | None = None) -> dict:
     noun = "model " if set(kinds) <= set(MODEL_KINDS) else "" if kinds == KINDS else "/".join(kinds) + " "
     art = load(path, f"kdpipe {noun}artifact")
     if not isinstance(art, dict) or art.get("format") != ARTIFACT_FORMAT:
-        raise KdpipeError(f"{path}: not a kdpipe {noun}artifact (no '{ARTIFACT_FORMAT}' format tag); re-run the stage that writes it")
+        raise KdpipeError(f"{path}: not a kdpipe {noun}artifact (no '{ARTIFACT_FORMAT}' format tag); "
+                          "re-run the stage that writes it")
     if art.get("kind") not in kinds:
         raise KdpipeError(f"{path}: is a {art.get('kind')!r} artifact, expected {' or '.join(kinds)}; check the path")
     return art

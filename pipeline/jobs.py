@@ -152,7 +152,8 @@ def _source(job: Job, teachers: OnlineTeachers | None, data: dict, device: torch
     cls = REGISTRY[job.method]
     if job.targets is not None:
         if job.augment and (data["pad"] > 0 or data["flip"]) and not job.cached_with_augment:
-            raise KdpipeError("cached targets were computed on un-augmented images; set augment: false, or cached_with_augment: true to accept it")
+            raise KdpipeError("cached targets were computed on un-augmented images; set augment: false, "
+                              "or cached_with_augment: true to accept it")
         if cls.needs_features:
             raise KdpipeError(f"method {job.method!r} needs teacher features, which are not cached; set targets: online")
         tables = [checkpoint.load(p, "cached targets")["train"] for p in job.targets]
@@ -196,9 +197,10 @@ def run_job(job: Job, base: BaseParams, data: dict, paths: RunPaths,
     seed = base.seed + job.seed
     device, rank, world = prepare(base.device, base.threads, seed)
     facts, cls = data_facts(data), REGISTRY[job.method]
-    make = None
-    if job.arch is not None:
-        make = lambda: create_model(job.arch, facts["num_classes"], facts["in_channels"], **job.arch_kwargs)
+    def make_student() -> torch.nn.Module:  # a fresh student (DML peers ask for more)
+        return create_model(job.arch, facts["num_classes"], facts["in_channels"], **job.arch_kwargs)
+
+    make = make_student if job.arch is not None else None
     # the order of these draws from the seeded RNG is part of a run's identity: teachers (their construction
     # draws init values before their weights are loaded), then the student, then the method's own modules
     teachers = OnlineTeachers([load_teacher(t, data) for t in job.teachers]) if job.teachers else None

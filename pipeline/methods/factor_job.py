@@ -54,7 +54,8 @@ class FactorTrainer(Method):
 
     def outputs(self, loader: Callable[[str], Iterable], final: dict) -> Outputs:
         ae = getattr(self.student, "module", self.student)
-        metrics = {"train/rec": final.get("train/rec", float("nan")), "teacher_val_acc": final.get("val/teacher_acc", float("nan")),
+        nan = float("nan")
+        metrics = {"train/rec": final.get("train/rec", nan), "teacher_val_acc": final.get("val/teacher_acc", nan),
                    "epochs": float(self.p.epochs)}
         if "val/rec" in final:
             metrics["val/rec"] = final["val/rec"]

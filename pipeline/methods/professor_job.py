@@ -59,9 +59,11 @@ class ProfessorTrainer(Method):
     def __init__(self, ctx: Context, p: ProfessorParams) -> None:
         super().__init__(ctx, p)
         if ctx.train_size % p.batch_size == 1:
-            raise KdpipeError(f"professor.batch_size={p.batch_size} leaves a last batch of 1 sample, which batch norm cannot train on; change it")
+            raise KdpipeError(f"professor.batch_size={p.batch_size} leaves a last batch of 1 sample, "
+                              "which batch norm cannot train on; change it")
         if self.source.num_teachers != 1:
-            raise KdpipeError(f"a professor refines one teacher, got {self.source.num_teachers}; run refine-targets once per teacher")
+            raise KdpipeError(f"a professor refines one teacher, got {self.source.num_teachers}; "
+                              "run refine-targets once per teacher")
         c = ctx.num_classes
         self.student = ctx.student if ctx.student is not None else ProfessorNet(c, p)
         self.d_z = mlp([p.latent_dim, *p.latent_disc_hidden, 1], nn.ReLU(), True)
@@ -98,7 +100,9 @@ class ProfessorTrainer(Method):
                          "train": {k.removeprefix("train/"): v for k, v in final.items() if k.startswith("train/")}}
         for s in ("train", "val"):
             if len(tables[s]):
-                summary.setdefault(s, {}).update(target_metrics(tables[s], tables[f"teacher_{s}"], tables[f"y_{s}"], self.p.temperature))
+                m = target_metrics(tables[s], tables[f"teacher_{s}"], tables[f"y_{s}"], self.p.temperature)
+                summary.setdefault(s, {}).update(m)
         targets = {"train": tables["train"], "val": tables["val"], "teacher": name, "teacher_sha256": sha, "augmented": False}
-        fields = {"num_classes": net.num_classes, "teacher": name, "teacher_sha256": sha, "state_dict": checkpoint.clean_state_dict(net)}
+        fields = {"num_classes": net.num_classes, "teacher": name, "teacher_sha256": sha,
+                  "state_dict": checkpoint.clean_state_dict(net)}
         return Outputs(fields=fields, metrics=summary, extras={".targets": targets})
