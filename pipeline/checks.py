@@ -94,6 +94,15 @@ def _sections(raw: dict, problems: list[str]) -> dict[str, Any]:
         except KdpipeError as e:
             problems.append(str(e))
             out[key] = parse(None, key)
+    from pipeline.knowledge.factor import FactorParams
+    from pipeline.knowledge.probes import ProbesParams
+    from pipeline.knowledge.professor import ProfessorParams
+
+    for key, cls in (("professor", ProfessorParams), ("probes", ProbesParams), ("factor", FactorParams)):
+        try:  # the knowledge stages parse their section again; checking it here lists its problems up front
+            from_dict(cls, raw.get(key), key)
+        except KdpipeError as e:
+            problems.append(str(e))
     if raw.get("select") is not None:
         try:
             out["select"] = from_dict(SelectParams, raw["select"], "select")

@@ -15,6 +15,7 @@ import ast
 import hashlib
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 ROOT = (
     Path(__file__).resolve().parents[1]
@@ -65,6 +66,18 @@ def method_module(method: str) -> str:
     from pipeline.methods import REGISTRY
 
     return REGISTRY[method].__module__
+
+
+def code_files(method: str, params: Any = None) -> list[str]:
+    """The source files a training job of `method` runs: the job runner, the loop, the registry, the method's
+    module and those of the methods it runs (`Method.uses(params)`, e.g. the professor's base method).
+
+    The training fingerprint hashes them (a resumed state is continued only by the same code) and dvc.yaml
+    lists them as deps; editing report.py, bench.py or another method changes neither."""
+    from pipeline.methods import REGISTRY
+
+    names = [method] + (REGISTRY[method].uses(params) if params is not None else [])
+    return closure(["pipeline.jobs", "pipeline.train", "pipeline.methods", *(method_module(n) for n in names)])
 
 
 def digest(files: list[str]) -> str:

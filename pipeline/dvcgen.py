@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from pipeline.codedeps import ROOT, closure, method_module
+from pipeline.codedeps import ROOT, closure, code_files
 from pipeline.params import EXTRA_SECTIONS, ModelParams, Params, model_ref
 
 HEADER = (
@@ -92,15 +92,12 @@ def _stage(cmd: str, deps: list[str], params: list[Any], outs: list[Any], **extr
 def _knowledge_deps(spec: ModelParams, paths: Paths) -> list[str]:
     """Files a student's method reads besides its teachers: cached targets, professor, probes, factor."""
     method, deps = spec.method, []
-    base = getattr(spec.args, "base", None)
     if spec.targets == "cached":
         deps += [paths.knowledge("targets", t) for t in spec.teachers]
     if method == "professor":
         deps += [paths.knowledge("professor", t) for t in spec.teachers]
         if spec.targets == "cached":
             deps += [paths.knowledge("professor_targets", t) for t in spec.teachers]
-        if base:
-            deps += _code(method_module(base))
     if method == "gpac" and getattr(spec.args, "use_probe", False):
         deps.append(paths.knowledge("probes"))
     if method == "ie_kd":
@@ -120,7 +117,8 @@ def model_stage(section: str, name: str, spec: ModelParams, paths: Paths, raw: d
     teacherish = section in ("teachers", "patriarchs")
     command = "train-teacher" if teacherish else "distill"
     opt = f" --section {section}" if section not in ("teachers", "students") else ""
-    deps = [paths.data, CHECKED, *_code(f"stages.{command.replace('-', '_')}", method_module(spec.method))]
+    stage_code = closure([f"stages.{command.replace('-', '_')}"]) + code_files(spec.method, spec.args)
+    deps = [paths.data, CHECKED, *compact(sorted(set(stage_code)))]
     deps += _teacher_deps(spec, paths) + _knowledge_deps(spec, paths)
     if spec.arch == "selected":
         deps.append(SELECTED)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline.data import DeviceLoader
+from pipeline.data.loaders import DeviceLoader
 from pipeline.methods import REGISTRY, Context, build_method
 from pipeline.models import create_model
 from pipeline.params import OptimParams

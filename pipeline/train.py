@@ -1,8 +1,10 @@
-"""`fit`: the only training loop. Teachers, students, the professor and probes all train here.
+"""`fit`: the only training loop. Teachers, students, the professor, probes and factors all train here.
 
-The method owns what one step computes (`method(batch, epoch)` -> dict with "loss" and "logits");
-the loop owns the optimizer, schedule, device, mixed precision, DDP, logging, the NaN guard and
-resumption from `last.pt`.
+The method owns what one step computes (`method(batch, epoch)` -> dict with "loss" and, optionally,
+"logits") and, optionally, what validation measures (`method.validate(loader, amp)`); the loop owns the
+optimizer, schedule, device, mixed precision, DDP, logging, the NaN guard and resumption from `last.pt`.
+Before each training step it sets `method.progress` = epochs done after that step (e + (i + 1)/steps),
+so a method's schedule needs no step counter of its own and resumes exactly.
 """
 from __future__ import annotations
 
@@ -86,6 +88,12 @@ def validate(model: nn.Module, loader: Iterable, amp: torch.dtype | None = None)
     return {"val/loss": tot[0].item() / max(tot[2].item(), 1), "val/acc": tot[1].item() / max(tot[2].item(), 1)}
 
 
+def _validate(method: nn.Module, student: nn.Module, loader: Iterable, amp: torch.dtype | None) -> dict[str, float]:
+    """The method's own validation if it has one, else loss and top-1 of the (unwrapped) student."""
+    hook = getattr(method, "validate", None)
+    return hook(loader, amp) if callable(hook) else validate(student, loader, amp)
+
+
 def _state_keys(method: nn.Module) -> dict:
     # the knowledge source (teachers, cached tables) is rebuilt by the stage, never saved per epoch;
     # DDP's `module.` and torch.compile's `_orig_mod.` segments are dropped so any run can resume any other
@@ -110,7 +118,7 @@ def _try_resume(path: Path | None, fingerprint: str, method, opt, sched, scaler)
         return 0, []
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a corrupt state file is discarded, not fatal
+    except Exception:
         log.warning("%s is unreadable; starting from scratch", path)
         return 0, []
     if state.get("fingerprint") != fingerprint:
@@ -191,8 +199,9 @@ def fit(method: nn.Module, loaders: Loaders, optim: OptimParams, tracker: Tracke
             loaders.train.set_epoch(epoch)
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=device)
-        seen, t0, bar = 0, time.perf_counter(), _Progress(steps, f"{desc} epoch {epoch + 1}/{optim.epochs}")
-        for batch in loaders.train:
+        seen, with_logits, t0, bar = 0, False, time.perf_counter(), _Progress(steps, f"{desc} epoch {epoch + 1}/{optim.epochs}")
+        for i, batch in enumerate(loaders.train):
+            method.progress = epoch + (i + 1) / steps  # epochs done after this step (schedules, warm-ups)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 out = method(batch, epoch)
             opt.zero_grad(set_to_none=True)
@@ -204,7 +213,9 @@ def fit(method: nn.Module, loaders: Loaders, optim: OptimParams, tracker: Tracke
             for k, v in out.items():  # accumulate on the device: no host sync per step
                 if k != "logits" and torch.is_tensor(v) and v.ndim == 0:
                     sums[k] = sums.get(k, torch.zeros((), device=device)) + v.detach().float() * n
-            correct += (out["logits"].detach().argmax(1) == batch[1]).sum()
+            if "logits" in out:  # knowledge jobs without class logits (the factor) log no train/acc
+                correct += (out["logits"].detach().argmax(1) == batch[1]).sum()
+                with_logits = True
             seen += n
             bar.advance()
         bar.close()
@@ -214,24 +225,25 @@ def fit(method: nn.Module, loaders: Loaders, optim: OptimParams, tracker: Tracke
         metrics = {f"train/{k}": totals[i].item() / count for i, k in enumerate(keys)}
         if not math.isfinite(metrics.get("train/loss", 0.0)):
             raise KdpipeError(f"{desc}: loss became {metrics['train/loss']} in epoch {epoch + 1}; lower the learning rate (optim.lr) or use amp: off")
-        metrics["train/acc"] = totals[-2].item() / count
+        if with_logits:
+            metrics["train/acc"] = totals[-2].item() / count
         metrics["lr"] = opt.param_groups[0]["lr"]
         metrics["time/epoch_s"] = time.perf_counter() - t0
         metrics["time/images_per_s"] = count / metrics["time/epoch_s"]
         if loaders.val is not None and ((epoch + 1) % optim.eval_every == 0 or epoch + 1 == optim.epochs):
-            metrics.update(validate(student, loaders.val, amp))
+            metrics.update(_validate(method, student, loaders.val, amp))
         history.append({"epoch": epoch + 1, **metrics})
         tracker.log_epoch(epoch + 1, metrics)
         log.info("%s epoch %d/%d %s", desc, epoch + 1, optim.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.startswith("time/")))
         if state_path is not None and is_main():
             _save_state(state_path, method, opt, sched, scaler, epoch + 1, history, fingerprint)
-    method.student = student
+    method.student, method.progress = student, None
     if dist.is_initialized():
         for name in method.ddp_modules():
             mod = getattr(method, name)
             setattr(method, name, getattr(mod, "module", mod))
     final = dict(history[-1]) if history else {}
-    if loaders.val is not None and "val/acc" not in final:
-        final.update(validate(method.student, loaders.val, amp))
+    if loaders.val is not None and not any(k.startswith("val/") for k in final):
+        final.update(_validate(method, method.student, loaders.val, amp))
     return FitResult(history=history, final=final, resumed_from=start)

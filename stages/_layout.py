@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.errors import KdpipeError
+
 DATA = Path("data/prepared/data.pt")
 MODELS, STATE, RESULTS = Path("models"), Path("state"), Path("results")
-
-
-KNOWLEDGE = (
-    MODELS / "knowledge"
-)  # cached targets, professors, probes, factor encoders (students depend on it)
+KNOWLEDGE = MODELS / "knowledge"  # cached targets, professors, probes, factor encoders (students depend on it)
+KIND = {"teachers": "teacher", "patriarchs": "patriarch", "students": "student", "generations": "generation"}
 
 
 def model_path(name: str) -> Path:
@@ -21,6 +20,21 @@ def model_path(name: str) -> Path:
 
 def targets_path(name: str) -> Path:
     return KNOWLEDGE / "targets" / f"{name}.pt"
+
+
+def model_spec(params, name: str, what: str = "model"):
+    """The params entry of `name` (`<section>/<n>` or a bare teacher name); a one-line error if there is none."""
+    section, _, key = name.rpartition("/")
+    models = getattr(params, section or "teachers", None) if (section or "teachers") in KIND else None
+    if not isinstance(models, dict) or key not in models:
+        raise KdpipeError(f"no {what} {name!r} in params; name a key of teachers, or <section>/<name> "
+                          f"(known teachers: {', '.join(params.teachers) or 'none'})")
+    return models[key]
+
+
+def teacher_refs(params, names: list[str]) -> list[tuple[str, Path, str]]:
+    """(name, artifact path, arch params say it has) per teacher: the fields of pipeline.jobs.Teacher."""
+    return [(n, model_path(n), model_spec(params, n, "teacher").arch) for n in names]
 
 
 def knowledge_assets(spec) -> dict:

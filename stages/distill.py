@@ -5,12 +5,12 @@ from pathlib import Path
 
 import typer
 
-from pipeline import checkpoint
 from pipeline.errors import KdpipeError
+from pipeline.jobs import RunPaths, load_data, model_job, run_job
 from pipeline.checks import load_params
-from pipeline.runner import RunPaths, load_data, train_model
 from pipeline.tracking import LiveTracker
-from stages import DATA, MODELS, RESULTS, STATE, command, say, knowledge_assets, model_path, targets_path
+from stages import DATA, MODELS, RESULTS, STATE, command, knowledge_assets, say, targets_path
+from stages._layout import KIND, teacher_refs
 
 
 @command("distill")
@@ -24,12 +24,8 @@ def distill(name: str = typer.Argument(..., help="model name (a key of params.st
         raise KdpipeError(f"no {section} entry {name!r} in {params}; known: {', '.join(models or {}) or 'none'}")
     spec = models[name]
     paths = RunPaths(MODELS / section / f"{name}.pt", STATE / section / name / "last.pt", RESULTS / "distill" / name)
-    assets = knowledge_assets(spec)
-    # stage-made knowledge is part of the run's identity: new probes/professor/factor never resume old state
-    flat = [x for v in assets.values() for x in (v if isinstance(v, list) else [v])]
-    used = [checkpoint.sha256(v) for v in flat if isinstance(v, Path) and v.is_file()]
-    res = train_model(name, "student", spec, p.base, load_data(DATA), paths, LiveTracker,
-                      teacher_paths=[model_path(t) for t in spec.teachers],
-                      target_paths=[targets_path(t) for t in spec.teachers], assets=assets, extra_fingerprint=used)
+    job = model_job(name, KIND[section], spec, teachers=teacher_refs(p, spec.teachers),
+                    targets=[targets_path(t) for t in spec.teachers], assets=knowledge_assets(spec))
+    res = run_job(job, p.base, load_data(DATA), paths, LiveTracker).fit
     resumed = f" (resumed at epoch {res.resumed_from})" if res.resumed_from else ""
     say(f"{section} {name}: val top-1 {res.final.get('val/acc', float('nan')):.4f}{resumed}")

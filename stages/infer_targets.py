@@ -8,14 +8,12 @@ import torch.nn as nn
 import typer
 
 from pipeline import checkpoint
-from pipeline.data import DeviceLoader
-from pipeline.errors import KdpipeError
 from pipeline.evaluate import infer
-from pipeline.params import MODEL_SECTIONS
+from pipeline.jobs import Teacher, load_data, load_teacher, make_loader
 from pipeline.checks import load_params
-from pipeline.runner import check_teacher, load_data
-from pipeline.runtime import select_device
-from stages import DATA, command, model_path, targets_path
+from pipeline.runtime import prepare
+from stages import DATA, command, say, targets_path
+from stages._layout import teacher_refs
 
 
 def compute_targets(model: nn.Module, data: dict, device: torch.device | str = "cpu", batch_size: int = 512) -> dict:
@@ -23,8 +21,7 @@ def compute_targets(model: nn.Module, data: dict, device: torch.device | str = "
     model = model.to(device).eval()
     out = {}
     for split in ("train", "val"):
-        loader = DeviceLoader(data[f"{split}_x"], data[f"{split}_y"], data["mean"], data["std"], batch_size=batch_size,
-                              device=device, shuffle=False, augment=False)
+        loader = make_loader(data, split, batch_size=batch_size, device=device)
         out[split] = infer(model, loader).float() if len(data[f"{split}_y"]) else torch.zeros(0, len(data["class_names"]))
     return out
 
@@ -32,19 +29,12 @@ def compute_targets(model: nn.Module, data: dict, device: torch.device | str = "
 @command("infer-targets")
 def infer_targets(name: str = typer.Argument(..., help="teacher name (a key of params.teachers, or <section>/<name>)"),
                   params: Path = typer.Option(Path("params.yaml"), help="params file")) -> None:
-    """Write models/targets/<name>.pt: the teacher's logits on un-augmented train/val images, for targets: cached."""
+    """Write models/knowledge/targets/<name>.pt: the teacher's logits on un-augmented train/val images, for targets: cached."""
     p = load_params(params)
-    section, _, key = name.rpartition("/")  # `<section>/<n>` (e.g. students/kd) or a bare teacher name
-    if (section or "teachers") not in MODEL_SECTIONS or key not in getattr(p, section or "teachers"):
-        raise KdpipeError(f"no model {name!r} in {params}; name a key of teachers, or <section>/<name> (known teachers: "
-                          f"{', '.join(p.teachers) or 'none'})")
-    if p.base.threads:
-        torch.set_num_threads(p.base.threads)
-    path, data = model_path(name), load_data(DATA)
-    model, art = checkpoint.load_model(path)
-    check_teacher(art, data, name)
-    targets = compute_targets(model, data, select_device(p.base.device), p.evaluate.batch_size)
-    targets.update(teacher=name, teacher_sha256=checkpoint.sha256(path), augmented=False)
+    ref = Teacher(*teacher_refs(p, [name])[0])
+    device = prepare(p.base.device, p.base.threads, p.base.seed)[0]  # base.device and base.threads, like every job
+    data = load_data(DATA)
+    targets = compute_targets(load_teacher(ref, data), data, device, p.evaluate.batch_size)
+    targets.update(teacher=name, teacher_sha256=checkpoint.sha256(ref.path), augmented=False)
     checkpoint.save(targets, targets_path(name))  # atomic: temporary file + rename
-    shapes = f"train {tuple(targets['train'].shape)}, val {tuple(targets['val'].shape)}"
-    typer.echo(f"targets {name}: {shapes} -> {targets_path(name)}")
+    say(f"targets {name}: train {tuple(targets['train'].shape)}, val {tuple(targets['val'].shape)} -> {targets_path(name)}")

@@ -6,10 +6,11 @@ from pathlib import Path
 import typer
 
 from pipeline.errors import KdpipeError
+from pipeline.jobs import RunPaths, load_data, model_job, run_job
 from pipeline.checks import load_params
-from pipeline.runner import RunPaths, load_data, train_model
 from pipeline.tracking import LiveTracker
 from stages import DATA, MODELS, RESULTS, STATE, command, say
+from stages._layout import KIND
 
 
 @command("train-teacher")
@@ -25,6 +26,6 @@ def train_teacher(name: str = typer.Argument(..., help="teacher name (a key of p
     if spec.teachers:
         raise KdpipeError(f"{section}.{name} lists teachers; teachers learn from labels only, so move it to students")
     paths = RunPaths(MODELS / section / f"{name}.pt", STATE / section / name / "last.pt", RESULTS / "train-teacher" / name)
-    res = train_model(name, "teacher", spec, p.base, load_data(DATA), paths, LiveTracker)
+    res = run_job(model_job(name, KIND[section], spec), p.base, load_data(DATA), paths, LiveTracker).fit
     resumed = f" (resumed at epoch {res.resumed_from})" if res.resumed_from else ""
     say(f"{section} {name}: val top-1 {res.final.get('val/acc', float('nan')):.4f}{resumed}")

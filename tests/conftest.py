@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline import checkpoint
-from pipeline.data import prepare
+from pipeline.data.build import prepare
 from pipeline.models import create_model
 from pipeline.data.params import AugmentParams
 from pipeline.params import DataParams

@@ -16,6 +16,7 @@ teachers:
 patriarchs: {}
 students: {}
 generations: {}
+probes: {epochs: 1, batch_size: 64}
 """
 
 
@@ -25,8 +26,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1"}
+    # PYTHONPATH: the processes run in a scratch directory and must import this checkout, not an installed copy
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     return res
@@ -50,3 +55,9 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     # same global batch (2 x 32 vs 64): per-rank BatchNorm statistics are the only difference
     assert abs(got["val"]["acc"] - ref["val"]["acc"]) <= 0.08, (got["val"], ref["val"], single.stdout)
     assert abs(got["train"]["loss"] - ref["train"]["loss"]) <= 0.25 * ref["train"]["loss"] + 0.02
+
+    # a knowledge job under torchrun: rank 0 alone measures the probes and writes the artifact and metrics
+    probes = run([*py, "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+                  str(free_port()), "-m", "stages", "probe-teachers"], tmp_path)
+    assert probes.stdout.count("probe-teachers: stage[-3]=t1") == 1, probes.stderr[-1500:]
+    assert json.loads((tmp_path / "results/probe-teachers/metrics.json").read_text())["choice_teacher"]["stage[-1]"] == "t1"

@@ -10,16 +10,17 @@ import torch.nn.functional as F
 import yaml
 
 from pipeline import checkpoint
-from pipeline.data import DeviceLoader, prepare
+from pipeline.data.build import prepare
+from pipeline.data.params import SyntheticParams
 from pipeline.errors import KdpipeError
+from pipeline.jobs import RunPaths, knowledge_job, make_loader, run_job
+from pipeline.knowledge.probes import ProbesParams, choose, load_probes, probe_layers
 from pipeline.losses.at import at_loss
 from pipeline.losses.gpac import beta_at, corrector_rho, gpac_kl, instruction_weights, teacher_kl
 from pipeline.losses.kd import kd_kl, kl_to_target
 from pipeline.methods import REGISTRY, Context, build_method
 from pipeline.models import create_model
-from pipeline.data.params import SyntheticParams
-from pipeline.params import DataParams, OptimParams
-from pipeline.probes import ProbesParams, choose, load_probes, probe_layers, run_probes
+from pipeline.params import BaseParams, DataParams, OptimParams
 from pipeline.sources import OnlineTeachers
 from pipeline.train import Loaders, fit
 
@@ -110,17 +111,28 @@ def _synthetic() -> dict:
     return prepare(DataParams(source="synthetic", val_size=128, synthetic=SyntheticParams(train=512, test=32)), seed=0)
 
 
-def test_probes_choose_the_trained_teacher() -> None:
+def _save_teacher(model: torch.nn.Module, d: dict, path) -> None:
+    checkpoint.save(checkpoint.make_artifact(model, arch="resnet8", arch_kwargs={}, num_classes=4, in_channels=1, input_size=16,
+                                             mean=d["mean"], std=d["std"], class_names=d["class_names"], params={}, metrics={},
+                                             kind="teacher", name=path.stem), path)
+
+
+def test_probes_choose_the_trained_teacher(tmp_path) -> None:
     torch.manual_seed(0)
     d = _synthetic()
     trained, rand = create_model("resnet8", 4, 1), create_model("resnet8", 4, 1)
     ce = build_method("ce", Context(student=trained, num_classes=4, in_channels=1, input_size=16), REGISTRY["ce"].Params())
-    loader = DeviceLoader(d["train_x"], d["train_y"], d["mean"], d["std"], batch_size=64, shuffle=True)
-    fit(ce, Loaders(loader), OptimParams(epochs=2, batch_size=64, lr=0.05))
+    fit(ce, Loaders(make_loader(d, "train", batch_size=64, train=True)), OptimParams(epochs=2, batch_size=64, lr=0.05))
+    _save_teacher(rand, d, tmp_path / "random.pt")
+    _save_teacher(trained, d, tmp_path / "trained.pt")
     # the random teacher comes first, so a tie would pick it: choosing "trained" is not a tie-break
-    res = run_probes([rand, trained.eval()], ["random", "trained"], d, ProbesParams(stages=[-2, -1], epochs=6, batch_size=64), torch.device("cpu"))
-    assert res["layers"] == [-2, -1] and res["choice"] == [1, 1]
-    assert all(res["acc"][1][j] > res["acc"][0][j] for j in range(2))
+    job = knowledge_job("probes_job", "probes", ProbesParams(stages=[-2, -1], epochs=6, batch_size=64),
+                        [("random", tmp_path / "random.pt", "resnet8"), ("trained", tmp_path / "trained.pt", "resnet8")])
+    res = run_job(job, BaseParams(device="cpu"), d, RunPaths(tmp_path / "probes.pt"))
+    table = load_probes(res.artifact)
+    assert table["layers"] == [-2, -1] and table["choice"] == [1, 1] and table["kind"] == "probes"
+    assert all(table["acc"][1][j] > table["acc"][0][j] for j in range(2))
+    assert res.metrics["choice_teacher"] == {"stage[-2]": "trained", "stage[-1]": "trained"}
 
 
 def _ctx(assets: dict | None = None, **kw) -> Context:
@@ -128,7 +140,9 @@ def _ctx(assets: dict | None = None, **kw) -> Context:
     teachers = [create_model("resnet8", 4, 1).eval() for _ in range(2)]
     ctx = Context(student=create_model("resnet8", 4, 1), source=OnlineTeachers(teachers), num_classes=4, in_channels=1,
                   input_size=16, epochs=8)
-    ctx.assets = REGISTRY["gpac"].test_assets(ctx) if assets is None else assets
+    layers = [-3, -2, -1]  # a probe table choosing teacher 0 for every stage of the resnet8 student
+    table = {"teachers": ["teacher0", "teacher1"], "layers": layers, "acc": [[0.0] * 3] * 2, "choice": [0] * 3}
+    ctx.assets = {"probes": table, "teacher_names": ["teacher0", "teacher1"]} if assets is None else assets
     return ctx
 
 
@@ -182,7 +196,7 @@ def test_probe_teachers_stage(tmp_path, monkeypatch) -> None:
     res = CliRunner().invoke(app, ["probe-teachers"])
     assert res.exit_code == 0, res.output
     saved = load_probes("models/knowledge/probes.pt")
-    assert saved["teachers"] == ["ta", "tb"] and len(saved["sha256"]["ta"]) == 64
+    assert saved["teachers"] == ["ta", "tb"] and saved["teacher_sha256"]["ta"] == checkpoint.sha256("models/teachers/ta.pt")
     metrics = json.loads((tmp_path / "results/probe-teachers/metrics.json").read_text())
     assert set(metrics["acc"]["tb"]) == {"stage[-3]", "stage[-2]", "stage[-1]"}
     assert (tmp_path / "results/probe-teachers/heatmap.png").read_bytes()[:4] == b"\x89PNG"

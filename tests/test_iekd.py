@@ -9,13 +9,15 @@ import torch
 import yaml
 
 from pipeline import checkpoint
-from pipeline.data import DataParams, SyntheticParams, prepare
+from pipeline.data.build import prepare
+from pipeline.data.params import DataParams, SyntheticParams
 from pipeline.errors import KdpipeError
-from pipeline.factor import FactorTrainer, load_factor, make_factor, random_factor, split_indices
+from pipeline.knowledge.factor import FactorParams, load_factor, make_factor, random_factor, split_indices
 from pipeline.losses.ie import d1, exploration_loss, inheritance_loss, reconstruction_l1
 from pipeline.methods import Context
 from pipeline.methods.ce import CrossEntropy
 from pipeline.methods.dml import DML
+from pipeline.methods.factor_job import FactorTrainer
 from pipeline.methods.ie_dml import IEDML
 from pipeline.methods.ie_kd import IEKD
 from pipeline.methods.kd import KD
@@ -77,7 +79,7 @@ def _setup(teacher_arch: str = "resnet8"):
 
 def _iekd(student, source, **kw) -> IEKD:
     ctx = Context(student=student, source=source, num_classes=4, in_channels=1, input_size=8)
-    ctx.assets = IEKD.test_assets(ctx)
+    ctx.assets = {"factor": random_factor(int(source.teachers[0].stage_channels[-1]))}  # a random teacher factor
     return IEKD(ctx, IEKD.Params(**kw))
 
 
@@ -144,13 +146,15 @@ def test_factor_pretraining_with_fit_lowers_reconstruction():
     teacher = create_model("resnet8", 4, 1).eval()
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(16, 1, 8, 8, generator=g), torch.arange(16) % 4, torch.arange(16))]
-    trainer = FactorTrainer(teacher, channels=8)
+    trainer = FactorTrainer(Context(student=None, source=OnlineTeachers([teacher])), FactorParams(channels=8))
+    assert trainer.student.encoder.cout == 8 and not {id(q) for q in teacher.parameters()} & {id(q) for q in trainer.trainable_parameters()}
     teacher_before = {k: t.clone() for k, t in teacher.state_dict().items()}
-    res = fit(trainer, Loaders(batches), OptimParams(epochs=10, lr=0.1, schedule="constant", amp="off"))
+    res = fit(trainer, Loaders(batches, batches), OptimParams(epochs=10, lr=0.1, schedule="constant", amp="off"))
     # train-mode L_rec per epoch (BN on batch statistics): the first epoch starts near 0.45 on these
     # features because the decoder's last BN emits unit-variance maps for targets of mean |f| ≈ 0.1
     rec = [h["train/rec"] for h in res.history]
     assert rec[-1] < 0.6 * rec[0]
+    assert "train/acc" not in res.final and {"val/rec", "val/teacher_acc"} <= set(res.final)  # the job's own validation
     assert trainer.exported() == {}
     assert all(torch.equal(teacher_before[k], t) for k, t in teacher.state_dict().items())  # teacher untouched (BN too)
 
@@ -201,6 +205,6 @@ def test_pretrain_factor_stage_writes_artifact_and_metrics(tmp_path, monkeypatch
     pretrain_factor_cmd(name="t", params=Path("params.yaml"))
     enc, meta = load_factor(next(Path("models").rglob("factor/t.pt")))
     assert meta["teacher"] == "t" and meta["teacher_sha256"] == checkpoint.sha256("models/teachers/t.pt")
-    assert (meta["in_channels"], meta["channels"]) == (64, 8)
+    assert (meta["in_channels"], meta["channels"]) == (64, 8) and meta["kind"] == "factor"
     metrics = json.loads(Path("results/pretrain-factor/t/metrics.json").read_text())
     assert metrics["train/rec"] > 0 and metrics["val/rec"] > 0 and metrics["epochs"] == 1

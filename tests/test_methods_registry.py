@@ -2,8 +2,9 @@
 
 Each method is built from a generic Context: a tiny resnet8 student, two tiny resnet8 teachers behind
 OnlineTeachers, random 1x16x16 images, 4 classes, default Params. A method that needs assets the test
-cannot build generically (a factor encoder, a probe choice...) declares a classmethod
-`test_assets(ctx) -> dict`; its result becomes `ctx.assets`. If the default context is refused
+cannot build generically (a factor encoder, a probe choice...) has an asset factory in ASSETS below
+(`ctx -> dict`); its result becomes `ctx.assets`. Knowledge jobs (`job=True`) are no student methods and
+are checked by their own tests. If the default context is refused
 (KdpipeError: e.g. a method that takes exactly one teacher, or a default K larger than 4 classes),
 the test falls back to 1 teacher, then 10 classes, then both, and checks the contract there.
 """
@@ -11,16 +12,43 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import torch
 
+from pipeline.config import from_dict
 from pipeline.errors import KdpipeError
-from pipeline.methods import REGISTRY, Context, Method, build_method
+from pipeline.knowledge.factor import random_factor
+from pipeline.knowledge.professor import ProfessorNet, ProfessorParams
+from pipeline.methods import REGISTRY, Context, Method, build_method, student_methods
 from pipeline.models import create_model
 from pipeline.sources import CachedLogits, OnlineTeachers
 
 B, SIZE = 8, 16
+STUDENT_METHODS = student_methods()
+
+
+def _probe_assets(ctx: Context) -> dict:
+    """A probe table choosing teacher 0 for every student stage."""
+    K = ctx.source.num_teachers if ctx.source is not None else 1
+    names, layers = [f"teacher{k}" for k in range(K)], list(range(-len(ctx.student.stage_channels), 0))
+    return {"probes": {"teachers": names, "layers": layers, "acc": [[0.0] * len(layers) for _ in names],
+                       "choice": [0] * len(layers)}, "teacher_names": names}
+
+
+def _factor_assets(ctx: Context) -> dict:
+    """A random factor encoder matching the first teacher's last stage."""
+    net = ctx.source.teachers[0] if ctx.source is not None else ctx.student
+    return {"factor": random_factor(int(net.stage_channels[-1]))}
+
+
+def _professor_assets(ctx: Context) -> dict:
+    """A fresh (random, eval-mode) professor per teacher."""
+    return {"professor": [ProfessorNet(ctx.num_classes, ProfessorParams()).eval() for _ in range(ctx.source.num_teachers)]}
+
+
+ASSETS = {"gpac": _probe_assets, "ie_kd": _factor_assets, "professor": _professor_assets}  # method -> ctx -> assets
 
 
 def _batch(num_classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -30,13 +58,12 @@ def _batch(num_classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor,
 
 def _context(name: str, teachers: int, classes: int, with_source: bool = True) -> Context:
     torch.manual_seed(0)
-    make = lambda: create_model("resnet8", classes, 1)  # noqa: E731
+    make = lambda: create_model("resnet8", classes, 1)
     source = OnlineTeachers([make() for _ in range(teachers)]) if with_source else None
     ctx = Context(student=make(), source=source, num_classes=classes, in_channels=1, input_size=SIZE, epochs=2,
                   make_student=make)
-    cls = REGISTRY[name]
-    if hasattr(cls, "test_assets"):
-        ctx.assets = cls.test_assets(ctx)
+    if name in ASSETS:
+        ctx.assets = ASSETS[name](ctx)
     return ctx
 
 
@@ -56,7 +83,15 @@ def _teacher_params(ctx: Context) -> list[torch.nn.Parameter]:
     return list(ctx.source.parameters()) if ctx.source is not None else []
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_knowledge_jobs_are_flagged_and_not_student_methods() -> None:
+    jobs = {n for n, c in REGISTRY.items() if c.job}
+    assert jobs == {"professor_job", "probes_job", "factor_job"} and not jobs & set(STUDENT_METHODS)
+    assert {REGISTRY[n].kind for n in jobs} == {"professor", "probes", "factor"}
+    with pytest.raises(KdpipeError, match="not a base KD method"):  # a job cannot be the professor's base either
+        build_method("professor", _context("professor", 1, 4), REGISTRY["professor"].Params(base="factor_job"))
+
+
+@pytest.mark.parametrize("name", STUDENT_METHODS)
 def test_method_contract(name: str) -> None:
     method, ctx = _build(name)
     method.train()
@@ -79,7 +114,7 @@ def test_method_contract(name: str) -> None:
     assert method.exported(), f"{name}: exports nothing"
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", STUDENT_METHODS)
 def test_teachers_stay_frozen_and_in_eval(name: str) -> None:
     method, ctx = _build(name)
     if ctx.source is None:
@@ -100,7 +135,7 @@ def test_teachers_stay_frozen_and_in_eval(name: str) -> None:
     assert all(torch.equal(before[k], after[k]) for k in before), f"{name}: teacher weights or BN statistics moved"
 
 
-@pytest.mark.parametrize("name", sorted(n for n, c in REGISTRY.items() if not c.needs_teachers))
+@pytest.mark.parametrize("name", [n for n in STUDENT_METHODS if not REGISTRY[n].needs_teachers])
 def test_methods_without_teachers_run_without_a_source(name: str) -> None:
     ctx = None
     for classes in (4, 10):
@@ -117,7 +152,7 @@ def test_methods_without_teachers_run_without_a_source(name: str) -> None:
 
 
 def test_cached_targets_equal_online_teacher_outputs() -> None:
-    from pipeline.data import DeviceLoader
+    from pipeline.jobs import make_loader
     from stages.infer_targets import compute_targets
 
     torch.manual_seed(0)
@@ -125,7 +160,8 @@ def test_cached_targets_equal_online_teacher_outputs() -> None:
     data = {"train_x": torch.randint(0, 256, (20, 1, SIZE, SIZE), dtype=torch.uint8, generator=g),
             "train_y": torch.randint(0, 4, (20,), generator=g),
             "val_x": torch.randint(0, 256, (6, 1, SIZE, SIZE), dtype=torch.uint8, generator=g),
-            "val_y": torch.randint(0, 4, (6,), generator=g), "mean": [0.5], "std": [0.25], "class_names": list("abcd")}
+            "val_y": torch.randint(0, 4, (6,), generator=g), "mean": [0.5], "std": [0.25], "class_names": list("abcd"),
+            "pad": 0, "flip": False}
     teachers = [create_model("resnet8", 4, 1) for _ in range(2)]
     for t in teachers:  # non-trivial BN statistics, so eval mode matters
         t.train()(torch.randn(16, 1, SIZE, SIZE) * 2 + 1)
@@ -133,7 +169,7 @@ def test_cached_targets_equal_online_teacher_outputs() -> None:
     assert tables[0]["train"].shape == (20, 4) and tables[0]["val"].shape == (6, 4)
     assert tables[0]["train"].dtype == torch.float32
     cached, online = CachedLogits(torch.stack([tb["train"] for tb in tables])), OnlineTeachers(teachers)
-    loader = DeviceLoader(data["train_x"], data["train_y"], data["mean"], data["std"], batch_size=5, shuffle=True, augment=False)
+    loader = make_loader(data, "train", batch_size=5, train=True)
     for batch in loader:  # shuffled order: the lookup by idx must still match
         torch.testing.assert_close(cached.logits(batch), online.logits(batch), atol=1e-5, rtol=1e-5)
 
@@ -158,8 +194,8 @@ def test_dml_loss_by_parts_and_every_peer_exported() -> None:
     # L = Σ_k [CE_k + (1/2)·Σ_{j≠k} KL(p_j ‖ p_k)] at τ = 1, w = 1
     want = sum(F.cross_entropy(z[k], batch[1]) + sum(kd_kl(z[k], z[j], 1.0) for j in range(3) if j != k) / 2 for k in range(3))
     assert out["loss"].item() == pytest.approx(want.item(), rel=1e-5)
-    with pytest.raises(KdpipeError):
-        build_method("dml", _context("dml", 2, 4), _params("dml", peers=1))
+    with pytest.raises(KdpipeError, match="dml.peers: must be >= 2"):  # refused when params load
+        from_dict(REGISTRY["dml"].Params, {"peers": 1}, "dml")
     withkd = build_method("dml", _context("dml", 2, 4), _params("dml", teacher_weight=0.5))
     assert math.isfinite(withkd(batch, 0)["kd"].item())
 
@@ -179,30 +215,44 @@ def test_fitnet_connector_trains_but_is_not_exported() -> None:
 
 def test_dkd_warmup_and_weighting() -> None:
     m = build_method("dkd", _context("dkd", 2, 4), _params("dkd"))
-    # no step count known: per epoch, min((e + 1)/20, 1): epoch 0 -> 0.05, epoch 9 -> 0.5, epoch 19 and later -> 1
-    assert (m.ramp(0), m.ramp(9), m.ramp(19), m.ramp(50)) == (0.05, 0.5, 1.0, 1.0)
-    assert build_method("dkd", _context("dkd", 2, 4), _params("dkd", warmup=0.0)).ramp(0) == 1.0
-    m.eval()  # evaluation batches do not advance the warm-up: epoch 9 gives the per-epoch 0.5
+    # ramp = min(progress/20, 1): progress 1 -> 0.05, 10 -> 0.5, 20 and later -> 1
+    assert (m.ramp(1.0), m.ramp(10.0), m.ramp(20.0), m.ramp(51.0)) == (0.05, 0.5, 1.0, 1.0)
+    assert build_method("dkd", _context("dkd", 2, 4), _params("dkd", warmup=0.0)).ramp(0.0) == 1.0
+    m.eval()  # outside training the ramp is per epoch, (e + 1)/W: epoch 9 gives 10/20 = 0.5
+    m.progress = 0.25  # ignored in eval mode
     out = m(_batch(4), 9)
     want = out["ce"] + 0.5 * (1.0 * out["tckd"] + 8.0 * out["nckd"])
     assert out["loss"].item() == pytest.approx(want.item(), rel=1e-6)
 
 
-def test_dkd_warmup_rises_per_step_and_restarts_with_the_epoch() -> None:
+def test_dkd_warmup_rises_per_step_with_fit_progress() -> None:
     ctx = _context("dkd", 1, 4)
-    ctx.steps_per_epoch = 4
     m = build_method("dkd", ctx, _params("dkd", warmup=2.0)).train()
     ramps = []
-    for epoch, steps in ((0, 4), (1, 2), (1, 2)):  # the last pair: two more steps of epoch 1
-        for _ in range(steps):
+    for epoch in (0, 1):  # 4 steps per epoch; fit sets progress = e + (i + 1)/4 before step i
+        for i in range(4):
+            m.progress = epoch + (i + 1) / 4
             out = m(_batch(4), epoch)
             ramps.append((out["loss"] - out["ce"]).item() / (out["tckd"] + 8.0 * out["nckd"]).item())
-    # progress = e + (i + 1)/4 over W = 2: 0.25/2, 0.5/2, 0.75/2, 1/2, then 1.25/2, 1.5/2, 1.75/2, 2/2
+    # progress over W = 2: 0.25/2, 0.5/2, 0.75/2, 1/2, then 1.25/2, 1.5/2, 1.75/2, 2/2
     want = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
     assert ramps == pytest.approx(want, rel=1e-5)
-    # a warm-up shorter than one epoch is now possible: W = 0.5 reaches full weight at mid-epoch
+    # a warm-up shorter than one epoch is possible: W = 0.5 reaches full weight at mid-epoch
     short = build_method("dkd", ctx, _params("dkd", warmup=0.5))
-    assert (short.ramp(0, 0), short.ramp(0, 1), short.ramp(0, 3)) == (0.5, 1.0, 1.0)  # (1/4)/0.5, (2/4)/0.5, capped
+    assert (short.ramp(0.25), short.ramp(0.5), short.ramp(1.0)) == (0.5, 1.0, 1.0)  # (1/4)/0.5, (2/4)/0.5, capped
+
+
+@pytest.mark.parametrize("method, key, value, bound", [
+    ("kd", "temperature", 0.0, "> 0"), ("kd", "alpha", 1.5, "<= 1"), ("dkd", "beta", -1.0, ">= 0"),
+    ("dml", "peers", 1, ">= 2"), ("gpac", "rho_max", 2.0, "<= 1"), ("gpac", "beta_breakpoints", [0.5, 1.5], "<= 1"),
+    ("ie_kd", "split", 1.0, "< 1"), ("ie_dml", "factor_channels", 0, ">= 1"), ("tolerant", "k", 1, ">= 2"),
+    ("tolerant", "eta", -0.1, ">= 0"), ("generation", "lam", 2.0, "<= 1"), ("professor", "joint_weight", 1.1, "<= 1"),
+    ("ce", "label_smoothing", 1.0, "< 1"), ("professor_job", "lr", 0.0, "> 0"), ("factor_job", "channels", 0, ">= 1"),
+    ("probes_job", "epochs", 0, ">= 1"),
+])
+def test_out_of_range_method_params_are_refused_when_params_load(method, key, value, bound) -> None:
+    with pytest.raises(KdpipeError, match=re.escape(f"students.s.{method}.{key}: must be {bound}")):
+        from_dict(REGISTRY[method].Params, {key: value}, f"students.s.{method}")
 
 
 def test_at_weighting_and_teacher_choice() -> None:

@@ -11,14 +11,25 @@ import torch.nn as nn
 import yaml
 
 from pipeline import checkpoint
+from pipeline.config import to_dict
 from pipeline.errors import KdpipeError
 from pipeline.evaluate import infer
-from pipeline.data import DeviceLoader
+from pipeline.jobs import make_loader
+from pipeline.knowledge.professor import (
+    ProfessorNet,
+    ProfessorParams,
+    ProfessorSource,
+    load_professor,
+    refine_splits,
+    refined_source,
+    target_metrics,
+    targets_file,
+)
 from pipeline.losses import professor as L
 from pipeline.losses.kd import kd_kl
 from pipeline.methods import REGISTRY, Context, build_method
-from pipeline.professor import (ProfessorNet, ProfessorParams, ProfessorSource, ProfessorTrainer, frozen_call, load_professor,
-                                refine_splits, refined_source, save_professor, target_metrics, targets_file)
+from pipeline.methods.professor_job import ProfessorTrainer, frozen_call
+from pipeline.params import OptimParams
 from pipeline.sources import CachedLogits, OnlineTeachers
 from pipeline.train import Loaders, fit
 
@@ -116,7 +127,7 @@ def _train(zt: torch.Tensor, y: torch.Tensor, p: ProfessorParams) -> ProfessorNe
     c = zt.shape[1]
     tr = ProfessorTrainer(Context(student=ProfessorNet(c, p), source=CachedLogits(zt[None]), num_classes=c, epochs=p.epochs), p)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    fit(tr, Loaders([(torch.zeros(len(i), 1), y[i], i) for i in order.split(64)]), p.optim())
+    fit(tr, Loaders([(torch.zeros(len(i), 1), y[i], i) for i in order.split(64)]), OptimParams(**p.optim_args()))
     return tr.student.eval()
 
 
@@ -222,16 +233,16 @@ def test_online_and_cached_refined_targets_are_identical(tmp_path, tiny_data) ->
     teacher = _trained_bn(create_model("resnet8", 4, 1), torch.randn(16, 1, 16, 16) * 2 + 1)
     net = _trained_bn(ProfessorNet(4, ProfessorParams()), torch.randn(16, 4) * 3, torch.arange(16) % 4)
     path = tmp_path / "professor" / "t.pt"
-    save_professor(net, ProfessorParams(), path, teacher="t")
-    tables = refine_splits(ProfessorSource(OnlineTeachers([teacher]), [net]), tiny_data, batch_size=100)
+    checkpoint.save(checkpoint.make_artifact(net, kind="professor", name="t", params=to_dict(ProfessorParams()), metrics={},
+                                             num_classes=4, teacher="t"), path)
+    plain = {s: make_loader(tiny_data, s, batch_size=100) for s in ("train", "val")}
+    tables = refine_splits(ProfessorSource(OnlineTeachers([teacher]), [net]), plain, 4)
     assert tables["train"].shape == (448, 4) and tables["val"].shape == (64, 4) and tables["train"].dtype == torch.float32
     checkpoint.save({"train": tables["train"], "val": tables["val"]}, targets_file(path))
     loaded, art = load_professor(path)
     assert art["teacher"] == "t" and all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
-    loader = DeviceLoader(tiny_data["train_x"], tiny_data["train_y"], tiny_data["mean"], tiny_data["std"], batch_size=32,
-                          shuffle=True, augment=False)
-    teacher_table = infer(teacher, DeviceLoader(tiny_data["train_x"], tiny_data["train_y"], tiny_data["mean"], tiny_data["std"],
-                                                batch_size=64))
+    loader = make_loader(tiny_data, "train", batch_size=32, train=True)  # shuffled, un-augmented
+    teacher_table = infer(teacher, make_loader(tiny_data, "train", batch_size=64))
     online = refined_source(OnlineTeachers([teacher]), [path])  # loads the artifact
     cached = refined_source(CachedLogits(teacher_table[None]), [path])  # reads the .targets.pt next to it
     assert isinstance(online, ProfessorSource) and isinstance(cached, CachedLogits)
@@ -258,8 +269,10 @@ def test_refine_targets_stage_writes_artifact_targets_and_metrics(tmp_path, monk
     assert res.exit_code == 0, res.output
     net, art = load_professor("models/knowledge/professor/t.pt")
     assert art["teacher_sha256"] == checkpoint.sha256("models/teachers/t.pt") and isinstance(net, ProfessorNet)
+    assert art["kind"] == "professor" and art["metrics"]["val/refined_top1"] >= 0 and "teachers" not in art["params"]
     targets = torch.load("models/knowledge/professor/t.targets.pt", weights_only=True)
     assert targets["train"].shape == (448, 4) and targets["val"].shape == (64, 4)
+    assert targets["professor_sha256"] == checkpoint.sha256("models/knowledge/professor/t.pt")
     metrics = json.loads((tmp_path / "results/refine-targets/t/metrics.json").read_text())
     assert {"teacher_top1", "refined_top1", "kl_refined_teacher", "nontarget_corr"} <= set(metrics["val"])
     assert metrics["professor_params"] == sum(q.numel() for q in net.parameters())

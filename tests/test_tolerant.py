@@ -230,18 +230,22 @@ def test_dvc_graph_orders_the_chain_and_isolates_it(tmp_path):
     from dvc.repo import Repo
 
     root = Path(__file__).resolve().parents[1]
-    shutil.copy(root / "dvc.yaml", tmp_path / "dvc.yaml")
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw.update({k: v for k, v in yaml.safe_load(chain_yaml()).items() if k != "students"})
+    raw["evaluate"].pop("ensembles", None)  # the default profile's ensemble names generations this chain replaces
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    from stages.dvc_yaml import expected
+
+    (tmp_path / "dvc.yaml").write_text(expected(tmp_path / "params.yaml"))
     Repo.init(str(tmp_path), no_scm=True)
     graph = Repo(str(tmp_path)).index.graph  # edges point from a stage to the stages it depends on
     name = {s: s.addressing.rpartition(":")[2] for s in graph.nodes}
     needs = {(name[u], name[v]) for u, v in graph.edges}
-    assert {("generation@gen1", "train-patriarch@tol"), ("generation@gen2", "generation@gen1"),
-            ("generation@gen3", "generation@gen2")} <= needs
+    assert {("distill-gen1", "train-teacher-tol"), ("distill-gen2", "distill-gen1"),
+            ("distill-gen3", "distill-gen2")} <= needs
     # what re-runs when the patriarch's η changes: the chain (and evaluate/report), never other models
-    patriarch = next(s for s in graph.nodes if name[s] == "train-patriarch@tol")
+    patriarch = next(s for s in graph.nodes if name[s] == "train-teacher-tol")
     downstream = {name[s] for s in nx.ancestors(graph, patriarch)}
-    assert {"generation@gen1", "generation@gen2", "generation@gen3"} <= downstream
-    assert not {n for n in downstream if n.split("@")[0] in ("train-teacher", "distill", "train-patriarch")}
+    assert {"distill-gen1", "distill-gen2", "distill-gen3"} <= downstream
+    trained = {n for n in downstream if n.startswith(("train-teacher-", "distill-"))}
+    assert trained == {"distill-gen1", "distill-gen2", "distill-gen3"}, trained

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.data import DeviceLoader
 from pipeline.errors import KdpipeError
+from pipeline.jobs import make_loader
 from pipeline.methods import REGISTRY, Context, build_method
 from pipeline.models import create_model
 from pipeline.params import OptimParams
@@ -17,8 +17,8 @@ OPT = OptimParams(epochs=3, batch_size=64, lr=0.05)
 def setup(d, seed=0):
     torch.manual_seed(seed)
     method = build_method("ce", Context(student=create_model("resnet8", 4, 1)), REGISTRY["ce"].Params())
-    tr = DeviceLoader(d["train_x"], d["train_y"], d["mean"], d["std"], batch_size=64, shuffle=True, augment=True, pad=2, seed=seed)
-    va = DeviceLoader(d["val_x"], d["val_y"], d["mean"], d["std"], batch_size=256)
+    tr = make_loader(d, "train", batch_size=64, train=True, seed=seed, augment=True)  # the data's pad = 2, no flip
+    va = make_loader(d, "val", batch_size=256)
     return method, Loaders(tr, va)
 
 
@@ -87,3 +87,36 @@ def test_schedules():
     assert [lr_factor(ms, e) for e in (0, 3, 6)] == pytest.approx([1.0, 0.1, 0.01])
     warm = OptimParams(epochs=10, schedule="constant", warmup_epochs=2)
     assert lr_factor(warm, 0) == pytest.approx(0.1) and lr_factor(warm, 1) == pytest.approx(0.55) and lr_factor(warm, 2) == 1.0
+
+
+class Recorder(torch.nn.Module):
+    """A CE method that records the progress fit hands it before each step and offers its own validation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.student, self.seen, self.progress = torch.nn.Linear(4, 2), [], None
+
+    def trainable_parameters(self):
+        return list(self.student.parameters())
+
+    def ddp_modules(self):
+        return ["student"]
+
+    def forward(self, batch, epoch):
+        self.seen.append((epoch, self.progress))
+        return {"loss": torch.nn.functional.cross_entropy(self.student(batch[0]), batch[1])}  # no logits: no train/acc
+
+    def validate(self, loader, amp=None):
+        return {"val/batches": float(len(list(loader)))}
+
+
+def test_fit_sets_fractional_progress_and_uses_the_method_validation():
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(5, 4, generator=g), torch.tensor([0, 1, 0, 1, 0]), torch.arange(5)) for _ in range(3)]
+    m = Recorder()
+    res = fit(m, Loaders(batches, batches[:2]), OptimParams(epochs=2, batch_size=5, lr=0.01))
+    # 3 steps per epoch: progress = e + (i + 1)/3 -> 1/3, 2/3, 1, then 4/3, 5/3, 2; epochs stay integers
+    assert m.seen == [(0, pytest.approx(1 / 3)), (0, pytest.approx(2 / 3)), (0, 1.0), (1, pytest.approx(4 / 3)),
+                      (1, pytest.approx(5 / 3)), (1, 2.0)]
+    assert m.progress is None  # reset after training: evaluation calls see no training progress
+    assert res.final["val/batches"] == 2.0 and "val/acc" not in res.final and "train/acc" not in res.final

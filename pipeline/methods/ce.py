@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from pipeline.config import bounded
 from pipeline.methods import Method, register_method
 
 
@@ -14,7 +15,7 @@ class CrossEntropy(Method):
 
     @dataclass(frozen=True)
     class Params:
-        label_smoothing: float = 0.0  # ε of label smoothing; 0 = hard labels
+        label_smoothing: float = bounded(0.0, ge=0, lt=1)  # ε of label smoothing; 0 = hard labels
 
     def forward(self, batch, epoch: int) -> dict:
         x, y, _ = batch

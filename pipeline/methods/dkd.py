@@ -6,6 +6,7 @@ from typing import Literal
 
 import torch.nn.functional as F
 
+from pipeline.config import bounded
 from pipeline.errors import KdpipeError
 from pipeline.losses.dkd import dkd_parts
 from pipeline.methods import Method, register_method
@@ -18,12 +19,11 @@ class DKD(Method):
     TCKD/NCKD in pipeline.losses.dkd (T²-scaled, batchmean). Defaults α = 1, β = 8, T = 4, W = 20
     epochs are mdistiller's CIFAR-100 defaults for a 240-epoch schedule (β = 2 for res56→res20 and
     res110→res32, 6 for the WRN/VGG pairs). W is in epochs: scale it with the schedule
-    (20/240 of training ≈ 0.33 epoch for a 4-epoch run). Our choice: the ramp is min(progress/W, 1)
-    with progress = e + (i + 1)/steps for the i-th training batch of 0-based epoch e, so it rises per
-    step and a warm-up shorter than an epoch is possible; at each epoch's end it equals mdistiller's
-    per-epoch `epoch / warmup` (1-based epoch). Without a known step count it is per epoch, (e + 1)/W.
-    W = 0 turns the warm-up off. (Before this, the ramp was per epoch only: W = 1 meant full weight
-    from the first step, and DKD at β = 8 collapsed in the 4-epoch comparison.)
+    (20/240 of training ≈ 0.33 epoch for a 4-epoch run). Our choice: the ramp rises per step, with
+    progress = e + (i + 1)/steps for the i-th training batch of 0-based epoch e (`fit` sets
+    `self.progress` before each step), so a warm-up shorter than an epoch is possible; at each
+    epoch's end it equals mdistiller's per-epoch `epoch / warmup` (1-based epoch). Outside training
+    (no progress set, or eval mode) it is per epoch, (e + 1)/W. W = 0 turns the warm-up off.
     Several teachers (the paper has one): `teachers: mean_logits` (default, our choice) distils
     from the mean of the teachers' logits, a single target that keeps DKD's binary/non-target split
     well defined; `first` uses the first teacher only.
@@ -33,27 +33,22 @@ class DKD(Method):
 
     @dataclass(frozen=True)
     class Params:
-        alpha: float = 1.0  # weight α of TCKD (mdistiller DKD.ALPHA)
-        beta: float = 8.0  # weight β of NCKD (mdistiller DKD.BETA, CIFAR-100 default)
-        temperature: float = 4.0  # softmax temperature T (mdistiller DKD.T)
-        warmup: float = 20.0  # epochs over which the KD weight ramps linearly to 1 (mdistiller DKD.WARMUP); 0 = none
-        ce_weight: float = 1.0  # weight of CE (mdistiller DKD.CE_WEIGHT)
+        alpha: float = bounded(1.0, ge=0)  # weight α of TCKD (mdistiller DKD.ALPHA)
+        beta: float = bounded(8.0, ge=0)  # weight β of NCKD (mdistiller DKD.BETA, CIFAR-100 default)
+        temperature: float = bounded(4.0, gt=0)  # softmax temperature T (mdistiller DKD.T)
+        warmup: float = bounded(20.0, ge=0)  # epochs over which the KD weight ramps linearly to 1 (mdistiller DKD.WARMUP); 0 = none
+        ce_weight: float = bounded(1.0, ge=0)  # weight of CE (mdistiller DKD.CE_WEIGHT)
         teachers: Literal["mean_logits", "first"] = "mean_logits"  # how several teachers become one target
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
-        if p.temperature <= 0 or p.warmup < 0:
-            raise KdpipeError(f"dkd: temperature must be > 0 and warmup >= 0, got {p.temperature} and {p.warmup}")
         if ctx.num_classes < 2:
             raise KdpipeError("dkd needs at least 2 classes (NCKD is over the non-target classes)")
-        self.steps = ctx.steps_per_epoch
-        self._epoch, self._step = -1, 0  # training batches seen in the current epoch (restarts with it: resume-safe)
 
-    def ramp(self, epoch: int, step: int | None = None) -> float:
-        """Warm-up factor min(progress/W, 1); progress = epoch + (step + 1)/steps, or epoch + 1 per epoch."""
+    def ramp(self, progress: float) -> float:
+        """Warm-up factor min(progress/W, 1); `progress` in epochs (e.g. e + (i + 1)/steps, or e + 1 per epoch)."""
         if self.p.warmup == 0:
             return 1.0
-        progress = epoch + ((step + 1) / self.steps if step is not None and self.steps else 1.0)
         return min(progress / self.p.warmup, 1.0)
 
     def forward(self, batch, epoch: int) -> dict:
@@ -63,10 +58,6 @@ class DKD(Method):
         zt = zt.mean(0) if self.p.teachers == "mean_logits" else zt[0]
         tckd, nckd = dkd_parts(z, zt, y, self.p.temperature)
         ce = F.cross_entropy(z, y)
-        step = None
-        if self.training:
-            if epoch != self._epoch:
-                self._epoch, self._step = epoch, 0
-            step, self._step = self._step, self._step + 1
-        loss = self.p.ce_weight * ce + self.ramp(epoch, step) * (self.p.alpha * tckd + self.p.beta * nckd)
+        progress = self.progress if self.training and self.progress is not None else epoch + 1.0
+        loss = self.p.ce_weight * ce + self.ramp(progress) * (self.p.alpha * tckd + self.p.beta * nckd)
         return {"loss": loss, "logits": z, "ce": ce, "tckd": tckd, "nckd": nckd}

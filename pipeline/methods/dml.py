@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.config import bounded
 from pipeline.errors import KdpipeError
 from pipeline.losses.kd import kd_kl
 from pipeline.losses.multi_teacher import RULES
@@ -35,15 +36,13 @@ class DML(Method):
 
     @dataclass(frozen=True)
     class Params:
-        peers: int = 2  # number K of peer students trained together (paper: 2 or more)
-        kl_weight: float = 1.0  # weight w of the mutual KL term (IE-KD resnet56-20.yaml sets 1; never rely on a 0 default)
-        teacher_weight: float = 0.0  # optional extra KD from teachers per peer; 0 = pure DML (paper)
-        temperature: float = 4.0  # temperature of the optional teacher KD term only (mutual KL is at τ = 1)
+        peers: int = bounded(2, ge=2)  # number K of peer students trained together (paper: 2 or more)
+        kl_weight: float = bounded(1.0, ge=0)  # weight w of the mutual KL term (IE-KD resnet56-20.yaml sets 1; never rely on a 0 default)
+        teacher_weight: float = bounded(0.0, ge=0)  # optional extra KD from teachers per peer; 0 = pure DML (paper)
+        temperature: float = bounded(4.0, gt=0)  # temperature of the optional teacher KD term only (mutual KL is at τ = 1)
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
-        if p.peers < 2:
-            raise KdpipeError(f"dml.peers must be >= 2, got {p.peers}")
         if ctx.make_student is None:
             raise KdpipeError("dml needs a way to build peer students (Context.make_student); run it through distill")
         if p.teacher_weight > 0 and ctx.source is None:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from pipeline.config import bounded
 from pipeline.errors import KdpipeError
 from pipeline.losses.kd import kd_kl
 from pipeline.losses.tsd import top_score_difference
@@ -15,8 +16,8 @@ from pipeline.methods import Method, register_method
 class Generation(Method):
     """L = η_s·[λ·CE(z^m, y) + (1 − λ)·τ²·KL(p^τ(z^{m−1}) ‖ p^τ(z^m))] + (1 − η_s)·TSD(z^m, y, K).
 
-    Yang, Xie, Qiao, Yuille, arXiv 1805.05551 / AAAI 2019 (methods.md §2.2, §2.4); Furlanello et al.,
-    "Born-Again Neural Networks", ICML 2018 (§0.6). The student has the teacher's architecture and a
+    Yang, Xie, Qiao, Yuille, arXiv 1805.05551 / AAAI 2019; Furlanello et al.,
+    "Born-Again Neural Networks", ICML 2018. The student has the teacher's architecture and a
     fresh initialisation (the stage builds a new one); its single teacher, generation m − 1 (the
     patriarch for m = 1), is frozen in eval mode by the knowledge source.
 
@@ -34,21 +35,17 @@ class Generation(Method):
 
     @dataclass(frozen=True)
     class Params:
-        lam: float = 0.5  # λ: weight of CE; the KL to the previous generation gets 1 − λ; methods.md §2.5 [GUESS]
-        temperature: float = 1.0  # τ of both softmaxes in the KL (scaled by τ²); methods.md §2.5 [GUESS]
-        eta: float = 1.0  # η_s: weight of the CE+KL mix; TSD on the student gets 1 − η_s (1 = off); §2.2 ablation
-        k: int = 5  # K of the student's TSD term (used only when eta < 1); as the patriarch's [MEM]
+        lam: float = bounded(0.5, ge=0, le=1)  # λ: weight of CE; the KL to the previous generation gets 1 − λ [GUESS]
+        temperature: float = bounded(1.0, gt=0)  # τ of both softmaxes in the KL (scaled by τ²) [GUESS]
+        eta: float = bounded(1.0, ge=0, le=1)  # η_s: weight of the CE+KL mix; TSD on the student gets 1 − η_s (1 = off); ablation
+        k: int = bounded(5, ge=2)  # K of the student's TSD term (used only when eta < 1); as the patriarch's [MEM]
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
         if ctx.source.num_teachers != 1:
             raise KdpipeError(f"method 'generation' takes exactly one teacher (the previous generation), got "
                               f"{ctx.source.num_teachers}; list one under teachers, or use method kd for several")
-        if not (0.0 <= p.lam <= 1.0 and 0.0 <= p.eta <= 1.0):
-            raise KdpipeError(f"generation.lam and generation.eta must be in [0, 1], got {p.lam}, {p.eta}")
-        if p.temperature <= 0:
-            raise KdpipeError(f"generation.temperature must be > 0, got {p.temperature}")
-        if p.eta < 1.0 and not 2 <= p.k <= ctx.num_classes:
+        if p.eta < 1.0 and p.k > ctx.num_classes:  # k >= 2 is checked when params load
             raise KdpipeError(f"generation.k must be between 2 and the number of classes ({ctx.num_classes}), got {p.k}")
 
     def forward(self, batch, epoch: int) -> dict:

@@ -2,22 +2,23 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from pipeline.config import bounded
 from pipeline.errors import KdpipeError
+from pipeline.knowledge.probes import load_probes
 from pipeline.losses.at import at_loss
 from pipeline.losses.gpac import beta_at, gpac_kl
 from pipeline.methods import Method, register_method
-from pipeline.probes import load_probes
 
 log = logging.getLogger(__name__)
 
 
 @register_method("gpac")
 class GPAC(Method):
-    """L = CE(z_s, y) + α·L_MT + β(e)·Σ_l L_AT(F_s^l, F_{T_k*(l)}^l)   (methods.md §3.3; every piece [GUESS]).
+    """L = CE(z_s, y) + α·L_MT + β(e)·Σ_l L_AT(F_s^l, F_{T_k*(l)}^l)   (every piece [GUESS]).
 
     L_MT is `pipeline.losses.gpac.gpac_kl` (KL-based teacher weights + corrector); L_AT the code form of
     attention transfer (`pipeline.losses.at.at_loss`, spatial sizes pooled to the smaller map); β(e) is
@@ -34,15 +35,16 @@ class GPAC(Method):
 
     needs_teachers = True
     needs_features = True
+    uses_assets = ("probes",)
 
     @dataclass(frozen=True)
     class Params:
-        alpha: float = 1.0  # weight of the adaptive multi-teacher KL L_MT; 0 switches it off (§3.3 α=1)
-        temperature: float = 4.0  # softmax temperature τ of L_MT (§3.5 default, yardstick τ=4)
-        t_w: float = 1.0  # temperature of the instruction weights softmax_k(−KL_k/t_w) (§3.5 [GUESS])
-        rho_max: float = 0.2  # corrector strength: the farthest teacher's target mixes in ρ_max of the student (§3.5 [GUESS])
-        beta_levels: list[float] = field(default_factory=lambda: [1000.0, 500.0, 100.0])  # β(e) per interval (§3.3 [GUESS]; AT's β=1000)
-        beta_breakpoints: list[float] = field(default_factory=lambda: [150 / 240, 210 / 240])  # interval ends as fractions of the epochs, rounded to whole epochs (§3.3: 150, 210 of 240)
+        alpha: float = bounded(1.0, ge=0)  # weight of the adaptive multi-teacher KL L_MT; 0 switches it off (α=1)
+        temperature: float = bounded(4.0, gt=0)  # softmax temperature τ of L_MT (default, yardstick τ=4)
+        t_w: float = bounded(1.0, gt=0)  # temperature of the instruction weights softmax_k(−KL_k/t_w) ([GUESS])
+        rho_max: float = bounded(0.2, ge=0, le=1)  # corrector strength: the farthest teacher's target mixes in ρ_max of the student ([GUESS])
+        beta_levels: list[float] = bounded([1000.0, 500.0, 100.0], ge=0)  # β(e) per interval ([GUESS]; AT's β=1000)
+        beta_breakpoints: list[float] = bounded([150 / 240, 210 / 240], ge=0, le=1)  # interval ends as fractions of the epochs, rounded to whole epochs (the paper: 150, 210 of 240)
         use_probe: bool = True  # False: teacher 0 for every layer instead of the probe choice (ablation)
         use_weights: bool = True  # False: uniform teacher weights 1/K (ablation)
         use_corrector: bool = True  # False: ρ = 0, targets are the teachers' own (ablation)
@@ -50,10 +52,8 @@ class GPAC(Method):
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
-        if p.temperature <= 0 or p.t_w <= 0 or not 0 <= p.rho_max <= 1:
-            raise KdpipeError(f"gpac: need temperature > 0, t_w > 0 and 0 <= rho_max <= 1, got {p.temperature}, {p.t_w}, {p.rho_max}")
         bp = list(p.beta_breakpoints)
-        if len(p.beta_levels) != len(bp) + 1 or bp != sorted(bp) or any(not 0 <= b <= 1 for b in bp):
+        if len(p.beta_levels) != len(bp) + 1 or bp != sorted(bp):  # each in [0, 1]: checked when params load
             raise KdpipeError("gpac.beta_breakpoints must be ascending fractions in [0, 1], one fewer than gpac.beta_levels")
         self.epochs = ctx.epochs
         pairs = self._layer_teachers(ctx) if p.use_attention else []  # [(stage index, teacher index)]
@@ -82,14 +82,6 @@ class GPAC(Method):
                 continue
             pairs.append((l, list(names).index(chosen)))
         return pairs
-
-    @classmethod
-    def test_assets(cls, ctx) -> dict:
-        """Assets for registry tests: a probe table choosing teacher 0 for every student stage."""
-        K = ctx.source.num_teachers if ctx.source is not None else 1
-        names, layers = [f"teacher{k}" for k in range(K)], list(range(-len(ctx.student.stage_channels), 0))
-        return {"probes": {"teachers": names, "layers": layers, "acc": [[0.0] * len(layers) for _ in names],
-                           "choice": [0] * len(layers)}, "teacher_names": names}
 
     def forward(self, batch, epoch: int) -> dict:
         x, y, _ = batch

@@ -1,4 +1,4 @@
-"""IE-DML: deep mutual learning with inheritance and exploration (Huang et al., CVPR 2021, §DML extension)."""
+"""IE-DML: deep mutual learning with inheritance and exploration (Huang et al., CVPR 2021, DML extension)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,8 +7,9 @@ from typing import Literal
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.config import bounded
 from pipeline.errors import KdpipeError
-from pipeline.factor import AutoEncoder, Coder, split_indices
+from pipeline.knowledge.factor import AutoEncoder, Coder, split_indices
 from pipeline.losses.at import match_spatial
 from pipeline.losses.ie import exploration_loss, inheritance_loss, reconstruction_l1
 from pipeline.losses.kd import kd_kl
@@ -17,13 +18,13 @@ from pipeline.methods import Context, Method, register_method
 
 @register_method("ie_dml")
 class IEDML(Method):
-    """Two networks A (the student) and B (its peer), each taught by the other (spec §4.5 IE-DML, §0.5).
+    """Two networks A (the student) and B (its peer), each taught by the other (the IE-DML extension).
 
         L_A = CE(z_A, y) + w·KL(p_B ‖ p_A) + λ_inh·D₁(E_inh^A(f_A,inh), F_B) + λ_exp·L_exp(E_exp^A(f_A,exp), F_B)
         F_B = E^B(f_B), detached; L_B symmetrically; L = L_A + L_B + λ_rec·(L_rec^A + L_rec^B)
 
     DML: Zhang, Xiang, Hospedales, Lu, CVPR 2018; IE: Huang et al., CVPR 2021 (pipeline.losses.ie).
-    - KL at τ = 1, w = 1 set explicitly (the reference's `kl_loss_weight` defaults to 0, spec §0.5).
+    - KL at τ = 1, w = 1 set explicitly (the reference's `kl_loss_weight` defaults to 0).
     - Each network has an auto-encoder E/Dec on its *full* last-stage feature (or on its
       inheritance half, `factor_input: inh` [GUESS]), trained on the fly with the ℓ1
       reconstruction loss on the *detached* feature: it describes the network without shaping it.
@@ -37,23 +38,21 @@ class IEDML(Method):
 
     @dataclass(frozen=True)
     class Params:
-        dml_weight: float = 1.0  # w of each network's KL(p_other ‖ p_self) at τ = 1 (DML; spec §0.5: set 1 explicitly)
-        lambda_inh: float = 500.0  # weight of L_inh against the other network's factor; [GUESS] spec §4.6
-        lambda_exp: float = 500.0  # weight of L_exp against the other network's factor; [GUESS] spec §4.6
-        exploration: Literal["l1", "cos"] = "l1"  # L_exp form: l1 = −D₁ | cos = mean |cos| (spec §4.3; ~20× larger than D₁, so lower λ_exp)
-        split: float = 0.5  # fraction of last-stage channels that inherit (spec: 50/50)
+        dml_weight: float = bounded(1.0, ge=0)  # w of each network's KL(p_other ‖ p_self) at τ = 1 (DML; the spec: set 1 explicitly)
+        lambda_inh: float = bounded(500.0, ge=0)  # weight of L_inh against the other network's factor; [GUESS]
+        lambda_exp: float = bounded(500.0, ge=0)  # weight of L_exp against the other network's factor; [GUESS]
+        exploration: Literal["l1", "cos"] = "l1"  # L_exp form: l1 = −D₁ | cos = mean |cos| (~20× larger than D₁, so lower λ_exp)
+        split: float = bounded(0.5, gt=0, lt=1)  # fraction of last-stage channels that inherit (spec: 50/50)
         divide: Literal["natural", "random"] = "natural"  # channel order of the split
-        divide_seed: int = 0  # seed of the random permutation (divide: random)
-        factor_channels: int = 32  # channels k of every factor (spec §4.4)
+        divide_seed: int = bounded(0, ge=0)  # seed of the random permutation (divide: random)
+        factor_channels: int = bounded(32, ge=1)  # channels k of every factor
         factor_input: Literal["full", "inh"] = "full"  # what each network's factor encodes: full feature (spec) | inheritance half [GUESS]
-        rec_weight: float = 1.0  # weight of the ℓ1 reconstruction loss of the on-the-fly auto-encoders [GUESS]
+        rec_weight: float = bounded(1.0, ge=0)  # weight of the ℓ1 reconstruction loss of the on-the-fly auto-encoders [GUESS]
 
     def __init__(self, ctx: Context, p: Params) -> None:
         super().__init__(ctx, p)
         if ctx.make_student is None:
             raise KdpipeError("ie_dml needs a second network; the stage must give Context.make_student")
-        if min(p.dml_weight, p.lambda_inh, p.lambda_exp, p.rec_weight) < 0 or p.factor_channels < 1:
-            raise KdpipeError("ie_dml: weights must be >= 0 and factor_channels >= 1; fix the ie_dml block")
         self.peer = ctx.make_student()
         c = int(ctx.student.stage_channels[-1])
         if int(self.peer.stage_channels[-1]) != c:

@@ -8,8 +8,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from pipeline.config import bounded
 from pipeline.errors import KdpipeError
-from pipeline.factor import Coder, load_factor, random_factor, split_indices
+from pipeline.knowledge.factor import Coder, load_factor, split_indices
 from pipeline.losses.at import match_spatial
 from pipeline.losses.ie import exploration_loss, inheritance_loss
 from pipeline.losses.multi_teacher import RULES
@@ -36,32 +37,31 @@ class IEKD(Method):
     - Spatial sizes: if the student factor and F_T differ, the larger is average-pooled to the
       smaller (as for AT).
     - L_goal = CE, or Hinton KD (1 − α)·CE + α·T²·KL over all teachers when kd_alpha = α > 0
-      (IE-KD(KD), spec §4.5 [GUESS]); with λ_inh = λ_exp = 0 the loss is exactly `ce`'s
+      (IE-KD(KD) [GUESS]); with λ_inh = λ_exp = 0 the loss is exactly `ce`'s
       (kd_alpha 0) or `kd`'s (kd_alpha > 0).
-    - λ_inh = λ_exp = 500 [GUESS, spec §4.6]: the official config's 1 is inert for a mean-reduced
+    - λ_inh = λ_exp = 500 [GUESS]: the official config's 1 is inert for a mean-reduced
       ℓ1 of unit vectors (D₁ ≤ 2/√d ≈ 0.04); 500 is official FT's β for the identical loss.
       λ_exp = 0 gives the FT-like inheritance-only control.
     """
 
     needs_teachers = True
     needs_features = True
+    uses_assets = ("factor",)
 
     @dataclass(frozen=True)
     class Params:
-        lambda_inh: float = 500.0  # weight of L_inh = D₁(F_inh, F_T); [GUESS] spec §4.6 (official FT's β = 500)
-        lambda_exp: float = 500.0  # weight of L_exp; 0 = inheritance-only control; [GUESS] spec §4.6
+        lambda_inh: float = bounded(500.0, ge=0)  # weight of L_inh = D₁(F_inh, F_T); [GUESS] (official FT's β = 500)
+        lambda_exp: float = bounded(500.0, ge=0)  # weight of L_exp; 0 = inheritance-only control; [GUESS]
         exploration: Literal["l1", "cos"] = "l1"  # L_exp form: l1 = −D₁ (spec default) | cos = mean |cos| (code's ablation; ~20× larger than D₁, so lower λ_exp)
-        split: float = 0.5  # fraction of the student's last-stage channels that inherit (spec §4.6: 50/50)
+        split: float = bounded(0.5, gt=0, lt=1)  # fraction of the student's last-stage channels that inherit (the paper: 50/50)
         divide: Literal["natural", "random"] = "natural"  # natural = first channels inherit | random = fixed permutation
-        divide_seed: int = 0  # seed of the random permutation (divide: random)
-        kd_alpha: float = 0.0  # α of Hinton KD in L_goal = (1 − α)·CE + α·T²·KL; 0 = CE only (spec), 0.9 = IE-KD(KD)
-        temperature: float = 4.0  # KD temperature T (kd_alpha > 0 only; spec §4.5: 4)
+        divide_seed: int = bounded(0, ge=0)  # seed of the random permutation (divide: random)
+        kd_alpha: float = bounded(0.0, ge=0, le=1)  # α of Hinton KD in L_goal = (1 − α)·CE + α·T²·KL; 0 = CE only (spec), 0.9 = IE-KD(KD)
+        temperature: float = bounded(4.0, gt=0)  # KD temperature T (kd_alpha > 0 only; the spec: 4)
         aggregate: str = "mean_prob"  # multi-teacher KD rule (pipeline.losses.multi_teacher.RULES); kd_alpha > 0 only
 
     def __init__(self, ctx: Context, p: Params) -> None:
         super().__init__(ctx, p)
-        if p.lambda_inh < 0 or p.lambda_exp < 0 or not 0 <= p.kd_alpha <= 1 or p.temperature <= 0:
-            raise KdpipeError("ie_kd: lambda_inh and lambda_exp must be >= 0, kd_alpha in [0, 1], temperature > 0; fix the ie_kd block")
         if p.aggregate not in RULES:
             raise KdpipeError(f"ie_kd.aggregate: unknown rule {p.aggregate!r}; known: {', '.join(sorted(RULES))}")
         src = ctx.assets.get("factor")
@@ -78,13 +78,6 @@ class IEKD(Method):
         self.register_buffer("exp_index", exp)
         self.enc_inh = Coder(len(inh), meta["channels"])
         self.enc_exp = Coder(len(exp), meta["channels"])
-
-    @classmethod
-    def test_assets(cls, ctx: Context) -> dict:
-        """A random factor encoder matching ctx's first teacher (registry smoke tests)."""
-        teachers = getattr(ctx.source, "teachers", None)
-        net = teachers[0] if teachers is not None else ctx.student
-        return {"factor": random_factor(int(net.stage_channels[-1]))}
 
     def train(self, mode: bool = True) -> "IEKD":
         super().train(mode)

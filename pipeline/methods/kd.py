@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from pipeline.config import bounded
 from pipeline.errors import KdpipeError
 from pipeline.losses.multi_teacher import RULES
 from pipeline.methods import Method, register_method
@@ -23,16 +24,14 @@ class KD(Method):
 
     @dataclass(frozen=True)
     class Params:
-        temperature: float = 4.0  # softmax temperature T for teacher and student
-        alpha: float = 0.9  # weight of the KL term; CE gets 1 − α
+        temperature: float = bounded(4.0, gt=0)  # softmax temperature T for teacher and student
+        alpha: float = bounded(0.9, ge=0, le=1)  # weight of the KL term; CE gets 1 − α
         aggregate: str = "mean_prob"  # multi-teacher rule, see pipeline.losses.multi_teacher.RULES
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
         if p.aggregate not in RULES:
             raise KdpipeError(f"kd.aggregate: unknown rule {p.aggregate!r}; known: {', '.join(sorted(RULES))}")
-        if p.temperature <= 0:
-            raise KdpipeError(f"kd.temperature must be > 0, got {p.temperature}")
 
     def forward(self, batch, epoch: int) -> dict:
         x, y, _ = batch

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-import torch.nn as nn
 
+from pipeline.config import bounded, from_dict
 from pipeline.errors import KdpipeError
+from pipeline.knowledge.professor import refined_source
 from pipeline.losses.professor import mix_logits
-from pipeline.methods import REGISTRY, Context, Method, register_method
-from pipeline.params import from_dict
+from pipeline.methods import REGISTRY, Context, Method, register_method, student_methods
 from pipeline.sources import KnowledgeSource
 
 
@@ -48,7 +48,7 @@ class ProfessorKD(Method):
                                                         w·KL(p_T‖p_S) + (1−w)·KL(p_P‖p_S) (losses.professor.mix_logits);
                                                         for dkd it is DKD on the mixed target (our choice)
       curriculum  z_t for epochs < round(switch_fraction·epochs), z_P after   S2' [GUESS]
-    (methods.md §1.5, all [GUESS]). With K teachers, professor k refines teacher k and the base method's
+    (all [GUESS]). With K teachers, professor k refines teacher k and the base method's
     multi-teacher rule aggregates as usual. Targets follow the student's `targets`: online runs teacher +
     professor on the augmented batch (labels from the batch); cached reads models/knowledge/professor/<T>.targets.pt.
 
@@ -59,12 +59,13 @@ class ProfessorKD(Method):
     """
 
     needs_teachers = True
+    uses_assets = ("professor",)
 
     @dataclass(frozen=True)
     class Params:
-        strategy: Literal["replace", "joint", "curriculum"] = "replace"  # how teacher and professor are used [GUESS §1.5]
-        joint_weight: float = 0.5  # joint: w, the teacher's share of the mixed target; 1 − w is the professor's [GUESS §1.5]
-        switch_fraction: float = 0.5  # curriculum: fraction of the epochs taught by the teacher before the professor [GUESS §1.5]
+        strategy: Literal["replace", "joint", "curriculum"] = "replace"  # how teacher and professor are used [GUESS]
+        joint_weight: float = bounded(0.5, ge=0, le=1)  # joint: w, the teacher's share of the mixed target; 1 − w is the professor's [GUESS]
+        switch_fraction: float = bounded(0.5, ge=0, le=1)  # curriculum: fraction of the epochs taught by the teacher before the professor [GUESS]
         base: str = "kd"  # the logit-based method that consumes the targets (kd, dkd, ...)
         base_args: dict[str, Any] = field(default_factory=dict)  # the base method's params block (e.g. {temperature: 4, alpha: 0.9})
 
@@ -72,22 +73,22 @@ class ProfessorKD(Method):
             if self.base in REGISTRY:
                 from_dict(REGISTRY[self.base].Params, self.base_args, "professor.base_args")
 
+    @classmethod
+    def uses(cls, p: Any) -> list[str]:
+        return [p.base]  # the base method's code runs every step
+
     def __init__(self, ctx: Context, p: Params) -> None:
         super().__init__(ctx, p)
-        if p.base not in REGISTRY or p.base == self.name:
-            raise KdpipeError(f"professor.base: {p.base!r} is not a base KD method; use one of {', '.join(sorted(set(REGISTRY) - {self.name}))}")
+        if p.base not in REGISTRY or p.base == self.name or REGISTRY[p.base].job:
+            raise KdpipeError(f"professor.base: {p.base!r} is not a base KD method; use one of {', '.join(n for n in student_methods() if n != self.name)}")
         if REGISTRY[p.base].needs_features:
             raise KdpipeError(f"professor.base: {p.base!r} needs teacher features; the professor refines logits only, use kd or dkd")
-        if not (0.0 <= p.joint_weight <= 1.0 and 0.0 <= p.switch_fraction <= 1.0):
-            raise KdpipeError(f"professor.joint_weight and switch_fraction must be in [0, 1], got {p.joint_weight}, {p.switch_fraction}")
         if "professor" not in ctx.assets:
             raise KdpipeError("method 'professor' needs the refine-targets artifacts; run refine-targets for each teacher (dvc repro)")
         base_p = from_dict(REGISTRY[p.base].Params, p.base_args, "professor.base_args")
         temperature = getattr(base_p, "temperature", None)
         if p.strategy == "joint" and temperature is None:
             raise KdpipeError(f"professor.strategy joint mixes targets at the base method's temperature, but {p.base!r} has none; use replace")
-        from pipeline.professor import refined_source  # late import: pipeline.professor imports this package
-
         self.source = StrategySource(ctx.source, refined_source(ctx.source, ctx.assets["professor"]), p.joint_weight, temperature)
         base = REGISTRY[p.base](dataclasses.replace(ctx, source=self.source), base_p)
         own = {id(q) for q in ctx.student.parameters()} | {id(q) for q in self.source.parameters()}
@@ -110,15 +111,8 @@ class ProfessorKD(Method):
     def forward(self, batch, epoch: int) -> dict:
         self.source.mode = self.mode(epoch)
         self._base.student = self.student  # the loop may have wrapped it (torch.compile, DDP)
+        self._base.progress = self.progress  # fit sets it on us; the base method's schedule reads it
         out = self._base(batch, epoch)
         share = {"teacher": 1.0, "professor": 0.0, "joint": self.p.joint_weight}[self.source.mode]
         out["teacher_share"] = torch.tensor(share, device=out["loss"].device)  # logged: which target taught this epoch
         return out
-
-    @classmethod
-    def test_assets(cls, ctx: Context) -> dict:
-        """A fresh (random, eval-mode) professor per teacher, for the registry's contract tests."""
-        from pipeline.professor import ProfessorNet, ProfessorParams
-
-        nets: list[nn.Module] = [ProfessorNet(ctx.num_classes, ProfessorParams()).eval() for _ in range(ctx.source.num_teachers)]
-        return {"professor": nets}

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from pipeline.config import bounded
 from pipeline.errors import KdpipeError
 from pipeline.losses.tsd import top_score_difference
 from pipeline.methods import Method, register_method
@@ -16,7 +17,7 @@ from pipeline.methods import Method, register_method
 class Tolerant(Method):
     """L = η·CE(z, y) + (1 − η)·TSD(z, y, K), with TSD switched on from epoch `start_epoch`.
 
-    Yang, Xie, Qiao, Yuille, arXiv 1805.05551 / AAAI 2019 (methods.md §2.2). TSD (pipeline.losses.tsd)
+    Yang, Xie, Qiao, Yuille, arXiv 1805.05551 / AAAI 2019. TSD (pipeline.losses.tsd)
     is the gap between the primary (ground-truth) probability and the mean of the K−1 best other
     probabilities, minimised, so a few secondary classes keep probability next to the primary one:
     a less accurate but "more tolerant" teacher for the next generation. No teachers are needed.
@@ -29,20 +30,16 @@ class Tolerant(Method):
 
     @dataclass(frozen=True)
     class Params:
-        eta: float = 0.6  # weight η of CE; TSD gets 1 − η (1 = plain CE); methods.md §2.5 [MEM]
-        k: int = 5  # K: the primary class plus K − 1 secondaries in TSD (2..classes); methods.md §2.5 [MEM]
-        start_epoch: int = 0  # 0-based epoch from which TSD is on (warm-up with CE before it); §2.7 [GUESS]
+        eta: float = bounded(0.6, ge=0, le=1)  # weight η of CE; TSD gets 1 − η (1 = plain CE) [MEM]
+        k: int = bounded(5, ge=2)  # K: the primary class plus K − 1 secondaries in TSD (2..classes) [MEM]
+        start_epoch: int = bounded(0, ge=0)  # 0-based epoch from which TSD is on (warm-up with CE before it); [GUESS]
         primary: Literal["gt", "top1"] = "gt"  # a1 = ground truth (v1 abstract) or the top-1 prediction (reimplementation)
         divisor: Literal["k_minus_1", "k"] = "k_minus_1"  # TSD secondaries: mean over K−1 [GUESS] or sum/K (reimplementation)
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
-        if not 0.0 <= p.eta <= 1.0:
-            raise KdpipeError(f"tolerant.eta must be in [0, 1], got {p.eta}")
-        if not 2 <= p.k <= ctx.num_classes:
+        if p.k > ctx.num_classes:  # k >= 2 is checked when params load; the class count is a run fact
             raise KdpipeError(f"tolerant.k must be between 2 and the number of classes ({ctx.num_classes}), got {p.k}")
-        if p.start_epoch < 0:
-            raise KdpipeError(f"tolerant.start_epoch must be >= 0, got {p.start_epoch}")
 
     def forward(self, batch, epoch: int) -> dict:
         x, y, _ = batch

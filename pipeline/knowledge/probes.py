@@ -4,18 +4,19 @@ Alain & Bengio, "Understanding intermediate layers using linear classifier probe
 classifier trained with CE on frozen features, no gradient into the backbone. One probe per (teacher k,
 stage l): `GAP(F_k^l) -> Linear(C_k^l -> num_classes)` by default (GAP is cheap and resolution-free);
 `pool: flatten` adaptive-average-pools to s×s and flattens (closer to Alain & Bengio, an ablation).
-All probes of all teachers train at once through `pipeline.train.fit`; each probe's top-1 is then
-measured on the VALIDATION split (held out of the training split, never the test split), and
-k*(l) = argmax_k acc[k][l] (ties go to the earlier teacher). Reference: methods.md §3.2, §3.4, §3.7.
+The probes_job method trains them all at once; each probe's top-1 is then measured on the VALIDATION
+split (held out of the training split, never the test split), and k*(l) = argmax_k acc[k][l] (ties go
+to the earlier teacher).
 
 Layers: teachers may differ in depth and resolution, so probed stages are Python indices into each
 network's stage list; the default is the last `min_k(#stages of teacher k)` stages ([-3, -2, -1] for
-CIFAR ResNets). The gpac method indexes the student's stage list with the same indices, and the
-attention loss pools spatial sizes to the smaller map, so resolutions never have to match.
+CIFAR ResNets). The gpac method indexes the student's stage list with the same indices.
+
+The artifact (kind "probes", models/knowledge/probes.pt) holds teachers, layers, acc[k][l], choice[l],
+pool, teacher_sha256 and the probes' weights.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,28 +26,28 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline import checkpoint
-from pipeline.data import DeviceLoader
+from pipeline.config import bounded
 from pipeline.errors import KdpipeError
-from pipeline.params import OptimParams
-from pipeline.sources import OnlineTeachers
-from pipeline.tracking import Tracker
-from pipeline.train import Loaders, fit
-
-log = logging.getLogger(__name__)
-PROBES_FORMAT = "kdpipe.probes/1"
 
 
 @dataclass(frozen=True)
 class ProbesParams:
+    """The `probes` section of params.yaml (the probe-teachers stage; the probes_job method's Params)."""
+
     teachers: list[str] = field(default_factory=list)  # teachers to probe, in order (empty = every entry of params.teachers)
     stages: list[int] = field(default_factory=list)  # stage indices probed (Python style, -1 = last); empty = last min_k(#stages)
     pool: Literal["gap", "flatten"] = "gap"  # probe input: global average pool, or adaptive pool to pool_size² and flatten
-    pool_size: int = 4  # flatten: side s of the s×s pooled map (pixels after pooling)
-    epochs: int = 3  # probe training passes over the training split (CPU-sized; spec §3.4: 30)
-    lr: float = 0.1  # SGD peak learning rate, cosine schedule (spec §3.4)
-    batch_size: int = 128  # images per step
-    weight_decay: float = 5e-4  # L2 penalty on the probes (project default)
+    pool_size: int = bounded(4, ge=1)  # flatten: side s of the s×s pooled map (pixels after pooling)
+    epochs: int = bounded(3, ge=1)  # probe training passes over the training split (CPU-sized; the paper's recipe: 30)
+    lr: float = bounded(0.1, gt=0)  # SGD peak learning rate, cosine schedule
+    batch_size: int = bounded(128, ge=1)  # images per step
+    weight_decay: float = bounded(5e-4, ge=0)  # L2 penalty on the probes (project default)
     augment: bool = False  # random crop/flip while training probes (off: a linear probe hardly overfits)
+
+    def optim_args(self) -> dict[str, Any]:
+        """OptimParams fields: SGD + cosine; validate (the probe ensemble) only after the last epoch."""
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
+                "compile": False, "eval_every": max(self.epochs, 1)}
 
 
 class LinearProbe(nn.Module):
@@ -64,11 +65,11 @@ class LinearProbe(nn.Module):
 class ProbeNet(nn.Module):
     """All probes; `forward(x)` -> mean probe logits (B, C) for fit's validation, `every=True` -> (K·L, B, C).
 
-    The teachers are held by reference, NOT as a sub-module, so state_dict, DDP and the optimizer
-    see only the probes; the trainer registers them as its frozen `source`.
+    The teachers (an OnlineTeachers source) are held by reference, NOT as a sub-module, so state_dict,
+    DDP and the optimizer see only the probes; the trainer registers them as its frozen `source`.
     """
 
-    def __init__(self, source: OnlineTeachers, layers: list[int], num_classes: int, pool: str, pool_size: int) -> None:
+    def __init__(self, source: Any, layers: list[int], num_classes: int, pool: str, pool_size: int) -> None:
         super().__init__()
         self.__dict__["source"] = source  # plain attribute: not registered
         self.layers = list(layers)
@@ -79,32 +80,6 @@ class ProbeNet(nn.Module):
         feats, _ = self.source.features((x,))  # no grad, eval mode
         z = torch.stack([p(feats[k][l]) for k, row in enumerate(self.probes) for p, l in zip(row, self.layers)])
         return z if every else z.mean(0)
-
-
-class ProbeTrainer(nn.Module):
-    """The method contract for `fit`: loss = Σ_{k,l} CE(probe_{k,l}); `student` is the ProbeNet.
-
-    fit validates `method.student` on the validation loader every epoch; the ProbeNet's plain
-    forward returns the mean of all probe logits, so `val/acc` is the probe ensemble's accuracy.
-    """
-
-    def __init__(self, net: ProbeNet, names: list[str]) -> None:
-        super().__init__()
-        self.student, self.source, self.names = net, net.source, names
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self.student.parameters())
-
-    def ddp_modules(self) -> list[str]:
-        return ["student"]
-
-    def forward(self, batch, epoch: int) -> dict:
-        x, y, _ = batch
-        z = self.student(x, every=True)  # (P, B, C)
-        ce = F.cross_entropy(z.float().flatten(0, 1), y.repeat(z.shape[0]), reduction="none").view(z.shape[:2]).mean(1)
-        L = len(self.student.layers)
-        parts = {f"ce_{self.names[i // L]}_l{i % L}": ce[i] for i in range(len(ce))}
-        return {"loss": ce.sum(), "logits": z.detach().mean(0), **parts}
 
 
 def probe_layers(stage_counts: list[int], stages: list[int]) -> list[int]:
@@ -137,33 +112,9 @@ def choose(acc: list[list[float]]) -> list[int]:
     return [max(range(len(acc)), key=lambda k: (acc[k][l], -k)) for l in range(len(acc[0]))]
 
 
-def run_probes(teachers: list[nn.Module], names: list[str], data: dict, pp: ProbesParams, device: torch.device,
-               seed: int = 0, tracker: Tracker | None = None, state_path: str | Path | None = None, fingerprint: str = "") -> dict:
-    """Train every (teacher, layer) probe on the training split, measure it on the validation split, choose k*(l)."""
-    if len(teachers) != len(names) or not teachers:
-        raise KdpipeError("probes need at least one teacher; list them in probes.teachers")
-    source = OnlineTeachers(teachers)
-    layers = probe_layers([len(t.stage_channels) for t in teachers], pp.stages)
-    net = ProbeNet(source, layers, len(data["class_names"]), pp.pool, pp.pool_size)
-    # validate (the probe ensemble) only after the last epoch: the per-probe pass below is what counts
-    optim = OptimParams(epochs=pp.epochs, batch_size=pp.batch_size, lr=pp.lr, weight_decay=pp.weight_decay, compile=False,
-                        eval_every=max(pp.epochs, 1))
-    train = DeviceLoader(data["train_x"], data["train_y"], data["mean"], data["std"], batch_size=pp.batch_size, device=device,
-                         shuffle=True, augment=pp.augment, pad=data["pad"], flip=data["flip"], seed=seed)
-    val = DeviceLoader(data["val_x"], data["val_y"], data["mean"], data["std"], batch_size=512, device=device)
-    if not len(data["val_y"]):
-        raise KdpipeError("the validation split is empty; probes are measured on it, so set data.val_size > 0")
-    fit(ProbeTrainer(net, names), Loaders(train, val), optim, tracker, device, state_path, fingerprint, desc="probes")
-    acc = probe_accuracy(net, val)
-    choice = choose(acc)
-    for j, l in enumerate(layers):
-        log.info("probes: stage[%d] -> %s (%s)", l, names[choice[j]], ", ".join(f"{n}={a[j]:.4f}" for n, a in zip(names, acc)))
-    return {"format": PROBES_FORMAT, "teachers": list(names), "layers": layers, "acc": acc, "choice": choice, "pool": pp.pool}
-
-
 def load_probes(obj: Any) -> dict:
-    """A probe result from a dict or a path to probes.pt, checked for consistent shapes."""
-    d = checkpoint.load(obj, "probe table") if isinstance(obj, (str, Path)) else obj
+    """A probe table from a probes artifact path or a dict (teachers, layers, acc, choice), checked for consistent shapes."""
+    d = checkpoint.load_artifact(obj, ("probes",)) if isinstance(obj, (str, Path)) else obj
     keys = ("teachers", "layers", "acc", "choice")
     if not isinstance(d, dict) or any(k not in d for k in keys):
         raise KdpipeError(f"{obj if isinstance(obj, (str, Path)) else 'probe asset'}: not a probe table (needs {', '.join(keys)}); re-run probe-teachers")
@@ -187,7 +138,9 @@ def probe_metrics(result: dict) -> dict:
 
 def plot_heatmap(result: dict, path: str | Path) -> None:
     """teachers × layers heat map with each probe's accuracy written in its cell; chosen cells boxed."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg canvas, no pyplot: no global backend state
+    from matplotlib.backends.backend_agg import (
+        FigureCanvasAgg,  # Agg canvas, no pyplot: no global backend state
+    )
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
@@ -208,4 +161,4 @@ def plot_heatmap(result: dict, path: str | Path) -> None:
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     with checkpoint.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})  # no matplotlib version stamp: same bytes
