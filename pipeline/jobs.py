@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
 
+import logging
+
 import torch
 
 from pipeline import checkpoint
@@ -27,16 +29,18 @@ from pipeline.data.augment import augments_data
 from pipeline.data.cache import load_prepared
 from pipeline.data.loaders import make_loader as data_loader
 from pipeline.errors import KdpipeError
-from pipeline.evaluate import infer
 from pipeline.methods import REGISTRY, Context, build_method, student_methods
 from pipeline.models import create_model
 from pipeline.params import BaseParams, ModelParams, OptimParams
 from pipeline.runtime import is_main, prepare
-from pipeline.sources import CachedLogits, KnowledgeSource, OnlineTeachers
+from pipeline.models.init import apply_init, head_parameters
+from pipeline.sources import CachedLogits, KnowledgeSource, OnlineTeachers, teacher_norm
 from pipeline.tracking import Tracker
 from pipeline.train import FitResult, Loaders, fit
 
+log = logging.getLogger(__name__)
 EVAL_BATCH = 512  # images per batch of the plain (validation, inference) loaders
+SELECTED = Path("models/selected.json")  # select-student's choice, for `arch: selected`
 
 
 class Teacher(NamedTuple):
@@ -71,6 +75,7 @@ class Job:
     teachers: list[Teacher] = field(default_factory=list)
     arch: str | None = None  # model jobs: the student's architecture
     arch_kwargs: dict = field(default_factory=dict)
+    init: Any = None  # model jobs: pipeline.models.init.InitParams (start from a weights file) or None
     targets: list[Path] | None = None  # cached teacher logits (targets: cached), one file per teacher
     cached_with_augment: bool = False
     assets: dict = field(default_factory=dict)  # stage-made knowledge for the method (see Method.uses_assets)
@@ -84,13 +89,19 @@ class JobResult:
 
 
 def model_job(name: str, kind: str, spec: ModelParams, teachers: Iterable = (), targets: list[Path] | None = None,
-              assets: dict | None = None) -> Job:
-    """A teacher/student/patriarch/generation job from its params entry."""
+              assets: dict | None = None, selected: Path = SELECTED) -> Job:
+    """A teacher/student/patriarch/generation job from its params entry (`arch: selected` reads `selected`)."""
     if spec.method not in REGISTRY or REGISTRY[spec.method].job:
         raise KdpipeError(f"{name}: method {spec.method!r} is not a student method; use one of {', '.join(student_methods())}")
-    return Job(kind=kind, name=name, method=spec.method, args=spec.args, optim=spec.optim, params=to_dict(spec), seed=spec.seed,
+    arch, kwargs, params = spec.arch, dict(spec.arch_kwargs), to_dict(spec)
+    if arch == "selected":
+        from pipeline.select_space import resolve_selected
+
+        arch, kwargs, size = resolve_selected(selected)
+        params |= {"arch": arch, "arch_kwargs": kwargs, "input_size": size, "selected_from": str(selected)}
+    return Job(kind=kind, name=name, method=spec.method, args=spec.args, optim=spec.optim, params=params, seed=spec.seed,
                augment=spec.augment, teachers=[Teacher(*t) for t in teachers] if spec.targets == "online" else [],
-               arch=spec.arch, arch_kwargs=dict(spec.arch_kwargs), targets=targets if spec.targets == "cached" else None,
+               arch=arch, arch_kwargs=kwargs, init=spec.init, targets=targets if spec.targets == "cached" else None,
                cached_with_augment=spec.cached_with_augment, assets=dict(assets or {}))
 
 
@@ -138,11 +149,20 @@ def check_teacher(art: dict, data: dict, name: str) -> None:
                           f"{facts['num_classes']}/{facts['in_channels']}; retrain it on this data (dvc repro)")
 
 
-def load_teacher(t: Teacher, data: dict) -> torch.nn.Module:
-    """A frozen teacher from its artifact, checked against params (arch) and the data (classes, channels)."""
+def load_teacher(t: Teacher, data: dict) -> tuple[torch.nn.Module, dict]:
+    """A frozen teacher and its metadata, checked against params (arch) and the data (classes, channels)."""
     model, meta = checkpoint.load_model(t.path, expect={"arch": t.arch})
     check_teacher(meta, data, t.name)
-    return model
+    return model, meta
+
+
+def online_teachers(job: Job, data: dict) -> OnlineTeachers | None:
+    """The job's teachers, each fed the student's batch resized/renormalised to its own input size and mean/std."""
+    if not job.teachers:
+        return None
+    loaded = [load_teacher(t, data) for t in job.teachers]
+    return OnlineTeachers([m for m, _ in loaded], data_norm=(data["mean"], data["std"]),
+                          teacher_norms=[teacher_norm(meta) for _, meta in loaded])
 
 
 def _source(job: Job, teachers: OnlineTeachers | None, data: dict, device: torch.device) -> KnowledgeSource | None:
@@ -161,7 +181,8 @@ def _source(job: Job, teachers: OnlineTeachers | None, data: dict, device: torch
     if teachers is not None and cls.precompute_targets and not job.augment:
         # without augmentation every epoch sees the same images: run the teachers once, look their logits up by idx
         plain = make_loader(data, "train", batch_size=EVAL_BATCH, device=device)
-        return CachedLogits(torch.stack([infer(t, plain) for t in teachers.to(device).teachers]))
+        teachers.to(device)
+        return CachedLogits(torch.cat([teachers.logits(batch).cpu() for batch in plain], dim=1))
     return teachers
 
 
@@ -185,7 +206,8 @@ def fingerprint(job: Job, base: BaseParams, data: dict, files: list[str]) -> str
 def _used_files(job: Job) -> list[Path]:
     assets = [job.assets.get(k) for k in REGISTRY[job.method].uses_assets]
     flat = [a for v in assets for a in (v if isinstance(v, list) else [v])]
-    return [t.path for t in job.teachers] + list(job.targets or []) + [Path(a) for a in flat if isinstance(a, (str, Path))
+    init = [Path(job.init.path)] if job.init is not None else []
+    return [t.path for t in job.teachers] + init + list(job.targets or []) + [Path(a) for a in flat if isinstance(a, (str, Path))
                                                                        and Path(a).is_file()]
 
 
@@ -195,15 +217,25 @@ def run_job(job: Job, base: BaseParams, data: dict, paths: RunPaths,
     seed = base.seed + job.seed
     device, rank, world = prepare(base.device, base.threads, seed)
     facts, cls = data_facts(data), REGISTRY[job.method]
+    if job.params.get("selected_from") and job.params.get("input_size") != facts["input_size"]:
+        raise KdpipeError(f"{job.name}: select-student chose input size {job.params['input_size']} but the data is "
+                          f"{facts['input_size']} px; list candidates at data.image_size in select.candidates")
     def make_student() -> torch.nn.Module:  # a fresh student (DML peers ask for more)
         return create_model(job.arch, facts["num_classes"], facts["in_channels"], **job.arch_kwargs)
 
     make = make_student if job.arch is not None else None
     # the order of these draws from the seeded RNG is part of a run's identity: teachers (their construction
     # draws init values before their weights are loaded), then the student, then the method's own modules
-    teachers = OnlineTeachers([load_teacher(t, data) for t in job.teachers]) if job.teachers else None
+    teachers = online_teachers(job, data)
     source = _source(job, teachers, data, device)
     student = make() if make else None
+    freeze: list[str] = []
+    if job.init is not None and student is not None:
+        report = apply_init(student, job.init, job.arch)
+        log.info("%s %s: weights from %s (%d tensors loaded%s)", job.kind, job.name, job.init.path, report["loaded"],
+                 f"; head {', '.join(report['replaced_head'])} is new" if report["replaced_head"] else "")
+        heads = set(head_parameters(student))
+        freeze = [n for n, _ in student.named_parameters() if n not in heads] if job.init.freeze_epochs else []
     cl = device.type == "cuda" and job.optim.channels_last
     train = make_loader(data, "train", batch_size=job.optim.batch_size, device=device, train=True, seed=seed, rank=rank,
                         world=world, channels_last=cl, augment=job.augment)
@@ -213,7 +245,11 @@ def run_job(job: Job, base: BaseParams, data: dict, paths: RunPaths,
     ctx = Context(student=student, source=source, epochs=job.optim.epochs, make_student=make, assets=assets, teachers=teachers,
                   train_size=len(data["train_y"]), val_size=len(data["val_y"]), **facts)
     method = build_method(job.method, ctx, job.args)
+    if freeze:  # init.freeze_epochs: only the new head trains at first (fit drops the other gradients)
+        method.frozen = ([q for n, q in student.named_parameters() if n in set(freeze)], job.init.freeze_epochs)
     tracker = tracker_factory(paths.metrics_dir) if tracker_factory and paths.metrics_dir and is_main() else None
+    if tracker is not None and hasattr(tracker, "log_params"):
+        tracker.log_params(job.params)  # the resolved params block beside the metrics (dvclive params.yaml)
     result = fit(method, Loaders(train, val if val is not None and len(data["val_y"]) else None), job.optim, tracker, device,
                  paths.state, fingerprint(job, base, data, files), desc=f"{job.kind} {job.name}")
     metrics = _save(job, method, result.final, data, paths.artifact, device) if is_main() else dict(result.final)

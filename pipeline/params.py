@@ -60,7 +60,6 @@ class ModelParams:
         ""  # student this one is compared with, paired by seed ("" = the ce student of the same arch)
     )
     group: str = ""  # set when params load: the entry's name before seed expansion
-    input_size: int = bounded(0, ge=0)  # this model's input side in pixels (0 = the prepared data's size)
     targets: Literal["online", "cached"] = "online"  # run teachers each step, or read infer-targets' logits
     cached_with_augment: bool = False  # allow cached (un-augmented) targets together with augmentation
     augment: bool = True  # random crop/flip on the training images

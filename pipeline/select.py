@@ -34,7 +34,9 @@ from pipeline import __version__, bench, checkpoint
 from pipeline.errors import KdpipeError
 from pipeline.logs import NOISY, quiet_loggers
 from pipeline.predict import INPUT, OUTPUT, make_session, resolve_threads
-from pipeline.select_space import Candidate, SelectParams, SpaceParams, build, default_space, describe, expand
+from pipeline.select_space import (  # noqa: F401 - resolve_selected re-exported
+    Candidate, SelectParams, SpaceParams, build, default_space, describe, expand, resolve_selected,
+)
 
 __all__ = ["SelectParams", "SpaceParams", "measure", "choose", "run_selection", "resolve_selected"]
 
@@ -270,21 +272,3 @@ def run_selection(facts: dict, sp: SelectParams, recipe: dict, out_dir: str | Pa
                 "precision": sp.precision, "proxy": sp.proxy, "cpu": env["cpu"]}
     checkpoint.atomic_write_text(Path(selected_path), json.dumps(selected, indent=2))
     return selected
-
-
-def resolve_selected(path: str | Path) -> tuple[str, dict, int]:
-    """(arch, arch_kwargs, input_size) of the student chosen by select-student, from its selected.json."""
-    path = Path(path)
-    if not path.is_file():
-        raise KdpipeError(f"{path}: no selected student yet; run select-student (dvc repro) before "
-                          "training a student with arch: selected")
-    try:
-        doc = json.loads(path.read_text())
-        arch, kwargs, size = doc["arch"], doc["arch_kwargs"], doc["input_size"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise KdpipeError(f"{path}: not a select-student result ({type(e).__name__}: {e}); delete it and run "
-                          "select-student (dvc repro)") from None
-    if not isinstance(arch, str) or not isinstance(kwargs, dict) or not isinstance(size, int) or size < 1:
-        raise KdpipeError(f"{path}: malformed select-student result (arch {arch!r}, arch_kwargs {kwargs!r}, "
-                          f"input_size {size!r}); delete it and run select-student (dvc repro)")
-    return arch, kwargs, size

@@ -2,7 +2,7 @@
 
 A candidate is one (arch, width_mult, input_size, arch_kwargs) point. The space is either listed in
 params (`select.candidates`) or, by default, every deployable family of the model registry at the
-data's image size and 3/4 of it (a student may train at a smaller input: `ModelParams.input_size`).
+data's image size (every model of a profile trains at the prepared data's size).
 Parameter and MAC counts come from `pipeline.models.describe` when the registry has it, else from a
 fixed-seed model counted here (MACs = FLOPs / 2 from torch's FlopCounterMode at batch 1).
 torch and the registry are imported inside functions, so `pipeline.params` can import the params
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 # Used while the registry has no `model_info`: today's archs that export and quantize cleanly.
 FALLBACK_DEPLOYABLE = ("resnet8", "resnet14", "resnet20", "resnet8x4", "wrn_16_1", "vgg8", "tv_resnet18")
 DEFAULT_WIDTHS = (0.5, 0.75, 1.0)  # widths tried for a family whose constructor takes `width_mult`
-DEFAULT_SCALES = (1.0, 0.75)  # input sides tried, as fractions of the data's side (rounded to 4 px)
+DEFAULT_SCALES = (1.0,)  # input sides tried, as fractions of the data's side: students train at the data's size
 MIN_SIZE = 16  # pixels: smaller inputs leave the deeper nets' last stage with nothing to pool
 
 
@@ -188,3 +189,21 @@ def describe(c: Candidate, model: nn.Module, num_classes: int, in_channels: int)
         d = fn(c.arch, num_classes, in_channels, c.input_size)
         return {"params": int(d["params"]), "macs": int(d["macs"])}
     return {"params": models.num_parameters(model), "macs": count_macs(model, in_channels, c.input_size)}
+
+
+def resolve_selected(path: str | Path) -> tuple[str, dict, int]:
+    """(arch, arch_kwargs, input_size) of the student chosen by select-student, from its selected.json."""
+    path = Path(path)
+    if not path.is_file():
+        raise KdpipeError(f"{path}: no selected student yet; run select-student (dvc repro) before "
+                          "training a student with arch: selected")
+    try:
+        doc = json.loads(path.read_text())
+        arch, kwargs, size = doc["arch"], doc["arch_kwargs"], doc["input_size"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise KdpipeError(f"{path}: not a select-student result ({type(e).__name__}: {e}); delete it and run "
+                          "select-student (dvc repro)") from None
+    if not isinstance(arch, str) or not isinstance(kwargs, dict) or not isinstance(size, int) or size < 1:
+        raise KdpipeError(f"{path}: malformed select-student result (arch {arch!r}, arch_kwargs {kwargs!r}, "
+                          f"input_size {size!r}); delete it and run select-student (dvc repro)")
+    return arch, kwargs, size

@@ -37,6 +37,9 @@ class LiveTracker:
         if params:
             self.live.log_params(params)  # the model's resolved params block, beside its metrics
 
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.live.log_params(params)
+
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         # set the step explicitly and never call next_step(): it would leave step = epochs + 1 in the summary
         self.live.step = epoch

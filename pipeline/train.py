@@ -193,6 +193,7 @@ def fit(method: nn.Module, loaders: Loaders, optim: OptimParams, tracker: Tracke
         log.info("%s: resuming from %s at epoch %d of %d", desc, state_path, start, optim.epochs)
     for h in history:
         tracker.log_epoch(int(h["epoch"]), {k: v for k, v in h.items() if k != "epoch"})
+    frozen, frozen_epochs = getattr(method, "frozen", ([], 0))  # weights from disk: only the new head trains at first
     for epoch in range(start, optim.epochs):
         method.train()
         if hasattr(loaders.train, "set_epoch"):
@@ -206,6 +207,9 @@ def fit(method: nn.Module, loaders: Loaders, optim: OptimParams, tracker: Tracke
                 out = method(batch, epoch)
             opt.zero_grad(set_to_none=True)
             scaler.scale(out["loss"]).backward()
+            if epoch < frozen_epochs:
+                for q in frozen:  # no gradient, so SGD/Adam leave them (and their momentum/decay) untouched
+                    q.grad = None
             scaler.step(opt)
             scaler.update()
             sched.step()

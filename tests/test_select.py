@@ -152,8 +152,8 @@ def test_space_expansion_and_params_errors():
 
 
 def test_default_space_sizes():
-    space = default_space(28)  # 28 px and round(28 * 0.75 / 4) * 4 = round(5.25) * 4 = 20 px
-    assert space and all(s.input_sizes == [28, 20] and model_info(s.arch)["deployable"] for s in space)
+    space = default_space(28)  # every model of a profile trains at the data's size: 28 px only
+    assert space and all(s.input_sizes == [28] and model_info(s.arch)["deployable"] for s in space)
 
 
 def test_resolve_selected_errors(tmp_path: Path):
