@@ -163,7 +163,8 @@ def predict(model_path: str | Path, paths: Iterable[str | Path], top_k: int = 3,
         except ValueError as e:
             skipped.append((f, str(e)))
     if not kept:
-        raise KdpipeError("no readable PNG/JPEG image in the given paths; pass image files or folders that contain them")
+        why = f" ({skipped[0][0]}: {skipped[0][1]}{f'; {len(skipped) - 1} more skipped' if len(skipped) > 1 else ''})" if skipped else ""
+        raise KdpipeError(f"no readable PNG/JPEG image in the given paths{why}; pass image files or folders that contain them")
     sess, _ = make_session(model_path, threads, provider)
     logits = run_logits(sess, np.stack(arrays), 64).astype(np.float64)
     probs = np.exp(logits - logits.max(1, keepdims=True))

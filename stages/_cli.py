@@ -47,6 +47,11 @@ def command(name: str) -> Callable:
             except KdpipeError as e:
                 typer.echo(f"kdpipe {name}: error: {e}", err=True)
                 raise typer.Exit(2) from None
+            except OSError as e:  # a write outside the atomic layer (a library's files): still one line
+                where = e.filename or "a file"
+                typer.echo(f"kdpipe {name}: error: cannot write {where}: {e.strerror or e}; free disk space, "
+                           "fix the path (a file where a folder belongs?) or its permissions, then re-run", err=True)
+                raise typer.Exit(2) from None
 
         return app.command(name)(wrapper)
 
