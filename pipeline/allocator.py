@@ -7,6 +7,7 @@ instead of a steady 9.4 ms, resnet20 inference on 5000 images at batch 512 3.4 s
 and a resnet8 training epoch 3.7 s instead of 3.2 s. The cost: up to M_TRIM_THRESHOLD (1 GiB) of free
 heap may stay mapped in the process. No torch import here: `kdpipe predict` stays torch-free.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -23,7 +24,9 @@ def steady_allocator() -> bool:
     """Apply the thresholds once per process (idempotent); False where glibc's mallopt is unavailable."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        ok = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        ok = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+            libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        )
     except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
         ok = False
     log.debug("glibc allocator thresholds %s", "set" if ok else "unavailable; allocator left as is")

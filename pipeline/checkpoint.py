@@ -15,6 +15,7 @@ Every file is written to a temporary name in the same directory and renamed, so 
 never leaves a half-written file and never removes the previous good one. Disk-full and permission
 errors become one KdpipeError line naming the path and the free space.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,9 +24,10 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -38,7 +40,16 @@ ARTIFACT_FORMAT = "kdpipe.artifact/1"
 MODEL_KINDS = ("teacher", "student", "patriarch", "generation")
 KNOWLEDGE_KINDS = ("professor", "factor", "probes")
 KINDS = MODEL_KINDS + KNOWLEDGE_KINDS
-MODEL_FIELDS = ("arch", "arch_kwargs", "num_classes", "in_channels", "input_size", "mean", "std", "class_names")
+MODEL_FIELDS = (
+    "arch",
+    "arch_kwargs",
+    "num_classes",
+    "in_channels",
+    "input_size",
+    "mean",
+    "std",
+    "class_names",
+)
 
 
 def _free_space(path: Path) -> str:
@@ -53,8 +64,10 @@ def _free_space(path: Path) -> str:
 
 
 def _write_error(path: Path, e: OSError) -> KdpipeError:
-    return KdpipeError(f"cannot write {path}: {e.strerror or e} ({_free_space(path)}); "
-                       "free disk space or fix the directory's permissions, then re-run")
+    return KdpipeError(
+        f"cannot write {path}: {e.strerror or e} ({_free_space(path)}); "
+        "free disk space or fix the directory's permissions, then re-run"
+    )
 
 
 @contextmanager
@@ -111,7 +124,9 @@ def load(path: str | Path, what: str = "file") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise KdpipeError(f"{path}: not a readable {what} ({type(e).__name__}); delete it and re-run its stage") from None
+        raise KdpipeError(
+            f"{path}: not a readable {what} ({type(e).__name__}); delete it and re-run its stage"
+        ) from None
 
 
 def clean_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -143,8 +158,16 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def make_artifact(model: nn.Module | None = None, *, kind: str, name: str, params: dict, metrics: dict,
-                  state_dict: dict | None = None, **fields: Any) -> dict:
+def make_artifact(
+    model: nn.Module | None = None,
+    *,
+    kind: str,
+    name: str,
+    params: dict,
+    metrics: dict,
+    state_dict: dict | None = None,
+    **fields: Any,
+) -> dict:
     """One artifact of `kind`: the network's weights (`model` or `state_dict`) plus plain descriptive values.
 
     Model kinds need the MODEL_FIELDS (arch, num_classes, ...); knowledge kinds carry their own fields.
@@ -156,13 +179,30 @@ def make_artifact(model: nn.Module | None = None, *, kind: str, name: str, param
     if missing:
         raise ValueError(f"a {kind} artifact needs {', '.join(missing)}")
     if kind in MODEL_KINDS:
-        fields.update(num_classes=int(fields["num_classes"]), in_channels=int(fields["in_channels"]),
-                      input_size=int(fields["input_size"]), mean=[float(m) for m in fields["mean"]],
-                      std=[float(s) for s in fields["std"]], arch_kwargs=dict(fields["arch_kwargs"]))
+        fields.update(
+            num_classes=int(fields["num_classes"]),
+            in_channels=int(fields["in_channels"]),
+            input_size=int(fields["input_size"]),
+            mean=[float(m) for m in fields["mean"]],
+            std=[float(s) for s in fields["std"]],
+            arch_kwargs=dict(fields["arch_kwargs"]),
+        )
     sd = clean_state_dict(model) if model is not None else state_dict or {}
-    nums = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith("time/")}
-    return _plain({"format": ARTIFACT_FORMAT, "kdpipe_version": __version__, "kind": kind, "name": name, **fields,
-                   "params": params, "metrics": nums, "state_dict": sd})
+    nums = {
+        k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith("time/")
+    }
+    return _plain(
+        {
+            "format": ARTIFACT_FORMAT,
+            "kdpipe_version": __version__,
+            "kind": kind,
+            "name": name,
+            **fields,
+            "params": params,
+            "metrics": nums,
+            "state_dict": sd,
+        }
+    )
 
 
 def load_artifact(path: str | Path, kinds: Iterable[str] | None = None) -> dict:
@@ -171,10 +211,14 @@ def load_artifact(path: str | Path, kinds: Iterable[str] | None = None) -> dict:
     noun = "model " if set(kinds) <= set(MODEL_KINDS) else "" if kinds == KINDS else "/".join(kinds) + " "
     art = load(path, f"kdpipe {noun}artifact")
     if not isinstance(art, dict) or art.get("format") != ARTIFACT_FORMAT:
-        raise KdpipeError(f"{path}: not a kdpipe {noun}artifact (no '{ARTIFACT_FORMAT}' format tag); "
-                          "re-run the stage that writes it")
+        raise KdpipeError(
+            f"{path}: not a kdpipe {noun}artifact (no '{ARTIFACT_FORMAT}' format tag); "
+            "re-run the stage that writes it"
+        )
     if art.get("kind") not in kinds:
-        raise KdpipeError(f"{path}: is a {art.get('kind')!r} artifact, expected {' or '.join(kinds)}; check the path")
+        raise KdpipeError(
+            f"{path}: is a {art.get('kind')!r} artifact, expected {' or '.join(kinds)}; check the path"
+        )
     return art
 
 
@@ -182,8 +226,10 @@ def check_fields(meta: dict, expect: dict | None, path: str | Path) -> None:
     """One-line error when an artifact's arch/num_classes/in_channels/... differ from what params say."""
     for key, want in (expect or {}).items():
         if want is not None and meta.get(key) != want:
-            raise KdpipeError(f"{path}: has {key}={meta.get(key)!r} but params say {want!r}; "
-                              "retrain it (dvc repro) or fix its params entry")
+            raise KdpipeError(
+                f"{path}: has {key}={meta.get(key)!r} but params say {want!r}; "
+                "retrain it (dvc repro) or fix its params entry"
+            )
 
 
 def load_state(module: nn.Module, state_dict: dict, path: str | Path, what: str) -> None:
@@ -192,8 +238,10 @@ def load_state(module: nn.Module, state_dict: dict, path: str | Path, what: str)
         module.load_state_dict(state_dict)
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise KdpipeError(f"{path}: its weights do not fit {what} ({first.rstrip('.')}); "
-                          "the file is damaged or was written for another architecture, re-run its stage") from None
+        raise KdpipeError(
+            f"{path}: its weights do not fit {what} ({first.rstrip('.')}); "
+            "the file is damaged or was written for another architecture, re-run its stage"
+        ) from None
 
 
 def model_from_artifact(art: dict, path: str | Path = "artifact") -> nn.Module:

@@ -26,9 +26,9 @@ from pipeline.params import (
     DataParams,
     EvaluateParams,
     ExportParams,
-    SelectParams,
     ModelParams,
     Params,
+    SelectParams,
     model_ref,
 )
 
@@ -172,7 +172,8 @@ def _cycles(p: Params, problems: list[str]) -> None:
         if state.get(node) == 1:
             cycle = path[path.index(node) :] + [node]
             problems.append(
-                f"teachers: {' <- '.join(cycle)} teach each other in a cycle; break it in their teachers lists"
+                f"teachers: {' <- '.join(cycle)} teach each other in a cycle; break it in their teachers "
+                "lists"
             )
             return
         state[node] = 1
@@ -185,24 +186,29 @@ def _cycles(p: Params, problems: list[str]) -> None:
 
 
 def _roles(p: Params, problems: list[str]) -> None:
-    """Section rules: teachers learn from labels, generations have one teacher, exports and ensembles exist."""
+    """Section rules: teachers learn from labels, generations have one teacher, exports and ensembles
+    exist."""
     for sec in ("teachers", "patriarchs"):
-        for n, s in getattr(p, sec).items():
+        for _, s in getattr(p, sec).items():
             if s.teachers:
                 problems.append(
                     f"{sec}.{s.group}.teachers: {sec} learn from labels only; move the entry to students"
                 )
-    for n, s in p.generations.items():
+    for _, s in p.generations.items():
         if len(s.teachers) != 1 or "/" not in s.teachers[0]:
             problems.append(
                 f"generations.{s.group}.teachers: name exactly one teacher as <section>/<name> "
                 "(e.g. patriarchs/tol, generations/gen1)"
             )
-    for sec, n, s in [(sec, n, s) for sec in MODEL_SECTIONS for n, s in getattr(p, sec).items()]:
+    for sec, _, s in [(section, n, s) for section in MODEL_SECTIONS for n, s in getattr(p, section).items()]:
         if s.arch == "selected" and p.select is None:
-            problems.append(f"{sec}.{s.group}.arch: 'selected' needs a `select` section (the budget select-student meets)")
+            problems.append(
+                f"{sec}.{s.group}.arch: 'selected' needs a `select` section (the budget select-student meets)"
+            )
         if s.arch == "selected" and s.arch_kwargs:
-            problems.append(f"{sec}.{s.group}.arch_kwargs: set by select-student for arch: selected; remove them")
+            problems.append(
+                f"{sec}.{s.group}.arch_kwargs: set by select-student for arch: selected; remove them"
+            )
     for n in p.export.students:
         if n not in p.students:
             problems.append(
@@ -223,7 +229,8 @@ def _roles(p: Params, problems: list[str]) -> None:
 
 
 def collect_problems(raw: dict, source: str = "params.yaml") -> tuple[Params | None, list[str]]:
-    """Parse everything that parses; return the Params (None if a section is unusable) and every problem found."""
+    """Parse everything that parses; return the Params (None if a section is unusable) and every problem
+    found."""
     problems: list[str] = []
     known = {f.name for f in dataclasses.fields(Params)} - {"extra"} | set(EXTRA_SECTIONS)
     for k in raw:

@@ -77,7 +77,9 @@ def code_files(method: str, params: Any = None) -> list[str]:
     from pipeline.methods import REGISTRY
 
     names = [method] + (REGISTRY[method].uses(params) if params is not None else [])
-    return closure(["pipeline.jobs", "pipeline.train", "pipeline.methods", *(method_module(n) for n in names)])
+    return closure(
+        ["pipeline.jobs", "pipeline.train", "pipeline.methods", *(method_module(n) for n in names)]
+    )
 
 
 def digest(files: list[str]) -> str:

@@ -6,11 +6,12 @@ log p_ens, which are valid logits (softmax(log p) = p because Σ p = 1), so `eva
 `classification_metrics` (argmax, NLL, ECE) and the ONNX exporter treat it like any model, and an
 export is a single self-contained graph holding every member.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -23,7 +24,8 @@ SHARED = ("num_classes", "in_channels", "input_size", "class_names", "mean", "st
 
 
 def mean_prob_logits(logits: Sequence[torch.Tensor]) -> torch.Tensor:
-    """log((1/M)·Σ_m softmax(z_m)) for M member logits (each (B, C), or stacked (M, B, C)), stably in log space."""
+    """log((1/M)·Σ_m softmax(z_m)) for M member logits (each (B, C), or stacked (M, B, C)), stably in log
+    space."""
     m = len(logits)  # a Python int for a list, so an exported graph holds log M as a constant
     return torch.logsumexp(torch.log_softmax(torch.stack(list(logits)).float(), dim=-1), dim=0) - math.log(m)
 
@@ -34,7 +36,9 @@ class EnsembleModel(nn.Module):
     def __init__(self, models: list[nn.Module]) -> None:
         super().__init__()
         if not models:
-            raise KdpipeError("an ensemble needs at least one member; list model names in the ensemble's entry")
+            raise KdpipeError(
+                "an ensemble needs at least one member; list model names in the ensemble's entry"
+            )
         self.members = nn.ModuleList(models)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,9 +62,15 @@ def load_ensemble(paths: list[str | Path], name: str = "ensemble") -> tuple[Ense
     for path, meta in zip(paths[1:], metas[1:]):
         for key in SHARED:
             if meta[key] != metas[0][key]:
-                raise KdpipeError(f"ensemble {name!r}: {path} has {key}={meta[key]!r} but {paths[0]} has {metas[0][key]!r}; "
-                                  "ensemble models trained on the same data")
-    members = [{"name": m["name"], "arch": m["arch"], "path": str(p), "sha256": sha256(p)} for p, m in zip(paths, metas)]
+                raise KdpipeError(
+                    f"ensemble {name!r}: {path} has {key}={meta[key]!r} but {paths[0]} has "
+                    f"{metas[0][key]!r}; "
+                    "ensemble models trained on the same data"
+                )
+    members = [
+        {"name": m["name"], "arch": m["arch"], "path": str(p), "sha256": sha256(p)}
+        for p, m in zip(paths, metas)
+    ]
     meta = {k: metas[0][k] for k in SHARED} | {
         "format": metas[0].get("format"),
         "kdpipe_version": metas[0].get("kdpipe_version"),

@@ -1,4 +1,5 @@
 """Inference in data-set order, the classification metrics kdpipe reports and the models params lists."""
+
 from __future__ import annotations
 
 import itertools
@@ -52,13 +53,22 @@ def classification_metrics(logits: torch.Tensor, y: torch.Tensor, ece_bins: int 
 def confusion_rows(logits: torch.Tensor, y: torch.Tensor, class_names: list[str]) -> list[dict]:
     """Per-item {actual, predicted} rows: the format of DVC's confusion-matrix plot template."""
     pred = logits.argmax(1)
-    return [{"actual": class_names[a], "predicted": class_names[p]}
-            for a, p in zip(y.tolist(), pred.tolist(), strict=True)]
+    return [
+        {"actual": class_names[a], "predicted": class_names[p]}
+        for a, p in zip(y.tolist(), pred.tolist(), strict=True)
+    ]
 
 
-def evaluate_model(model: nn.Module, meta: dict, data: dict, batch_size: int = 512, ece_bins: int = 15,
-                   device: torch.device | str = "cpu") -> tuple[dict, torch.Tensor]:
-    """Test-split metrics of one model on `device` plus facts for the report; returns (metrics, test logits)."""
+def evaluate_model(
+    model: nn.Module,
+    meta: dict,
+    data: dict,
+    batch_size: int = 512,
+    ece_bins: int = 15,
+    device: torch.device | str = "cpu",
+) -> tuple[dict, torch.Tensor]:
+    """Test-split metrics of one model on `device` plus facts for the report; returns (metrics, test
+    logits)."""
     from pipeline.data.augment import augments_data
     from pipeline.data.loaders import make_loader
     from pipeline.models import num_parameters
@@ -73,8 +83,14 @@ def evaluate_model(model: nn.Module, meta: dict, data: dict, batch_size: int = 5
     if spec.get("teachers") and spec.get("targets") == "cached":
         augmented = spec.get("augment") and augments_data(data)  # the loader only augments then
         sources += " (cached" + (", with augmentation" if augmented else "") + ")"
-    m.update(params=n, size_mb=4 * n / 2**20, kind=meta.get("kind", ""),
-             method=spec.get("method", meta.get("method", "")), arch=meta.get("arch", ""), sources=sources)
+    m.update(
+        params=n,
+        size_mb=4 * n / 2**20,
+        kind=meta.get("kind", ""),
+        method=spec.get("method", meta.get("method", "")),
+        arch=meta.get("arch", ""),
+        sources=sources,
+    )
     return m, logits
 
 
@@ -104,11 +120,23 @@ def model_entries(params: Any) -> list[Entry]:
     from pipeline import params as P
 
     expand = getattr(P, "model_entries", None)
-    triples = expand(params) if expand else [(s, n, spec) for s in P.MODEL_SECTIONS
-                                             for n, spec in getattr(params, s).items()]
-    return [Entry(section, name, getattr(spec, "group", "") or seedless(name),
-                  getattr(spec, "baseline", "") or "", tuple(spec.teachers), spec.method, spec.arch)
-            for section, name, spec in triples]
+    triples = (
+        expand(params)
+        if expand
+        else [(s, n, spec) for s in P.MODEL_SECTIONS for n, spec in getattr(params, s).items()]
+    )
+    return [
+        Entry(
+            section,
+            name,
+            getattr(spec, "group", "") or seedless(name),
+            getattr(spec, "baseline", "") or "",
+            tuple(spec.teachers),
+            spec.method,
+            spec.arch,
+        )
+        for section, name, spec in triples
+    ]
 
 
 def seedless(name: str) -> str:

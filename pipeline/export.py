@@ -8,6 +8,7 @@ one self-contained file, opset 18, and kdpipe `metadata_props` (see `build_metad
 `pipeline.quantize.RECIPES`, kept within a validation top-1 budget by `pipeline.quant_budget`),
 accuracies and latency. The .onnx files hold no local paths: the same inputs give byte-identical files.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -93,7 +94,8 @@ def _graphs(model: onnx.ModelProto):
 def strip_source_refs(model: onnx.ModelProto) -> int:
     """Drop node doc_strings and node metadata_props that name source files (the exporter's stack traces
     carry the absolute paths of the exporting checkout); model-level metadata (ours) is kept.
-    Returns how many entries were removed. The file then depends on the model only, not on where it was made."""
+    Returns how many entries were removed. The file then depends on the model only, not on where it was
+    made."""
     removed = 0
     for g in _graphs(model):
         if SOURCE_REF.search(g.doc_string):
@@ -111,23 +113,41 @@ def strip_source_refs(model: onnx.ModelProto) -> int:
 
 
 def _dynamo(wrapped: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    # The exporter prints "[torch.onnx] ..." progress lines to stdout: swallow them so stage output stays clean.
+    # The exporter prints "[torch.onnx] ..." progress lines to stdout: swallow them so stage output stays
+    # clean.
     with contextlib.redirect_stdout(io.StringIO()), quiet_loggers(*NOISY):
-        torch.onnx.export(wrapped, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT], dynamo=True,
-                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False,
-                          opset_version=opset)
+        torch.onnx.export(
+            wrapped,
+            (example,),
+            str(path),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            external_data=False,
+            opset_version=opset,
+        )
 
 
 def _legacy(wrapped: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # we chose it knowingly, and say so in the log
-        torch.onnx.export(wrapped, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT], dynamo=False,
-                          dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=opset,
-                          do_constant_folding=True)
+        torch.onnx.export(
+            wrapped,
+            (example,),
+            str(path),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamo=False,
+            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+        )
 
 
-def export_onnx(model: nn.Module, art: dict, source_sha256: str, path: str | Path, opset: int = 18,
-                fallback: bool = True) -> str:
+def export_onnx(
+    model: nn.Module, art: dict, source_sha256: str, path: str | Path, opset: int = 18, fallback: bool = True
+) -> str:
     """Export `model` (eval, CPU) wrapped in `Normalized` to `path`; returns the exporter used.
 
     Exporter: pinned to the dynamo exporter (`torch.export`; the default since torch 2.9, where the
@@ -148,8 +168,15 @@ def export_onnx(model: nn.Module, art: dict, source_sha256: str, path: str | Pat
     except Exception as e:  # noqa: BLE001 - torch.export raises many types; the message is what matters
         why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         if not fallback:
-            raise KdpipeError(f"dynamo ONNX export of arch {art['arch']!r} failed ({why}); allow the legacy exporter or change the arch") from None
-        log.warning("dynamo ONNX export of arch %r failed (%s); FALLING BACK to the legacy TorchScript exporter", art["arch"], why)
+            raise KdpipeError(
+                f"dynamo ONNX export of arch {art['arch']!r} failed ({why}); allow the legacy exporter or "
+                "change the arch"
+            ) from None
+        log.warning(
+            "dynamo ONNX export of arch %r failed (%s); FALLING BACK to the legacy TorchScript exporter",
+            art["arch"],
+            why,
+        )
         exporter = "legacy"
         _legacy(wrapped, example, path, opset)
     proto = onnx.load(str(path))
@@ -165,8 +192,10 @@ def check_model(proto: onnx.ModelProto, where: str | Path) -> None:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:  # noqa: BLE001 - ValidationError and InferenceError
-        raise KdpipeError(f"{where}: the exported model fails the ONNX checker ({str(e).splitlines()[0][:200]}); "
-                          "try another opset (export.opset) or report the arch") from None
+        raise KdpipeError(
+            f"{where}: the exported model fails the ONNX checker ({str(e).splitlines()[0][:200]}); "
+            "try another opset (export.opset) or report the arch"
+        ) from None
 
 
 def to_unit(images_u8: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -177,12 +206,21 @@ def to_unit(images_u8: torch.Tensor | np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def torch_logits(wrapped: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    outs = [wrapped(torch.from_numpy(images[i:i + batch_size])).numpy() for i in range(0, len(images), batch_size)]
+    outs = [
+        wrapped(torch.from_numpy(images[i : i + batch_size])).numpy()
+        for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(outs)
 
 
-def check_parity(wrapped: nn.Module, sess, images_u8: torch.Tensor, atol: float, rtol: float = 0.0,
-                 batches: tuple[int, ...] = (1, 7)) -> tuple[dict, np.ndarray, np.ndarray]:
+def check_parity(
+    wrapped: nn.Module,
+    sess,
+    images_u8: torch.Tensor,
+    atol: float,
+    rtol: float = 0.0,
+    batches: tuple[int, ...] = (1, 7),
+) -> tuple[dict, np.ndarray, np.ndarray]:
     """ORT vs torch on real held-out images: each batch size in `batches` (proves the dynamic axis),
     then every image (batches of 256).
 
@@ -207,21 +245,47 @@ def check_parity(wrapped: nn.Module, sess, images_u8: torch.Tensor, atol: float,
     decisive = (top2[:, 1] - top2[:, 0]) > 2 * tol
     same = ort_z.argmax(1) == torch_z.argmax(1)
     agreement = float(same[decisive].mean()) if decisive.any() else 1.0
-    report = {"max_abs_diff": max_diff, "tolerance": tol, "atol": atol, "rtol": rtol, "max_abs_logit": float(np.abs(torch_z).max()),
-              "top1_agreement": agreement, "top1_agreement_all": float(same.mean()), "decisive_images": int(decisive.sum()),
-              "images": len(x), "max_abs_diff_by_batch": per_batch}
+    report = {
+        "max_abs_diff": max_diff,
+        "tolerance": tol,
+        "atol": atol,
+        "rtol": rtol,
+        "max_abs_logit": float(np.abs(torch_z).max()),
+        "top1_agreement": agreement,
+        "top1_agreement_all": float(same.mean()),
+        "decisive_images": int(decisive.sum()),
+        "images": len(x),
+        "max_abs_diff_by_batch": per_batch,
+    }
     fails = []
     if max_diff > tol:
-        fails.append(f"max |Δlogit| {max_diff:.3g} exceeds the tolerance {tol:.3g} (= parity_atol {atol:g} + parity_rtol {rtol:g}"
-                     f" x max |logit| {report['max_abs_logit']:.3g}); raise export.parity_atol/parity_rtol")
+        fails.append(
+            f"max |Δlogit| {max_diff:.3g} exceeds the tolerance {tol:.3g} (= parity_atol {atol:g} + "
+            f"parity_rtol {rtol:g}"
+            f" x max |logit| {report['max_abs_logit']:.3g}); raise export.parity_atol/parity_rtol"
+        )
     if agreement < 1.0:
-        fails.append(f"top-1 agreement {agreement:.4%} on {int(decisive.sum())} decisive images (top-2 margin > 2 x tolerance), "
-                     "need 100%")
+        fails.append(
+            f"top-1 agreement {agreement:.4%} on {int(decisive.sum())} decisive images (top-2 margin > 2 x "
+            "tolerance), "
+            "need 100%"
+        )
     if fails:
-        raise KdpipeError(f"ONNX Runtime does not match PyTorch on {len(x)} test images: {'; '.join(fails)} "
-                          "(or check the exporter/opset, export.opset)")
-    log.info("parity: max |Δlogit| %.3g (tolerance %.3g) at batches %s and on %d test images, top-1 agreement %.2f%% "
-             "(%d decisive images)", max_diff, tol, ",".join(per_batch), len(x), 100 * agreement, int(decisive.sum()))
+        raise KdpipeError(
+            f"ONNX Runtime does not match PyTorch on {len(x)} test images: {'; '.join(fails)} "
+            "(or check the exporter/opset, export.opset)"
+        )
+    log.info(
+        "parity: max |Δlogit| %.3g (tolerance %.3g) at batches %s and on %d test images, top-1 agreement "
+        "%.2f%% "
+        "(%d decisive images)",
+        max_diff,
+        tol,
+        ",".join(per_batch),
+        len(x),
+        100 * agreement,
+        int(decisive.sum()),
+    )
     return report, ort_z, torch_z
 
 
@@ -235,8 +299,11 @@ def onnx_accuracy(path: str | Path, data: dict, threads: int = 0, provider: str 
     meta = read_metadata(path)
     shape = tuple(data["test_x"].shape[1:])
     if shape != (meta["in_channels"], meta["input_size"], meta["input_size"]):
-        raise KdpipeError(f"{path} takes images {meta['in_channels']}x{meta['input_size']}x{meta['input_size']} but the test set is "
-                          f"{'x'.join(map(str, shape))}; re-export it for this data (dvc repro)")
+        raise KdpipeError(
+            f"{path} takes images {meta['in_channels']}x{meta['input_size']}x{meta['input_size']} but the "
+            "test set is "
+            f"{'x'.join(map(str, shape))}; re-export it for this data (dvc repro)"
+        )
     sess, _ = make_session(path, threads, provider)
     return top1(run_logits(sess, to_unit(data["test_x"])), data["test_y"])
 
@@ -244,22 +311,32 @@ def onnx_accuracy(path: str | Path, data: dict, threads: int = 0, provider: str 
 def _check_data(art: dict, data: dict, path: Path) -> None:
     facts = (len(data["class_names"]), int(data["test_x"].shape[1]), int(data["test_x"].shape[-1]))
     if (art["num_classes"], art["in_channels"], art["input_size"]) != facts:
-        raise KdpipeError(f"{path} has {art['num_classes']} classes/{art['in_channels']} channels/size {art['input_size']} but the "
-                          f"prepared data has {facts[0]}/{facts[1]}/{facts[2]}; retrain it on this data (dvc repro)")
+        raise KdpipeError(
+            f"{path} has {art['num_classes']} classes/{art['in_channels']} channels/size {art['input_size']} "
+            "but the "
+            f"prepared data has {facts[0]}/{facts[1]}/{facts[2]}; retrain it on this data (dvc repro)"
+        )
 
 
 def _val_split(data: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Validation images (float32 [0, 1]) and labels for the INT8 budget; the test split is never used for it."""
+    """Validation images (float32 [0, 1]) and labels for the INT8 budget; the test split is never used for
+    it."""
     vx, vy = data.get("val_x"), data.get("val_y")
     if vx is None or vy is None or len(vy) == 0:
         return np.zeros((0,), np.float32), np.zeros((0,), np.int64)
     return to_unit(vx), (vy.numpy() if torch.is_tensor(vy) else np.asarray(vy))
 
 
-def export_student(art_path: str | Path, data: dict, out_fp32: str | Path, out_int8: str | Path, p: ExportParams,
-                   provider: str = "auto") -> dict:
-    """The `export` stage: fp32 ONNX + parity + INT8 (family recipe, validation budget) + test top-1 + latency;
-    returns metrics.json's content.
+def export_student(
+    art_path: str | Path,
+    data: dict,
+    out_fp32: str | Path,
+    out_int8: str | Path,
+    p: ExportParams,
+    provider: str = "auto",
+) -> dict:
+    """The `export` stage: fp32 ONNX + parity + INT8 (family recipe, validation budget) + test top-1 +
+    latency; returns metrics.json's content.
 
     Both .onnx files are written to temporary names and renamed only when parity and quantization
     succeeded, so a failure never leaves a half-written or unchecked model behind. An INT8 model over
@@ -273,38 +350,91 @@ def export_student(art_path: str | Path, data: dict, out_fp32: str | Path, out_i
     sha = checkpoint.sha256(art_path)
     recipe = recipe_for(art["arch"], p.recipe)
     val_x, val_y = _val_split(data)
-    with checkpoint.atomic_path(out_fp32) as f32, checkpoint.atomic_path(out_int8) as i8, \
-            tempfile.TemporaryDirectory(prefix="kdpipe-export-") as tmp:
+    with (
+        checkpoint.atomic_path(out_fp32) as f32,
+        checkpoint.atomic_path(out_int8) as i8,
+        tempfile.TemporaryDirectory(prefix="kdpipe-export-") as tmp,
+    ):
         exporter = export_onnx(model, art, sha, f32, p.opset)
         sess, used = make_session(f32, p.threads, provider)
         log.info("ONNX Runtime provider: %s (exporter: %s, opset %d)", used, exporter, p.opset)
         wrapped = Normalized(model, art["mean"], art["std"])
         parity, fp32_z, torch_z = check_parity(wrapped, sess, data["test_x"], p.parity_atol, p.parity_rtol)
-        plain = Path(tmp) / "recipe_only.int8.onnx"  # the recipe without fallback: its latency is the fallback's cost
+        plain = (
+            Path(tmp) / "recipe_only.int8.onnx"
+        )  # the recipe without fallback: its latency is the fallback's cost
         with quiet_loggers(*NOISY):
-            qinfo = quantize_within_budget(f32, i8, data["train_x"], val_x, val_y, recipe, p.int8_max_drop, p.int8_max_tries,
-                                           n=p.calib_images, method=p.calib_method, activation=p.activation_type,
-                                           weight=p.weight_type, per_channel=p.per_channel, fp32_stem=p.fp32_stem,
-                                           plain_path=plain)
+            qinfo = quantize_within_budget(
+                f32,
+                i8,
+                data["train_x"],
+                val_x,
+                val_y,
+                recipe,
+                p.int8_max_drop,
+                p.int8_max_tries,
+                n=p.calib_images,
+                method=p.calib_method,
+                activation=p.activation_type,
+                weight=p.weight_type,
+                per_channel=p.per_channel,
+                fp32_stem=p.fp32_stem,
+                plain_path=plain,
+            )
         int8_z = run_logits(make_session(i8, p.threads, provider)[0], to_unit(data["test_x"]))
         sizes = {"fp32": f32.stat().st_size, "int8": i8.stat().st_size}
         fell_back = qinfo["fallback"]["tries"] > 0
         files = {"ort_fp32": f32, "ort_int8": i8} | ({"ort_int8_no_fallback": plain} if fell_back else {})
-        lat = bench.benchmark(wrapped, files, to_unit(data["test_x"][:max(p.batch_sizes)]), p.batch_sizes,
-                              p.latency_warmup, p.latency_runs, p.threads, provider)
+        lat = bench.benchmark(
+            wrapped,
+            files,
+            to_unit(data["test_x"][: max(p.batch_sizes)]),
+            p.batch_sizes,
+            p.latency_warmup,
+            p.latency_runs,
+            p.threads,
+            provider,
+        )
     y = data["test_y"]
     acc = {"torch": top1(torch_z, y), "fp32": top1(fp32_z, y), "int8": top1(int8_z, y)}
-    log.info("test top-1: torch %.4f, ORT fp32 %.4f, ORT INT8 %.4f (%+.2f points)", acc["torch"], acc["fp32"], acc["int8"],
-             100 * (acc["int8"] - acc["fp32"]))
+    log.info(
+        "test top-1: torch %.4f, ORT fp32 %.4f, ORT INT8 %.4f (%+.2f points)",
+        acc["torch"],
+        acc["fp32"],
+        acc["int8"],
+        100 * (acc["int8"] - acc["fp32"]),
+    )
     b1 = f"b{min(p.batch_sizes)}"
-    cost = (lat["latency"]["ort_int8"][b1]["p50_ms"] / lat["latency"]["ort_int8_no_fallback"][b1]["p50_ms"]) if fell_back else 1.0
+    cost = (
+        (lat["latency"]["ort_int8"][b1]["p50_ms"] / lat["latency"]["ort_int8_no_fallback"][b1]["p50_ms"])
+        if fell_back
+        else 1.0
+    )
     return {
-        "size_bytes": sizes, "size_ratio": sizes["int8"] / sizes["fp32"], "top1": acc, "int8_delta": acc["int8"] - acc["fp32"],
+        "size_bytes": sizes,
+        "size_ratio": sizes["int8"] / sizes["fp32"],
+        "top1": acc,
+        "int8_delta": acc["int8"] - acc["fp32"],
         "int8_top1_agreement": float((int8_z.argmax(1) == fp32_z.argmax(1)).mean()),
-        "recipe": qinfo["recipe"], "fp32_nodes": qinfo["fp32_nodes"], "int8_val_drop_points": qinfo["val_drop_points"],
-        "int8_within_budget": qinfo["within_budget"], "int8_fallback_latency_ratio": cost,
-        "images_per_s": {rt: {b: r["images_per_s"] for b, r in rows.items()} for rt, rows in lat["latency"].items()},
-        "parity": parity, "quantization": qinfo, "latency": lat["latency"], "speedup": lat["speedup"],
-        "env": {**lat["env"], "exporter": exporter, "opset": p.opset, "provider_used": used,
-                "source": str(art_path), "source_sha256": sha, "test_images": len(y)},
+        "recipe": qinfo["recipe"],
+        "fp32_nodes": qinfo["fp32_nodes"],
+        "int8_val_drop_points": qinfo["val_drop_points"],
+        "int8_within_budget": qinfo["within_budget"],
+        "int8_fallback_latency_ratio": cost,
+        "images_per_s": {
+            rt: {b: r["images_per_s"] for b, r in rows.items()} for rt, rows in lat["latency"].items()
+        },
+        "parity": parity,
+        "quantization": qinfo,
+        "latency": lat["latency"],
+        "speedup": lat["speedup"],
+        "env": {
+            **lat["env"],
+            "exporter": exporter,
+            "opset": p.opset,
+            "provider_used": used,
+            "source": str(art_path),
+            "source_sha256": sha,
+            "test_images": len(y),
+        },
     }

@@ -6,9 +6,10 @@ DVC orders the stages through these deps; these helpers check the same graph fro
 so a cycle or a dangling link is a one-line error before anything trains, and the report can
 number the generations of a chain.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from pipeline.errors import KdpipeError
 from pipeline.params import MODEL_SECTIONS, ModelParams, Params
@@ -19,21 +20,31 @@ def known_models(params: Params) -> set[str]:
     return {f"{s}/{n}" for s in MODEL_SECTIONS for n in getattr(params, s)} | set(params.teachers)
 
 
-def _links(name: str, spec: ModelParams, models: Mapping[str, ModelParams], section: str, known: set[str] | None) -> list[str]:
+def _links(
+    name: str, spec: ModelParams, models: Mapping[str, ModelParams], section: str, known: set[str] | None
+) -> list[str]:
     """The names in `models` that `name` is taught by; a link to nothing is an error."""
     out = []
     for t in spec.teachers:
         if t.startswith(f"{section}/"):
-            n = t[len(section) + 1:]
+            n = t[len(section) + 1 :]
             if n not in models:
-                raise KdpipeError(f"{section}.{name} names teacher {t!r}, but there is no {section} entry {n!r}; fix {section}.{name}.teachers")
+                raise KdpipeError(
+                    f"{section}.{name} names teacher {t!r}, but there is no {section} entry {n!r}; fix "
+                    f"{section}.{name}.teachers"
+                )
             out.append(n)
         elif known is not None and t not in known:
-            raise KdpipeError(f"{section}.{name} names teacher {t!r}, which is not a model in params; fix {section}.{name}.teachers")
+            raise KdpipeError(
+                f"{section}.{name} names teacher {t!r}, which is not a model in params; fix "
+                f"{section}.{name}.teachers"
+            )
     return out
 
 
-def generation_order(models: Mapping[str, ModelParams], section: str = "generations", known: Iterable[str] | None = None) -> list[str]:
+def generation_order(
+    models: Mapping[str, ModelParams], section: str = "generations", known: Iterable[str] | None = None
+) -> list[str]:
     """The keys of `models` (one params section), each after every model of the section that teaches it.
 
     Links to other sections (a patriarch, a teacher) are roots; with `known` (see `known_models`)
@@ -49,8 +60,10 @@ def generation_order(models: Mapping[str, ModelParams], section: str = "generati
         if state.get(n) == 2:
             return
         if state.get(n) == 1:
-            cycle = path[path.index(n):] + [n]
-            raise KdpipeError(f"{section} teach each other in a cycle: {' <- '.join(cycle)}; break it in their teachers")
+            cycle = path[path.index(n) :] + [n]
+            raise KdpipeError(
+                f"{section} teach each other in a cycle: {' <- '.join(cycle)}; break it in their teachers"
+            )
         state[n] = 1
         for d in deps[n]:
             visit(d, path + [n])
@@ -76,6 +89,9 @@ def lineage(name: str, models: Mapping[str, ModelParams], section: str = "genera
     while chain[0] in models and models[chain[0]].teachers:
         ts = models[chain[0]].teachers
         if len(ts) != 1:
-            raise KdpipeError(f"{section}.{chain[0]} has {len(ts)} teachers; a generation has exactly one (the previous generation)")
+            raise KdpipeError(
+                f"{section}.{chain[0]} has {len(ts)} teachers; a generation has exactly one (the previous "
+                "generation)"
+            )
         chain.insert(0, ts[0].removeprefix(f"{section}/") if ts[0].startswith(f"{section}/") else ts[0])
     return chain

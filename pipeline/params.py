@@ -85,7 +85,9 @@ class ExportParams:
     # students to export: dvc.yaml makes one export stage per entry
     students: list[str] = field(default_factory=list)
     opset: int = bounded(18, ge=18)  # ONNX opset
-    parity_atol: float = bounded(1e-4, gt=0)  # ORT vs torch: max |Δlogit| <= parity_atol + parity_rtol * max |logit|
+    parity_atol: float = bounded(
+        1e-4, gt=0
+    )  # ORT vs torch: max |Δlogit| <= parity_atol + parity_rtol * max |logit|
     parity_rtol: float = bounded(1e-4, ge=0)  # the part of the parity tolerance relative to the logit scale
     calib_images: int = bounded(512, ge=1)  # training images for INT8 calibration
     calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
@@ -93,9 +95,13 @@ class ExportParams:
     weight_type: Literal["s8", "u8"] = "s8"  # INT8 weights
     per_channel: bool = True  # recipe "manual" only: per-channel weight scales
     fp32_stem: bool = True  # recipe "manual" only: keep the first conv in fp32
-    recipe: str = "auto"  # INT8 recipe: auto (the arch's family in pipeline.quantize.RECIPES), a RECIPES key, or manual
+    recipe: str = (
+        "auto"  # INT8 recipe: auto (the arch's family in pipeline.quantize.RECIPES), a RECIPES key, or manual
+    )
     int8_max_drop: float = bounded(0.5, ge=0)  # allowed INT8 top-1 drop on the validation split, in points
-    int8_max_tries: int = bounded(5, ge=0)  # fallback steps (one more node group kept fp32 each) to meet int8_max_drop
+    int8_max_tries: int = bounded(
+        5, ge=0
+    )  # fallback steps (one more node group kept fp32 each) to meet int8_max_drop
     latency_runs: int = bounded(30, ge=1)  # timed runs per (runtime, batch size)
     latency_warmup: int = bounded(5, ge=0)  # untimed warm-up runs
     threads: int = bounded(0, ge=0)  # intra-op threads for torch and ORT (0 = all cores)

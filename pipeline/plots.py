@@ -1,5 +1,6 @@
 """The report's PNG figures (matplotlib, Agg backend): training curves, a confusion matrix and
 accuracy against latency. Every line has its own colour and marker; legends sit outside the axes."""
+
 from __future__ import annotations
 
 import itertools
@@ -46,8 +47,10 @@ def line_styles(n: int) -> list[dict]:
     cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
     colours = [cmap(i % cmap.N) for i in range(n)]
     styles = itertools.cycle(LINESTYLES) if n > 10 else itertools.repeat("-")
-    return [{"color": c, "marker": m, "linestyle": s}
-            for c, m, s in zip(colours, itertools.cycle(MARKERS), styles)]
+    return [
+        {"color": c, "marker": m, "linestyle": s}
+        for c, m, s in zip(colours, itertools.cycle(MARKERS), styles)
+    ]
 
 
 def _outlying(values: list[float]) -> bool:
@@ -86,8 +89,15 @@ def plot_curves(panels: dict[str, list[Curve]], title: str, out: Path) -> None:
     fig.suptitle(title)
     fig.tight_layout()
     # the legend hangs off the figure's right edge; savefig(bbox_inches="tight") widens the canvas to it
-    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False,
-               ncol=1 if len(names) <= 18 else 2)
+    fig.legend(
+        handles,
+        names,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=8,
+        frameon=False,
+        ncol=1 if len(names) <= 18 else 2,
+    )
     _save(fig, out, plt)
 
 
@@ -103,15 +113,27 @@ def plot_confusion(counts: list[list[int]], class_names: list[str], title: str, 
     fig, ax = plt.subplots(figsize=(1.0 + 0.62 * side, 0.8 + 0.55 * side))
     im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
     font = 8 if k <= 20 else max(3, int(160 / k))
-    ax.set_xticks(range(k), class_names, rotation=40 if k <= 20 else 90, ha="right" if k <= 20 else "center",
-                  fontsize=font)
+    ax.set_xticks(
+        range(k),
+        class_names,
+        rotation=40 if k <= 20 else 90,
+        ha="right" if k <= 20 else "center",
+        fontsize=font,
+    )
     ax.set_yticks(range(k), class_names, fontsize=font)
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     for i in range(k):
         for j in range(k):
             if k <= 20 and pct[i, j] >= 0.5:  # cells that would print as 0 stay blank
-                ax.text(j, i, f"{pct[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if pct[i, j] > 60 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{pct[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if pct[i, j] > 60 else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="% of the true class")
     _save(fig, out, plt)
 
@@ -129,23 +151,44 @@ def plot_acc_latency(points: list[Point], references: dict[str, float], out: Pat
     fig, ax = plt.subplots(figsize=(8.4, 4.4))
     for model in models:
         mine = sorted((p for p in points if p.model == model), key=lambda p: p.precision)
-        ax.plot([p.latency_ms for p in mine], [100 * p.top1 for p in mine], color=colour[model], lw=0.8,
-                alpha=0.6)
+        ax.plot(
+            [p.latency_ms for p in mine], [100 * p.top1 for p in mine], color=colour[model], lw=0.8, alpha=0.6
+        )
         for p in mine:
-            ax.scatter(p.latency_ms, 100 * p.top1, s=55, color=colour[model], zorder=3,
-                       marker="s" if p.precision == "int8" else "o",
-                       facecolors=colour[model] if p.precision == "int8" else "white", linewidths=1.6)
+            ax.scatter(
+                p.latency_ms,
+                100 * p.top1,
+                s=55,
+                color=colour[model],
+                zorder=3,
+                marker="s" if p.precision == "int8" else "o",
+                facecolors=colour[model] if p.precision == "int8" else "white",
+                linewidths=1.6,
+            )
     for name, top1 in references.items():
         ax.axhline(100 * top1, color=colour[name], ls=":", lw=1.3)
     handles = [Line2D([], [], color=colour[m], marker="o", ls="-", lw=0.8, label=m) for m in models]
     handles += [Line2D([], [], color=colour[n], ls=":", lw=1.3, label=f"{n} (teacher)") for n in references]
-    handles += [Line2D([], [], color="grey", marker="o", mfc="white", ls="", label="fp32 (ORT)"),
-                Line2D([], [], color="grey", marker="s", ls="", label="INT8 (ORT)")]
+    handles += [
+        Line2D([], [], color="grey", marker="o", mfc="white", ls="", label="fp32 (ORT)"),
+        Line2D([], [], color="grey", marker="s", ls="", label="INT8 (ORT)"),
+    ]
     note = "dotted: teacher top-1 (not exported, no latency)" if references else None
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False,
-              title=note, title_fontsize=8, alignment="left")
-    ax.set(xlabel="ONNX Runtime p50 latency, batch 1 (ms), lower is better", ylabel="test top-1 (%)",
-           title="Accuracy vs latency (CPU)")
+    ax.legend(
+        handles=handles,
+        loc="center left",
+        bbox_to_anchor=(1.02, 0.5),
+        fontsize=8,
+        frameon=False,
+        title=note,
+        title_fontsize=8,
+        alignment="left",
+    )
+    ax.set(
+        xlabel="ONNX Runtime p50 latency, batch 1 (ms), lower is better",
+        ylabel="test top-1 (%)",
+        title="Accuracy vs latency (CPU)",
+    )
     ax.set_xlim(0, 1.15 * max(p.latency_ms for p in points))
     ax.margins(y=0.08)
     ax.grid(alpha=0.3)

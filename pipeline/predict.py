@@ -4,14 +4,15 @@ Nothing here imports torch: an exported model is served with onnx, onnxruntime, 
 The ONNX contract: input `image` float32 NCHW in [0, 1] (normalisation is inside the
 graph), dynamic batch axis, output `logits`; `metadata_props` describe classes, size and channels.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import onnx
@@ -25,7 +26,16 @@ INPUT, OUTPUT = "image", "logits"
 META_FORMAT = "kdpipe.onnx/1"  # value of the `kdpipe_format` metadata key
 JSON_KEYS = ("class_names", "mean", "std")  # metadata values stored as JSON text
 INT_KEYS = ("input_size", "in_channels")
-REQUIRED = ("class_names", "input_size", "in_channels", "mean", "std", "arch", "source_sha256", "kdpipe_version")
+REQUIRED = (
+    "class_names",
+    "input_size",
+    "in_channels",
+    "mean",
+    "std",
+    "arch",
+    "source_sha256",
+    "kdpipe_version",
+)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
@@ -41,7 +51,9 @@ def parse_metadata(props: dict[str, str], where: str) -> dict:
     """kdpipe metadata_props (all strings) -> typed values; a model without them is a KdpipeError."""
     missing = [k for k in REQUIRED if k not in props]
     if missing:
-        raise KdpipeError(f"{where}: no kdpipe metadata (missing {', '.join(missing)}); export it with `kdpipe export`")
+        raise KdpipeError(
+            f"{where}: no kdpipe metadata (missing {', '.join(missing)}); export it with `kdpipe export`"
+        )
     try:
         meta = dict(props)
         meta.update({k: json.loads(props[k]) for k in JSON_KEYS})
@@ -49,7 +61,9 @@ def parse_metadata(props: dict[str, str], where: str) -> dict:
         if "quantization" in props:
             meta["quantization"] = json.loads(props["quantization"])
     except (ValueError, TypeError) as e:
-        raise KdpipeError(f"{where}: corrupt kdpipe metadata ({e}); re-export the model with `kdpipe export`") from None
+        raise KdpipeError(
+            f"{where}: corrupt kdpipe metadata ({e}); re-export the model with `kdpipe export`"
+        ) from None
     return meta
 
 
@@ -63,7 +77,9 @@ def load_checked(path: str | Path, full_check: bool = False) -> onnx.ModelProto:
         onnx.checker.check_model(model, full_check=full_check)
     except Exception as e:  # noqa: BLE001 - protobuf and checker errors both mean an unusable file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise KdpipeError(f"{path}: not a valid ONNX model ({first[:200]}); re-export it with `kdpipe export`") from None
+        raise KdpipeError(
+            f"{path}: not a valid ONNX model ({first[:200]}); re-export it with `kdpipe export`"
+        ) from None
     return model
 
 
@@ -73,8 +89,9 @@ def read_metadata(path: str | Path) -> dict:
     return parse_metadata({p.key: p.value for p in model.metadata_props}, str(path))
 
 
-def make_session(path: str | Path, threads: int = 0, provider: str = "auto",
-                 spin: bool = True) -> tuple[ort.InferenceSession, str]:
+def make_session(
+    path: str | Path, threads: int = 0, provider: str = "auto", spin: bool = True
+) -> tuple[ort.InferenceSession, str]:
     """An InferenceSession with providers chosen explicitly; returns (session, provider actually used).
 
     `spin=False` stops idle intra-op workers from busy-waiting after a run: set it when other work
@@ -93,23 +110,35 @@ def make_session(path: str | Path, threads: int = 0, provider: str = "auto",
     so.log_severity_level = 3  # errors only: ORT's warnings would clutter stage output
     want_cuda = provider in ("auto", "cuda") and CUDA in ort.get_available_providers()
     if provider == "cuda" and not want_cuda:
-        raise KdpipeError("provider 'cuda' asked for but this onnxruntime has no CUDAExecutionProvider; install onnxruntime-gpu or use cpu")
+        raise KdpipeError(
+            "provider 'cuda' asked for but this onnxruntime has no CUDAExecutionProvider; install "
+            "onnxruntime-gpu or use cpu"
+        )
     providers = [CUDA, CPU] if want_cuda else [CPU]
     try:
         sess = ort.InferenceSession(str(path), so, providers=providers)
     except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-        raise KdpipeError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]}); re-export it") from None
+        raise KdpipeError(
+            f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]}); re-export it"
+        ) from None
     used = sess.get_providers()[0]
     if want_cuda and used != CUDA:
         log.warning("CUDAExecutionProvider is built in but did not start; running on %s", used)
-    log.debug("ONNX Runtime session for %s on %s, %d intra-op threads", Path(path).name, used, so.intra_op_num_threads)
+    log.debug(
+        "ONNX Runtime session for %s on %s, %d intra-op threads",
+        Path(path).name,
+        used,
+        so.intra_op_num_threads,
+    )
     return sess, used
 
 
 def run_logits(sess: ort.InferenceSession, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits (N, C) for float32 images (N, C, H, W) in [0, 1], in batches."""
-    outs = [sess.run([OUTPUT], {INPUT: np.ascontiguousarray(images[i:i + batch_size], dtype=np.float32)})[0]
-            for i in range(0, len(images), batch_size)]
+    outs = [
+        sess.run([OUTPUT], {INPUT: np.ascontiguousarray(images[i : i + batch_size], dtype=np.float32)})[0]
+        for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
@@ -132,7 +161,9 @@ def load_image(path: Path, meta: dict) -> np.ndarray:
 
     c, size = meta["in_channels"], meta["input_size"]
     if c not in (1, 3):
-        raise KdpipeError(f"model has {c} input channels; kdpipe predict reads only 1 (grayscale) or 3 (RGB) channel images")
+        raise KdpipeError(
+            f"model has {c} input channels; kdpipe predict reads only 1 (grayscale) or 3 (RGB) channel images"
+        )
     try:
         with Image.open(path) as im:
             im = im.convert("L" if c == 1 else "RGB")  # e.g. RGB photo -> grayscale model, or L/RGBA -> RGB
@@ -150,8 +181,13 @@ class Prediction:
     top: list[dict]  # [{"class": name, "index": i, "prob": p}, ...] best first
 
 
-def predict(model_path: str | Path, paths: Iterable[str | Path], top_k: int = 3, threads: int = 0,
-            provider: str = "auto") -> tuple[list[Prediction], list[tuple[str, str]]]:
+def predict(
+    model_path: str | Path,
+    paths: Iterable[str | Path],
+    top_k: int = 3,
+    threads: int = 0,
+    provider: str = "auto",
+) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Top-k classes for every image under `paths`; returns (predictions, [(file, why skipped)])."""
     meta = read_metadata(model_path)
     files, skipped = find_images(paths)
@@ -163,8 +199,16 @@ def predict(model_path: str | Path, paths: Iterable[str | Path], top_k: int = 3,
         except ValueError as e:
             skipped.append((f, str(e)))
     if not kept:
-        why = f" ({skipped[0][0]}: {skipped[0][1]}{f'; {len(skipped) - 1} more skipped' if len(skipped) > 1 else ''})" if skipped else ""
-        raise KdpipeError(f"no readable PNG/JPEG image in the given paths{why}; pass image files or folders that contain them")
+        why = (
+            f" ({skipped[0][0]}: "
+            f"{skipped[0][1]}{f'; {len(skipped) - 1} more skipped' if len(skipped) > 1 else ''})"
+            if skipped
+            else ""
+        )
+        raise KdpipeError(
+            f"no readable PNG/JPEG image in the given paths{why}; pass image files or folders that contain "
+            "them"
+        )
     sess, _ = make_session(model_path, threads, provider)
     logits = run_logits(sess, np.stack(arrays), 64).astype(np.float64)
     probs = np.exp(logits - logits.max(1, keepdims=True))
@@ -173,5 +217,7 @@ def predict(model_path: str | Path, paths: Iterable[str | Path], top_k: int = 3,
     preds = []
     for f, pr in zip(kept, probs):
         order = np.argsort(-pr, kind="stable")[:k]
-        preds.append(Prediction(str(f), [{"class": names[i], "index": int(i), "prob": float(pr[i])} for i in order]))
+        preds.append(
+            Prediction(str(f), [{"class": names[i], "index": int(i), "prob": float(pr[i])} for i in order])
+        )
     return preds, [(str(f), why) for f, why in skipped]

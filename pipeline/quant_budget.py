@@ -10,6 +10,7 @@ split, and while the drop exceeds `max_drop` points keeps the next node of that 
 once, on the first INT8 model) fp32 together with the producers of its inputs: an edge carries a
 Q/DQ pair when either end is quantized, so both ends must stay fp32 for it to stay exact.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,7 +47,11 @@ def _dq_map(q: onnx.ModelProto, fp32_names: set[str]) -> dict[str, str]:
     graph. A graph output keeps its name on the DQ side, so ORT renames the producer's output
     `<name>_QuantizeLinear_Input`: that suffix is mapped back."""
     init = {t.name for t in q.graph.initializer}
-    q_of = {n.output[0]: n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in init}
+    q_of = {
+        n.output[0]: n.input[0]
+        for n in q.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] not in init
+    }
     out: dict[str, str] = {}
     for n in q.graph.node:
         if n.op_type == "DequantizeLinear" and n.input[0] in q_of:
@@ -58,14 +63,19 @@ def _dq_map(q: onnx.ModelProto, fp32_names: set[str]) -> dict[str, str]:
 
 
 def node_errors(pre_fp32: str | Path, int8: str | Path, images: np.ndarray) -> dict[str, float]:
-    """{node name: relative error it adds} for the quantized nodes of `int8`, on float32 `images` in [0, 1]."""
+    """{node name: relative error it adds} for the quantized nodes of `int8`, on float32 `images` in [0,
+    1]."""
     q, f = onnx.load(str(int8)), onnx.load(str(pre_fp32))
     names = {o for n in f.graph.node for o in n.output} | {i.name for i in f.graph.input}
     dq = _dq_map(q, names)
     back = {v: k for k, v in dq.items()}
     tensors = sorted(dq)
     ref = dict(zip(tensors, _with_outputs(f, tensors).run(tensors, {INPUT: images})))
-    got = dict(zip(tensors, _with_outputs(q, [dq[t] for t in tensors]).run([dq[t] for t in tensors], {INPUT: images})))
+    got = dict(
+        zip(
+            tensors, _with_outputs(q, [dq[t] for t in tensors]).run([dq[t] for t in tensors], {INPUT: images})
+        )
+    )
     err = {t: float(np.sum((got[t] - ref[t]) ** 2) / max(float(np.sum(ref[t] ** 2)), 1e-30)) for t in tensors}
     out = {}
     for n in q.graph.node:
@@ -99,23 +109,44 @@ def _val_drop(fp32_top1: float, path: Path, val_x: np.ndarray, val_y: np.ndarray
     return 100 * (fp32_top1 - float((z.argmax(1) == val_y).mean()))
 
 
-def quantize_within_budget(fp32_path: str | Path, out_path: str | Path, calib_u8: np.ndarray, val_x: np.ndarray,
-                           val_y: np.ndarray, recipe: Recipe, max_drop: float, max_tries: int, n: int = 512,
-                           probe_images: int = 32, plain_path: str | Path | None = None, **quant_kw) -> dict:
+def quantize_within_budget(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calib_u8: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    recipe: Recipe,
+    max_drop: float,
+    max_tries: int,
+    n: int = 512,
+    probe_images: int = 32,
+    plain_path: str | Path | None = None,
+    **quant_kw,
+) -> dict:
     """INT8 of `fp32_path` at `out_path` whose validation top-1 drop is <= `max_drop` points if `max_tries`
     fallback steps allow it; otherwise the try with the smallest drop (fewest fp32 nodes on ties).
 
     `val_x`: float32 [0, 1] validation images, `val_y` labels (never the test split). `plain_path`: where to
-    keep a copy of the recipe's INT8 model before any fallback (to time the fallback's cost). Returns quantize_int8's
-    info plus `val_drop_points`, `within_budget`, `fallback` (tries, the nodes each one added, their drops).
+    keep a copy of the recipe's INT8 model before any fallback (to time the fallback's cost). Returns
+    quantize_int8's info plus `val_drop_points`, `within_budget`, `fallback` (tries, the nodes each one added,
+    their drops).
     """
     info = quantize_int8(fp32_path, out_path, calib_u8, n=n, recipe=recipe, **quant_kw)
     if len(val_y) == 0:  # nothing to measure the budget on: say so once, record it as unknown
-        log.warning("no validation split (data.val_size = 0): the INT8 top-1 budget export.int8_max_drop is not checked")
+        log.warning(
+            "no validation split (data.val_size = 0): the INT8 top-1 budget export.int8_max_drop is not "
+            "checked"
+        )
         if plain_path is not None:
             shutil.copyfile(out_path, plain_path)
-        return info | {"val_drop_points": None, "val_fp32_top1": None, "val_images": 0, "within_budget": None,
-                       "max_drop_points": max_drop, "fallback": {"tries": 0, "steps": []}}
+        return info | {
+            "val_drop_points": None,
+            "val_fp32_top1": None,
+            "val_images": 0,
+            "within_budget": None,
+            "max_drop_points": max_drop,
+            "fallback": {"tries": 0, "steps": []},
+        }
     fp32_top1 = float((run_logits(make_session(fp32_path, 1)[0], val_x).argmax(1) == val_y).mean())
     drop = _val_drop(fp32_top1, Path(out_path), val_x, val_y)
     if plain_path is not None:
@@ -127,7 +158,9 @@ def quantize_within_budget(fp32_path: str | Path, out_path: str | Path, calib_u8
             pre, cand, best_path = Path(tmp) / "pre.onnx", Path(tmp) / "try.onnx", Path(tmp) / "best.onnx"
             shutil.copyfile(out_path, best_path)
             preprocess(fp32_path, pre)
-            probe = ImageReader(calib_u8, min(probe_images, n), seed=1).x.astype(np.float32) / np.float32(255.0)
+            probe = ImageReader(calib_u8, min(probe_images, n), seed=1).x.astype(np.float32) / np.float32(
+                255.0
+            )
             q = onnx.load(str(out_path))
             ranking = sorted(node_errors(pre, out_path, probe).items(), key=lambda kv: (-kv[1], kv[0]))
             extra: list[str] = []
@@ -138,10 +171,17 @@ def quantize_within_budget(fp32_path: str | Path, out_path: str | Path, calib_u8
                     continue
                 added = [u for u in _unit(q.graph, name) if u not in extra]
                 extra += added
-                cinfo = quantize_int8(fp32_path, cand, calib_u8, n=n, recipe=recipe, exclude=extra, **quant_kw)
+                cinfo = quantize_int8(
+                    fp32_path, cand, calib_u8, n=n, recipe=recipe, exclude=extra, **quant_kw
+                )
                 drop = _val_drop(fp32_top1, cand, val_x, val_y)
                 tries.append({"added": added, "score": score, "val_drop_points": drop})
-                log.info("INT8 fallback: %s kept fp32 (added error %.3g): validation drop %.2f points", name, score, drop)
+                log.info(
+                    "INT8 fallback: %s kept fp32 (added error %.3g): validation drop %.2f points",
+                    name,
+                    score,
+                    drop,
+                )
                 if (drop, len(extra)) < best[:2]:
                     best = (drop, len(extra), cinfo)
                     shutil.copyfile(cand, best_path)
@@ -149,8 +189,19 @@ def quantize_within_budget(fp32_path: str | Path, out_path: str | Path, calib_u8
     drop, _, info = best
     within = drop <= max_drop
     if not within:
-        log.warning("INT8 top-1 drop %.2f points on the validation split exceeds export.int8_max_drop=%g after %d fallback "
-                    "tries; kept the best try (raise export.int8_max_tries or the budget)", drop, max_drop, len(tries) - 1)
-    return info | {"val_drop_points": drop, "val_fp32_top1": fp32_top1, "val_images": len(val_y),
-                   "within_budget": within, "max_drop_points": max_drop,
-                   "fallback": {"tries": len(tries) - 1, "steps": tries}}
+        log.warning(
+            "INT8 top-1 drop %.2f points on the validation split exceeds export.int8_max_drop=%g after %d "
+            "fallback "
+            "tries; kept the best try (raise export.int8_max_tries or the budget)",
+            drop,
+            max_drop,
+            len(tries) - 1,
+        )
+    return info | {
+        "val_drop_points": drop,
+        "val_fp32_top1": fp32_top1,
+        "val_images": len(val_y),
+        "within_budget": within,
+        "max_drop_points": max_drop,
+        "fallback": {"tries": len(tries) - 1, "steps": tries},
+    }

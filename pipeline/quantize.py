@@ -12,6 +12,7 @@ family to its default recipe (figures: bench/results_int8_families.md).
 Deterministic: the same fp32 file, images, n and seed give a byte-identical INT8 file (the op-type
 list is passed sorted: ORT's default comes from a `set`, whose order changes with PYTHONHASHSEED).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +42,11 @@ from pipeline.predict import INPUT
 log = logging.getLogger(__name__)
 
 QUANT_TYPES = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
-CALIB_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                 "percentile": CalibrationMethod.Percentile}
+CALIB_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
 DEFAULT_OPS = tuple(sorted(set(QLinearOpsRegistry) | set(QDQRegistry)))  # ORT's default set, in a fixed order
 
 
@@ -67,8 +71,15 @@ def _classifier(graph: onnx.GraphProto) -> list[str]:
 def _depthwise(graph: onnx.GraphProto) -> list[str]:
     """Grouped Convs with one input channel per group (weight shape [C, 1, k, k], group > 1)."""
     dims = {t.name: list(t.dims) for t in graph.initializer}
-    group = lambda n: next((a.i for a in n.attribute if a.name == "group"), 1)
-    return [n.name for n in graph.node if n.op_type == "Conv" and group(n) > 1 and dims.get(n.input[1], [0, 0])[1] == 1]
+
+    def group(n: onnx.NodeProto) -> int:
+        return next((a.i for a in n.attribute if a.name == "group"), 1)
+
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "Conv" and group(n) > 1 and dims.get(n.input[1], [0, 0])[1] == 1
+    ]
 
 
 def _se(graph: onnx.GraphProto) -> list[str]:
@@ -108,13 +119,19 @@ def _se_mul(graph: onnx.GraphProto) -> list[str]:
 
 
 KEEP_RULES: dict[str, Callable[[onnx.GraphProto], list[str]]] = {
-    "stem": _stem, "thin_stem": _thin_stem, "classifier": _classifier, "depthwise": _depthwise, "se": _se,
-    "se_mul": _se_mul}
+    "stem": _stem,
+    "thin_stem": _thin_stem,
+    "classifier": _classifier,
+    "depthwise": _depthwise,
+    "se": _se,
+    "se_mul": _se_mul,
+}
 
 
 def _global_pool(model: onnx.ModelProto) -> None:
     """ReduceMean over H and W of a 4-D tensor -> GlobalAveragePool (the same mean; + Flatten when
-    keepdims=0), which ORT runs in INT8 (QLinearGlobalAveragePool) while ReduceMean stays fp32 between a DQ and a Q."""
+    keepdims=0), which ORT runs in INT8 (QLinearGlobalAveragePool) while ReduceMean stays fp32 between a DQ
+    and a Q."""
     g = model.graph
     consts = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in g.initializer if len(t.dims) <= 1}
     for n in g.node:
@@ -134,7 +151,9 @@ def _global_pool(model: onnx.ModelProto) -> None:
         if not keepdims:  # [N, C, 1, 1] -> [N, C] as ReduceMean gave
             out = n.output[0]
             n.output[0] = f"{out}_pooled"
-            nodes.append(onnx.helper.make_node("Flatten", [n.output[0]], [out], name=f"{n.name}_flatten", axis=1))
+            nodes.append(
+                onnx.helper.make_node("Flatten", [n.output[0]], [out], name=f"{n.name}_flatten", axis=1)
+            )
     del g.node[:]
     g.node.extend(nodes)
     used = {t for n in g.node for t in n.input}
@@ -168,19 +187,38 @@ class Recipe:
 # depthwise fp32 on mobilenet_v3_small and shufflenet_v2_x0_5 stayed within run-to-run noise (+-10 %), so
 # every family shares one recipe: ORT's op types, the pooling rewrite, a thin (K < 16) stem kept fp32.
 _BASE = {"keep": ("thin_stem",), "fusions": ("global_pool",)}
-FAMILIES = ("default", "resnet", "resnet_cifar", "mobilenet_v2", "mobilenet_v3", "shufflenet_v2", "efficientnet", "regnet",
-            "convnext")
+FAMILIES = (
+    "default",
+    "resnet",
+    "resnet_cifar",
+    "mobilenet_v2",
+    "mobilenet_v3",
+    "shufflenet_v2",
+    "efficientnet",
+    "regnet",
+    "convnext",
+)
 RECIPES: dict[str, Recipe] = {f: Recipe(f, **_BASE) for f in FAMILIES}
 MANUAL = "manual"  # recipe name when the caller's own per_channel / fp32_stem settings are used
 # Used only while pipeline.models has no model_info: (arch name prefix, family), first match wins.
-_PREFIXES = (("tv_resnet", "resnet"), ("resnet18", "resnet"), ("resnet34", "resnet"), ("resnet50", "resnet"),
-             ("resnet", "resnet_cifar"), ("mobilenet_v2", "mobilenet_v2"), ("mobilenet_v3", "mobilenet_v3"),
-             ("shufflenet_v2", "shufflenet_v2"), ("efficientnet", "efficientnet"), ("regnet", "regnet"),
-             ("convnext", "convnext"))
+_PREFIXES = (
+    ("tv_resnet", "resnet"),
+    ("resnet18", "resnet"),
+    ("resnet34", "resnet"),
+    ("resnet50", "resnet"),
+    ("resnet", "resnet_cifar"),
+    ("mobilenet_v2", "mobilenet_v2"),
+    ("mobilenet_v3", "mobilenet_v3"),
+    ("shufflenet_v2", "shufflenet_v2"),
+    ("efficientnet", "efficientnet"),
+    ("regnet", "regnet"),
+    ("convnext", "convnext"),
+)
 
 
 def family_of(arch: str) -> str:
-    """The model family of `arch` (pipeline.models.model_info, else a guess from the name; unknown -> default)."""
+    """The model family of `arch` (pipeline.models.model_info, else a guess from the name; unknown ->
+    default)."""
     try:
         from pipeline.models import model_info
 
@@ -196,7 +234,10 @@ def recipe_for(arch: str, choice: str = "auto") -> Recipe | None:
         return None
     key = family_of(arch) if choice == "auto" else choice
     if key not in RECIPES:
-        raise KdpipeError(f"export.recipe {choice!r} is not an INT8 recipe; choose auto, {MANUAL} or one of {', '.join(RECIPES)}")
+        raise KdpipeError(
+            f"export.recipe {choice!r} is not an INT8 recipe; choose auto, {MANUAL} or one of "
+            f"{', '.join(RECIPES)}"
+        )
     return RECIPES[key]
 
 
@@ -204,19 +245,29 @@ def nodes_for(recipe: Recipe, graph: onnx.GraphProto) -> list[str]:
     """The node names `recipe.keep` selects in `graph`, in graph order, without duplicates."""
     unknown = [k for k in recipe.keep if k not in KEEP_RULES]
     if unknown:
-        raise KdpipeError(f"INT8 recipe {recipe.name!r}: unknown keep rule(s) {unknown}; known: {sorted(KEEP_RULES)}")
+        raise KdpipeError(
+            f"INT8 recipe {recipe.name!r}: unknown keep rule(s) {unknown}; known: {sorted(KEEP_RULES)}"
+        )
     chosen = {name for k in recipe.keep for name in KEEP_RULES[k](graph)}
     return [n.name for n in graph.node if n.name in chosen]
 
 
 class ImageReader(CalibrationDataReader):
-    """Feeds `n` images drawn (seeded, without replacement) from uint8 NCHW `images` as {"image": float32 [0, 1]}."""
+    """Feeds `n` images drawn (seeded, without replacement) from uint8 NCHW `images` as
+    {"image": float32 [0, 1]}."""
 
-    def __init__(self, images: torch.Tensor | np.ndarray, n: int, batch_size: int = 32, seed: int = 0) -> None:
+    def __init__(
+        self, images: torch.Tensor | np.ndarray, n: int, batch_size: int = 32, seed: int = 0
+    ) -> None:
         x = images.numpy() if torch.is_tensor(images) else np.asarray(images)
         if n < 1 or len(x) == 0:
-            raise KdpipeError(f"INT8 calibration needs at least one training image (export.calib_images={n}, {len(x)} available); raise export.calib_images")
-        pick = np.random.default_rng(seed).permutation(len(x))[:n]  # a random, not first-N, sample: no class order bias
+            raise KdpipeError(
+                f"INT8 calibration needs at least one training image (export.calib_images={n}, {len(x)} "
+                "available); raise export.calib_images"
+            )
+        pick = np.random.default_rng(seed).permutation(len(x))[
+            :n
+        ]  # a random, not first-N, sample: no class order bias
         self.x = x[np.sort(pick)]
         self.batch_size = batch_size
         self.pos = 0
@@ -227,7 +278,7 @@ class ImageReader(CalibrationDataReader):
     def get_next(self) -> dict | None:
         if self.pos >= len(self.x):
             return None
-        xb = self.x[self.pos:self.pos + self.batch_size].astype(np.float32) / np.float32(255.0)
+        xb = self.x[self.pos : self.pos + self.batch_size].astype(np.float32) / np.float32(255.0)
         self.pos += self.batch_size
         return {INPUT: xb}
 
@@ -240,10 +291,20 @@ def preprocess(fp32_path: str | Path, out_path: str | Path) -> None:
     quant_pre_process(str(fp32_path), str(out_path))
 
 
-def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: torch.Tensor | np.ndarray, n: int = 512,
-                  method: str = "minmax", activation: str = "u8", weight: str = "s8", per_channel: bool = True,
-                  seed: int = 0, fp32_stem: bool = True, recipe: Recipe | None = None,
-                  exclude: list[str] | tuple[str, ...] = ()) -> dict:
+def quantize_int8(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calib_images: torch.Tensor | np.ndarray,
+    n: int = 512,
+    method: str = "minmax",
+    activation: str = "u8",
+    weight: str = "s8",
+    per_channel: bool = True,
+    seed: int = 0,
+    fp32_stem: bool = True,
+    recipe: Recipe | None = None,
+    exclude: list[str] | tuple[str, ...] = (),
+) -> dict:
     """Static QDQ INT8 model of `fp32_path` at `out_path` (written directly: pass a temporary name).
 
     `calib_images`: uint8 NCHW training images; `n` of them calibrate the activation ranges with
@@ -253,16 +314,28 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: tor
     in the INT8 file's metadata (`quantization`).
     """
     if method not in CALIB_METHODS or activation not in QUANT_TYPES or weight not in QUANT_TYPES:
-        raise KdpipeError(f"INT8 settings calib_method={method!r}, activation_type={activation!r}, weight_type={weight!r}: "
-                          f"choose from {sorted(CALIB_METHODS)} and {sorted(QUANT_TYPES)}")
+        raise KdpipeError(
+            f"INT8 settings calib_method={method!r}, activation_type={activation!r}, weight_type={weight!r}: "
+            f"choose from {sorted(CALIB_METHODS)} and {sorted(QUANT_TYPES)}"
+        )
     if recipe is None:
         recipe = Recipe(MANUAL, keep=("stem",) if fp32_stem else (), per_channel=per_channel)
     reader = ImageReader(calib_images, n, seed=seed)
     src = onnx.load(str(fp32_path))
-    info = {"format": "QDQ", "recipe": recipe.name, "activation_type": activation, "weight_type": weight,
-            "per_channel": recipe.per_channel, "calib_method": method, "calib_images": len(reader), "calib_split": "train",
-            "keep_rules": list(recipe.keep), "op_types": list(recipe.op_types) or "default", "extra_options": dict(recipe.extra),
-            "fusions": list(recipe.fusions)}
+    info = {
+        "format": "QDQ",
+        "recipe": recipe.name,
+        "activation_type": activation,
+        "weight_type": weight,
+        "per_channel": recipe.per_channel,
+        "calib_method": method,
+        "calib_images": len(reader),
+        "calib_split": "train",
+        "keep_rules": list(recipe.keep),
+        "op_types": list(recipe.op_types) or "default",
+        "extra_options": dict(recipe.extra),
+        "fusions": list(recipe.fusions),
+    }
     with tempfile.TemporaryDirectory(prefix="kdpipe-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         preprocess(fp32_path, pre)
@@ -275,10 +348,19 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: tor
         keep = nodes_for(recipe, graph)
         keep += [e for e in exclude if e not in keep]
         info["fp32_nodes"] = keep
-        quantize_static(str(pre), str(out_path), calibration_data_reader=reader, quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(recipe.op_types or DEFAULT_OPS), per_channel=recipe.per_channel,
-                        activation_type=QUANT_TYPES[activation], weight_type=QUANT_TYPES[weight],
-                        calibrate_method=CALIB_METHODS[method], nodes_to_exclude=keep, extra_options=dict(recipe.extra))
+        quantize_static(
+            str(pre),
+            str(out_path),
+            calibration_data_reader=reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(recipe.op_types or DEFAULT_OPS),
+            per_channel=recipe.per_channel,
+            activation_type=QUANT_TYPES[activation],
+            weight_type=QUANT_TYPES[weight],
+            calibrate_method=CALIB_METHODS[method],
+            nodes_to_exclude=keep,
+            extra_options=dict(recipe.extra),
+        )
     q = onnx.load(str(out_path))
     meta = {p.key: p.value for p in src.metadata_props} | {"quantization": json.dumps(info)}
     del q.metadata_props[:]
@@ -287,10 +369,21 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: tor
     try:
         onnx.checker.check_model(q, full_check=True)
     except Exception as e:  # noqa: BLE001 - ValidationError and InferenceError
-        raise KdpipeError(f"the INT8 model fails the ONNX checker ({str(e).splitlines()[0][:200]}); try calib_method or types in export") from None
+        raise KdpipeError(
+            f"the INT8 model fails the ONNX checker ({str(e).splitlines()[0][:200]}); try calib_method or "
+            "types in export"
+        ) from None
     onnx.save(q, str(out_path))
-    log.info("INT8 QDQ %s%s recipe %s, per_channel=%s, %s calibration on %d training images; %d fp32 nodes", activation.upper(),
-             weight.upper(), recipe.name, recipe.per_channel, method, len(reader), len(keep))
+    log.info(
+        "INT8 QDQ %s%s recipe %s, per_channel=%s, %s calibration on %d training images; %d fp32 nodes",
+        activation.upper(),
+        weight.upper(),
+        recipe.name,
+        recipe.per_channel,
+        method,
+        len(reader),
+        len(keep),
+    )
     return info
 
 

@@ -1,5 +1,6 @@
 """The results report: curated metrics files (accuracy, deploy, seeds), markdown tables and the data
 behind the figures. Inputs are plain dicts read by the stage; nothing here decides a path."""
+
 from __future__ import annotations
 
 import csv
@@ -67,10 +68,16 @@ def deploy_metrics(evaluation: dict[str, dict], exports: dict[str, dict]) -> dic
         row = {"params": int(m.get("params", 0)), "mb": round(m.get("size_mb", 0.0), 3)}
         ex = exports.get(name)
         if ex:
-            row.update(_drop_none({"int8_mb": round(ex.get("size_bytes", {}).get("int8", 0) / 2**20, 3),
-                                   "int8_top1": _r(ex.get("top1", {}).get("int8")),
-                                   "fp32_p50_ms_b1": _r(latency(ex, "ort_fp32")),
-                                   "int8_p50_ms_b1": _r(latency(ex, "ort_int8"))}))
+            row.update(
+                _drop_none(
+                    {
+                        "int8_mb": round(ex.get("size_bytes", {}).get("int8", 0) / 2**20, 3),
+                        "int8_top1": _r(ex.get("top1", {}).get("int8")),
+                        "fp32_p50_ms_b1": _r(latency(ex, "ort_fp32")),
+                        "int8_p50_ms_b1": _r(latency(ex, "ort_int8")),
+                    }
+                )
+            )
         out[name] = row
     return out
 
@@ -99,8 +106,16 @@ def seed_rows(entries: list[Entry], evaluation: dict[str, dict]) -> list[SeedRow
         paired_with = [e for e in members if e.baseline and e.baseline in evaluation]
         pairs = [(evaluation[e.name]["top1"], evaluation[e.baseline]["top1"]) for e in paired_with]
         baseline = group_of.get(paired_with[0].baseline, paired_with[0].baseline) if paired_with else ""
-        rows.append(SeedRow(group, members[0].kind, [e.name for e in members], summarize(top1), baseline,
-                            paired_difference(pairs) if pairs else None))
+        rows.append(
+            SeedRow(
+                group,
+                members[0].kind,
+                [e.name for e in members],
+                summarize(top1),
+                baseline,
+                paired_difference(pairs) if pairs else None,
+            )
+        )
     return rows
 
 
@@ -115,8 +130,12 @@ def seeds_metrics(rows: list[SeedRow]) -> dict[str, dict]:
     for r in informative(rows):
         row = {"mean": _r(r.summary.mean), "std": _r(r.summary.std), "n": r.summary.n}
         if r.paired is not None:
-            row.update(delta=_r(r.paired.delta), ci_low=_r(r.paired.ci_low), ci_high=_r(r.paired.ci_high),
-                       verdict=r.paired.verdict)
+            row.update(
+                delta=_r(r.paired.delta),
+                ci_low=_r(r.paired.ci_low),
+                ci_high=_r(r.paired.ci_high),
+                verdict=r.paired.verdict,
+            )
         out[r.group] = _drop_none(row)
     return out
 
@@ -144,12 +163,11 @@ def mean_curve(curves: list[Series]) -> tuple[list[int], list[float], list[float
     return common, [sum(c) / len(c) for c in cols], [min(c) for c in cols], [max(c) for c in cols]
 
 
-
-
-
 # metric: (axis label, scale, digits, file stem)
-CURVES = {"val/acc": ("validation top-1 (%)", 100.0, 2, "val_acc"),
-          "train/loss": ("training loss", 1.0, 4, "train_loss")}
+CURVES = {
+    "val/acc": ("validation top-1 (%)", 100.0, 2, "val_acc"),
+    "train/loss": ("training loss", 1.0, 4, "train_loss"),
+}
 History = Callable[[Entry, str], tuple[list[int], list[float]]]
 
 
@@ -170,11 +188,20 @@ def curve_panels(entries: list[Entry], history: History) -> tuple[dict[str, list
             mine = [series[e.name] for e in members if e.name in series]
             if seeded and len(mine) > 1:
                 xs, mean, lo, hi = mean_curve(mine)
-                curves.append(Curve(f"{group} (mean of {len(mine)} seeds)", xs, [scale * y for y in mean],
-                                    ([scale * y for y in lo], [scale * y for y in hi])))
+                curves.append(
+                    Curve(
+                        f"{group} (mean of {len(mine)} seeds)",
+                        xs,
+                        [scale * y for y in mean],
+                        ([scale * y for y in lo], [scale * y for y in hi]),
+                    )
+                )
             else:
-                curves += [Curve(e.name, series[e.name][0], [scale * y for y in series[e.name][1]])
-                           for e in members if e.name in series]
+                curves += [
+                    Curve(e.name, series[e.name][0], [scale * y for y in series[e.name][1]])
+                    for e in members
+                    if e.name in series
+                ]
         panels[label] = curves
     return panels, tables
 
@@ -184,8 +211,9 @@ def confusion_counts(labels: torch.Tensor, pred: torch.Tensor, k: int) -> list[l
     return torch.bincount(labels * k + pred, minlength=k * k).reshape(k, k).tolist()
 
 
-def agreement_rows(students: list[Entry],
-                   logits: Callable[[str], torch.Tensor]) -> list[tuple[str, str, float, float]]:
+def agreement_rows(
+    students: list[Entry], logits: Callable[[str], torch.Tensor]
+) -> list[tuple[str, str, float, float]]:
     """(student, teacher, top-1 agreement, KL(teacher || student)) per student and each of its teachers."""
     rows = []
     for s in students:

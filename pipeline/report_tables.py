@@ -1,4 +1,5 @@
 """Markdown of results/report.md: models, seeds, teacher-student agreement and deployment tables."""
+
 from __future__ import annotations
 
 import math
@@ -14,24 +15,35 @@ def pct(x: float | None, digits: int = 2) -> str:
 
 def models_table(evaluation: dict[str, dict], exports: dict[str, dict]) -> list[str]:
     """Markdown rows: model, kind, method, arch, teachers, params, size, top-1, top-5, NLL, ECE, INT8."""
-    rows = [("| model | kind | method | arch | teachers / targets | params | size MB | test top-1 % "
-             "| top-5 % | NLL | ECE | INT8 top-1 % | ORT INT8 p50 ms (b=1) |"), "|---" * 13 + "|"]
+    rows = [
+        (
+            "| model | kind | method | arch | teachers / targets | params | size MB | test top-1 % "
+            "| top-5 % | NLL | ECE | INT8 top-1 % | ORT INT8 p50 ms (b=1) |"
+        ),
+        "|---" * 13 + "|",
+    ]
     for name, m in evaluation.items():
         ex = exports.get(name, {})
         lat = latency(ex, "ort_int8")
-        rows.append(f"| {name} | {m.get('kind', '')} | {m.get('method', '')} | {m.get('arch', '')} "
-                    f"| {m.get('sources', '')} | {m.get('params', 0):,} | {m.get('size_mb', 0):.2f} "
-                    f"| {pct(m['top1'])} | {pct(m['top5'])} "
-                    f"| {m['nll']:.3f} | {m['ece']:.3f} | {pct(ex.get('top1', {}).get('int8'))} "
-                    f"| {f'{lat:.3f}' if lat else '—'} |")
+        rows.append(
+            f"| {name} | {m.get('kind', '')} | {m.get('method', '')} | {m.get('arch', '')} "
+            f"| {m.get('sources', '')} | {m.get('params', 0):,} | {m.get('size_mb', 0):.2f} "
+            f"| {pct(m['top1'])} | {pct(m['top5'])} "
+            f"| {m['nll']:.3f} | {m['ece']:.3f} | {pct(ex.get('top1', {}).get('int8'))} "
+            f"| {f'{lat:.3f}' if lat else '—'} |"
+        )
     return rows
 
 
 def seeds_table(rows: list[SeedRow]) -> list[str]:
     """Markdown rows: mean ± std over seeds; against the paired baseline Δ, its 95 % CI and the verdict."""
-    out = [("| model | kind | seeds | test top-1 % (mean ± std) | baseline | Δ top-1 (points) | 95 % CI "
-            "| verdict |"),
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        (
+            "| model | kind | seeds | test top-1 % (mean ± std) | baseline | Δ top-1 (points) | 95 % CI "
+            "| verdict |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         s = r.summary
         acc = pct(s.mean) + (f" ± {100 * s.std:.2f}" if s.std is not None else "")
@@ -42,8 +54,9 @@ def seeds_table(rows: list[SeedRow]) -> list[str]:
             delta = f"{100 * p.delta:+.2f}"
             ci = f"[{100 * p.ci_low:+.2f}, {100 * p.ci_high:+.2f}]" if p.ci_low is not None else "—"
             verdict = p.verdict
-        out.append(f"| {r.group} | {r.kind} | {s.n} | {acc} | {r.baseline or '—'} | {delta} | {ci} "
-                   f"| {verdict} |")
+        out.append(
+            f"| {r.group} | {r.kind} | {s.n} | {acc} | {r.baseline or '—'} | {delta} | {ci} | {verdict} |"
+        )
     return out
 
 
@@ -55,17 +68,21 @@ def agreement_table(rows: list[tuple[str, str, float, float]]) -> list[str]:
 
 def deploy_table(exports: dict[str, dict]) -> list[str]:
     """Markdown rows per exported model and precision: size, top-1, ORT p50 at batch 1 and 64, throughput."""
-    out = ["| model | precision | size MB | test top-1 % | p50 ms b=1 | p50 ms b=64 | images/s b=64 |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        "| model | precision | size MB | test top-1 % | p50 ms b=1 | p50 ms b=64 | images/s b=64 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     nan = float("nan")
     for name, ex in exports.items():
         for runtime, prec in (("ort_fp32", "fp32"), ("ort_int8", "int8")):
             lat = ex.get("latency", {}).get(runtime, {})
             b1, b64 = lat.get("b1", {}), lat.get("b64", {})
             size = ex.get("size_bytes", {}).get(prec, 0) / 2**20
-            out.append(f"| {name} | {prec} | {size:.2f} | {pct(ex.get('top1', {}).get(prec))} "
-                       f"| {b1.get('p50_ms', nan):.3f} | {b64.get('p50_ms', nan):.2f} "
-                       f"| {b64.get('images_per_s', nan):.0f} |")
+            out.append(
+                f"| {name} | {prec} | {size:.2f} | {pct(ex.get('top1', {}).get(prec))} "
+                f"| {b1.get('p50_ms', nan):.3f} | {b64.get('p50_ms', nan):.2f} "
+                f"| {b64.get('images_per_s', nan):.0f} |"
+            )
     return out
 
 
@@ -84,14 +101,27 @@ class ReportParts:
 
 def build_markdown(parts: ReportParts) -> str:
     """The text of results/report.md."""
-    lines = [parts.header, "", "## Models (test split, last epoch)", "",
-             *models_table(parts.evaluation, parts.exports), ""]
+    lines = [
+        parts.header,
+        "",
+        "## Models (test split, last epoch)",
+        "",
+        *models_table(parts.evaluation, parts.exports),
+        "",
+    ]
     if informative(parts.seeds):
-        lines += ["## Over seeds (test top-1, last epoch)", "",
-                  ("Mean ± sample std over a model's seeds; Δ = model − baseline over matching seeds, "
-                   "95 % CI from Student's t on the per-seed differences; *better*/*worse* only when the CI "
-                   "excludes 0."), "",
-                  *seeds_table(informative(parts.seeds)), ""]
+        lines += [
+            "## Over seeds (test top-1, last epoch)",
+            "",
+            (
+                "Mean ± sample std over a model's seeds; Δ = model − baseline over matching seeds, "
+                "95 % CI from Student's t on the per-seed differences; *better*/*worse* only when the CI "
+                "excludes 0."
+            ),
+            "",
+            *seeds_table(informative(parts.seeds)),
+            "",
+        ]
     if parts.agreement:
         lines += ["## Teacher–student agreement (test split)", "", *agreement_table(parts.agreement), ""]
     if parts.exports:

@@ -1,4 +1,5 @@
 """Device choice, seeding and torchrun/DDP process-group set-up."""
+
 from __future__ import annotations
 
 import logging

@@ -15,6 +15,7 @@ versions), so a new budget costs nothing; delete the file to measure again after
 The default choice is the candidate with the most MACs (the accuracy proxy) that fits the budget,
 ties going to fewer parameters.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +36,14 @@ from pipeline.errors import KdpipeError
 from pipeline.logs import NOISY, quiet_loggers
 from pipeline.predict import INPUT, OUTPUT, make_session, resolve_threads
 from pipeline.select_space import (  # noqa: F401 - resolve_selected re-exported
-    Candidate, SelectParams, SpaceParams, build, default_space, describe, expand, resolve_selected,
+    Candidate,
+    SelectParams,
+    SpaceParams,
+    build,
+    default_space,
+    describe,
+    expand,
+    resolve_selected,
 )
 
 __all__ = ["SelectParams", "SpaceParams", "measure", "choose", "run_selection", "resolve_selected"]
@@ -55,10 +63,20 @@ def environment(sp: SelectParams, recipe: dict, facts: dict) -> dict:
     except md.PackageNotFoundError:
         ort = md.version("onnxruntime-gpu")
     recipe = recipe if sp.precision == "int8" else {}
-    return {"precision": sp.precision, "exporter": sp.exporter, "recipe": recipe,
-            "batch_size": sp.batch_size, "threads": resolve_threads(sp.threads), "runs": sp.runs,
-            "warmup": sp.warmup, "cpu": bench.cpu_model(), "onnxruntime": ort, "kdpipe": __version__,
-            "num_classes": facts["num_classes"], "in_channels": facts["in_channels"]}
+    return {
+        "precision": sp.precision,
+        "exporter": sp.exporter,
+        "recipe": recipe,
+        "batch_size": sp.batch_size,
+        "threads": resolve_threads(sp.threads),
+        "runs": sp.runs,
+        "warmup": sp.warmup,
+        "cpu": bench.cpu_model(),
+        "onnxruntime": ort,
+        "kdpipe": __version__,
+        "num_classes": facts["num_classes"],
+        "in_channels": facts["in_channels"],
+    }
 
 
 def cache_key(c: Candidate, env: dict) -> str:
@@ -94,7 +112,7 @@ def _calibrate_bn(wrapped: torch.nn.Module, images: np.ndarray, batch: int = 8) 
     wrapped.train()
     with torch.no_grad():
         for i in range(0, len(images), batch):
-            wrapped(torch.from_numpy(images[i:i + batch].astype(np.float32) / 255.0))
+            wrapped(torch.from_numpy(images[i : i + batch].astype(np.float32) / 255.0))
     for m, mom in zip(bns, old):
         m.momentum = mom
     wrapped.eval()
@@ -112,9 +130,16 @@ def _export(model: torch.nn.Module, art: dict, path: Path, exporter: str) -> str
     c, s = art["in_channels"], art["input_size"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript tracer warnings about shape-dependent branches
-        torch.onnx.export(wrapped, (torch.zeros(ex.EXAMPLE_BATCH, c, s, s),), str(path), input_names=[INPUT],
-                          output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-                          opset_version=18, dynamo=False)
+        torch.onnx.export(
+            wrapped,
+            (torch.zeros(ex.EXAMPLE_BATCH, c, s, s),),
+            str(path),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            opset_version=18,
+            dynamo=False,
+        )
     proto = onnx.load(str(path))
     ex.set_metadata(proto, ex.build_metadata(art, "untrained"))
     ex.check_model(proto, path)
@@ -133,8 +158,15 @@ def _deployable(c: Candidate, facts: dict, sp: SelectParams, recipe: dict, folde
     rng = np.random.default_rng(sp.seed)
     images = rng.integers(0, 256, (sp.calib_images, ch, c.input_size, c.input_size), dtype=np.uint8)
     _calibrate_bn(Normalized(model, [MEAN] * ch, [STD] * ch), images)
-    art = {"name": c.label, "arch": c.arch, "class_names": [str(i) for i in range(n)],
-           "input_size": c.input_size, "in_channels": ch, "mean": [MEAN] * ch, "std": [STD] * ch}
+    art = {
+        "name": c.label,
+        "arch": c.arch,
+        "class_names": [str(i) for i in range(n)],
+        "input_size": c.input_size,
+        "in_channels": ch,
+        "mean": [MEAN] * ch,
+        "std": [STD] * ch,
+    }
     slug = hashlib.sha256(c.label.encode()).hexdigest()[:12]
     fp32 = folder / f"{slug}.onnx"
     with quiet_loggers(*NOISY):
@@ -148,8 +180,9 @@ def _deployable(c: Candidate, facts: dict, sp: SelectParams, recipe: dict, folde
     return row, path
 
 
-def _time_group(group: list[Candidate], facts: dict, sp: SelectParams, recipe: dict,
-                timer: Timer) -> dict[str, dict]:
+def _time_group(
+    group: list[Candidate], facts: dict, sp: SelectParams, recipe: dict, timer: Timer
+) -> dict[str, dict]:
     """Rows (with p50/p90 ms) of the candidates of one group that built; a failed one gets an `error` row."""
     rows, fns = {}, {}
     with tempfile.TemporaryDirectory(prefix="kdpipe-select-") as tmp:
@@ -172,8 +205,14 @@ def _time_group(group: list[Candidate], facts: dict, sp: SelectParams, recipe: d
     return rows
 
 
-def measure(cands: list[Candidate], facts: dict, sp: SelectParams, recipe: dict,
-            cache_path: str | Path | None = None, timer: Timer = bench.time_runs) -> list[dict]:
+def measure(
+    cands: list[Candidate],
+    facts: dict,
+    sp: SelectParams,
+    recipe: dict,
+    cache_path: str | Path | None = None,
+    timer: Timer = bench.time_runs,
+) -> list[dict]:
     """One row per candidate: params, macs, size_mb, p50_ms/p90_ms (or `error`), and `cached`.
 
     `facts`: {num_classes, in_channels} of the data; `recipe`: quantize_int8's keyword arguments (method,
@@ -191,35 +230,46 @@ def measure(cands: list[Candidate], facts: dict, sp: SelectParams, recipe: dict,
     torch.set_num_threads(resolve_threads(sp.threads))  # export and calibration use the cores timing will use
     try:
         for i in range(0, len(todo), GROUP):
-            got = _time_group(todo[i:i + GROUP], facts, sp, recipe, timer)
+            got = _time_group(todo[i : i + GROUP], facts, sp, recipe, timer)
             fresh |= got
             entries |= {keys[k]: r for k, r in got.items() if "error" not in r}
             _save_cache(path, entries)
-            log.info("measured %d/%d: %s", min(i + GROUP, len(todo)), len(todo), ", ".join(
-                f"{k} {r['p50_ms']:.3f} ms" for k, r in got.items() if "p50_ms" in r))
+            log.info(
+                "measured %d/%d: %s",
+                min(i + GROUP, len(todo)),
+                len(todo),
+                ", ".join(f"{k} {r['p50_ms']:.3f} ms" for k, r in got.items() if "p50_ms" in r),
+            )
     finally:
         torch.set_num_threads(old_threads)
-    return [fresh[c.label] | {"cached": False} if c.label in fresh
-            else entries[keys[c.label]] | {"cached": True} for c in cands]
+    return [
+        fresh[c.label] | {"cached": False} if c.label in fresh else entries[keys[c.label]] | {"cached": True}
+        for c in cands
+    ]
 
 
 def violations(row: dict, sp: SelectParams) -> list[str]:
     """The limits of the budget that a measured row breaks ([] = it fits)."""
     stat = f"{sp.latency_stat}_ms"
-    checks = [(sp.latency_ms, row[stat], f"{sp.latency_stat} {row[stat]:.3f} ms > {sp.latency_ms:g} ms"),
-              (sp.max_mb, row["size_mb"], f"{row['size_mb']:.3f} MB > {sp.max_mb:g} MB"),
-              (sp.max_params, row["params"], f"{row['params']:,} params > {sp.max_params:,}"),
-              (sp.max_macs, row["macs"], f"{row['macs']:,} MACs > {sp.max_macs:,.0f}")]
+    checks = [
+        (sp.latency_ms, row[stat], f"{sp.latency_stat} {row[stat]:.3f} ms > {sp.latency_ms:g} ms"),
+        (sp.max_mb, row["size_mb"], f"{row['size_mb']:.3f} MB > {sp.max_mb:g} MB"),
+        (sp.max_params, row["params"], f"{row['params']:,} params > {sp.max_params:,}"),
+        (sp.max_macs, row["macs"], f"{row['macs']:,} MACs > {sp.max_macs:,.0f}"),
+    ]
     return [why for limit, value, why in checks if limit and value > limit]
 
 
 def _budget_text(sp: SelectParams) -> str:
     b = sp.budget()
-    parts = [f"{sp.latency_stat} <= {sp.latency_ms:g} ms at batch {sp.batch_size}, "
-             f"{sp.threads or 'all'} thread(s)" if sp.latency_ms else "",
-             f"<= {sp.max_mb:g} MB" if "max_mb" in b else "",
-             f"<= {sp.max_params:,} params" if "max_params" in b else "",
-             f"<= {sp.max_macs:,.0f} MACs" if "max_macs" in b else ""]
+    parts = [
+        f"{sp.latency_stat} <= {sp.latency_ms:g} ms at batch {sp.batch_size}, {sp.threads or 'all'} thread(s)"
+        if sp.latency_ms
+        else "",
+        f"<= {sp.max_mb:g} MB" if "max_mb" in b else "",
+        f"<= {sp.max_params:,} params" if "max_params" in b else "",
+        f"<= {sp.max_macs:,.0f} MACs" if "max_macs" in b else "",
+    ]
     return ", ".join(p for p in parts if p) or "no limit"
 
 
@@ -230,20 +280,30 @@ def choose(rows: list[dict], sp: SelectParams) -> dict:
     """
     ok = [r for r in rows if "error" not in r]
     if not ok:
-        raise KdpipeError("no candidate could be exported and timed (see the warnings above); "
-                          "fix select.candidates")
+        raise KdpipeError(
+            "no candidate could be exported and timed (see the warnings above); fix select.candidates"
+        )
     stat = f"{sp.latency_stat}_ms"
     fit = [r for r in ok if not violations(r, sp)]
     if not fit:
         fast = min(ok, key=lambda r: r[stat])
-        raise KdpipeError(f"no candidate fits the budget ({_budget_text(sp)}); the fastest, {fast['label']}, "
-                          f"takes {fast[stat]:.3f} ms ({fast['size_mb']:.2f} MB, {fast['params']:,} params): "
-                          "raise the budget or add smaller candidates to select.candidates")
+        raise KdpipeError(
+            f"no candidate fits the budget ({_budget_text(sp)}); the fastest, {fast['label']}, "
+            f"takes {fast[stat]:.3f} ms ({fast['size_mb']:.2f} MB, {fast['params']:,} params): "
+            "raise the budget or add smaller candidates to select.candidates"
+        )
     return min(fit, key=lambda r: (-r[sp.proxy], r["params"], r[stat]))
 
 
-def run_selection(facts: dict, sp: SelectParams, recipe: dict, out_dir: str | Path, selected_path: str | Path,
-                  cache_path: str | Path | None = None, timer: Timer = bench.time_runs) -> dict:
+def run_selection(
+    facts: dict,
+    sp: SelectParams,
+    recipe: dict,
+    out_dir: str | Path,
+    selected_path: str | Path,
+    cache_path: str | Path | None = None,
+    timer: Timer = bench.time_runs,
+) -> dict:
     """The select-student stage: measure the space, choose, write table.json, candidates.md, pareto.png and
     `selected_path`; returns selected.json's content. `facts`: {num_classes, in_channels, input_size}."""
     from pipeline.select_report import markdown, plot_pareto
@@ -260,15 +320,30 @@ def run_selection(facts: dict, sp: SelectParams, recipe: dict, out_dir: str | Pa
         chosen = None
     for r in rows:
         r["chosen"] = r is chosen
-    table = {"budget": sp.budget(), "proxy": sp.proxy, "env": env,
-             "chosen": chosen["label"] if chosen else None, "rows": rows}
+    table = {
+        "budget": sp.budget(),
+        "proxy": sp.proxy,
+        "env": env,
+        "chosen": chosen["label"] if chosen else None,
+        "rows": rows,
+    }
     checkpoint.atomic_write_text(out / "table.json", json.dumps(table, indent=2))
     checkpoint.atomic_write_text(out / "candidates.md", markdown(rows, sp, env, _budget_text(sp)))
     plot_pareto(rows, sp, out / "pareto.png", _budget_text(sp))
     c = choose(rows, sp)  # raises the one-line error, after the table and plot are written to look at
-    selected = {"arch": c["arch"], "arch_kwargs": c["arch_kwargs"], "input_size": c["input_size"],
-                "label": c["label"], "params": c["params"], "macs": c["macs"], "size_mb": c["size_mb"],
-                "predicted_latency_ms": {"p50": c["p50_ms"], "p90": c["p90_ms"]}, "budget": sp.budget(),
-                "precision": sp.precision, "proxy": sp.proxy, "cpu": env["cpu"]}
+    selected = {
+        "arch": c["arch"],
+        "arch_kwargs": c["arch_kwargs"],
+        "input_size": c["input_size"],
+        "label": c["label"],
+        "params": c["params"],
+        "macs": c["macs"],
+        "size_mb": c["size_mb"],
+        "predicted_latency_ms": {"p50": c["p50_ms"], "p90": c["p90_ms"]},
+        "budget": sp.budget(),
+        "precision": sp.precision,
+        "proxy": sp.proxy,
+        "cpu": env["cpu"],
+    }
     checkpoint.atomic_write_text(Path(selected_path), json.dumps(selected, indent=2))
     return selected

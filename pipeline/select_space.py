@@ -8,13 +8,14 @@ fixed-seed model counted here (MACs = FLOPs / 2 from torch's FlopCounterMode at 
 torch and the registry are imported inside functions, so `pipeline.params` can import the params
 dataclasses without loading torch.
 """
+
 from __future__ import annotations
 
 import inspect
 import json
-from pathlib import Path
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.config import bounded
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 # Used while the registry has no `model_info`: today's archs that export and quantize cleanly.
 FALLBACK_DEPLOYABLE = ("resnet8", "resnet14", "resnet20", "resnet8x4", "wrn_16_1", "vgg8", "tv_resnet18")
 DEFAULT_WIDTHS = (0.5, 0.75, 1.0)  # widths tried for a family whose constructor takes `width_mult`
-DEFAULT_SCALES = (1.0,)  # input sides tried, as fractions of the data's side: students train at the data's size
+DEFAULT_SCALES = (
+    1.0,
+)  # input sides tried, as fractions of the data's side: students train at the data's size
 MIN_SIZE = 16  # pixels: smaller inputs leave the deeper nets' last stage with nothing to pool
 
 
@@ -145,11 +148,13 @@ def expand(space: list[SpaceParams], data_size: int) -> list[Candidate]:
     out: dict[str, Candidate] = {}
     for i, s in enumerate(space):
         if s.arch not in known:
-            raise KdpipeError(f"select.candidates[{i}].arch: unknown arch {s.arch!r}; choose one of: "
-                              f"{', '.join(known)}")
+            raise KdpipeError(
+                f"select.candidates[{i}].arch: unknown arch {s.arch!r}; choose one of: {', '.join(known)}"
+            )
         if "width_mult" in s.arch_kwargs and s.width_mults:
-            raise KdpipeError(f"select.candidates[{i}]: width_mult is in both arch_kwargs and width_mults; "
-                              "keep one")
+            raise KdpipeError(
+                f"select.candidates[{i}]: width_mult is in both arch_kwargs and width_mults; keep one"
+            )
         for w in s.width_mults or [None]:
             kw = dict(s.arch_kwargs) | ({"width_mult": w} if w is not None else {})
             for size in _sizes(s.input_sizes, data_size):
@@ -195,15 +200,21 @@ def resolve_selected(path: str | Path) -> tuple[str, dict, int]:
     """(arch, arch_kwargs, input_size) of the student chosen by select-student, from its selected.json."""
     path = Path(path)
     if not path.is_file():
-        raise KdpipeError(f"{path}: no selected student yet; run select-student (dvc repro) before "
-                          "training a student with arch: selected")
+        raise KdpipeError(
+            f"{path}: no selected student yet; run select-student (dvc repro) before "
+            "training a student with arch: selected"
+        )
     try:
         doc = json.loads(path.read_text())
         arch, kwargs, size = doc["arch"], doc["arch_kwargs"], doc["input_size"]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise KdpipeError(f"{path}: not a select-student result ({type(e).__name__}: {e}); delete it and run "
-                          "select-student (dvc repro)") from None
+        raise KdpipeError(
+            f"{path}: not a select-student result ({type(e).__name__}: {e}); delete it and run "
+            "select-student (dvc repro)"
+        ) from None
     if not isinstance(arch, str) or not isinstance(kwargs, dict) or not isinstance(size, int) or size < 1:
-        raise KdpipeError(f"{path}: malformed select-student result (arch {arch!r}, arch_kwargs {kwargs!r}, "
-                          f"input_size {size!r}); delete it and run select-student (dvc repro)")
+        raise KdpipeError(
+            f"{path}: malformed select-student result (arch {arch!r}, arch_kwargs {kwargs!r}, "
+            f"input_size {size!r}); delete it and run select-student (dvc repro)"
+        )
     return arch, kwargs, size

@@ -1,5 +1,6 @@
 """Statistics of the report: mean ± std over seeds, paired differences with a Student-t interval,
 and teacher-student agreement from test logits. Pure functions, no scipy."""
+
 from __future__ import annotations
 
 import math
@@ -10,9 +11,38 @@ from dataclasses import dataclass
 import torch
 
 # Two-sided 95 % critical values t_{0.975, df} of Student's t for df = 1..30 (standard tables, 4 decimals).
-T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-        2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-        2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+T975 = (
+    12.7062,
+    4.3027,
+    3.1824,
+    2.7764,
+    2.5706,
+    2.4469,
+    2.3646,
+    2.3060,
+    2.2622,
+    2.2281,
+    2.2010,
+    2.1788,
+    2.1604,
+    2.1448,
+    2.1314,
+    2.1199,
+    2.1098,
+    2.1009,
+    2.0930,
+    2.0860,
+    2.0796,
+    2.0739,
+    2.0687,
+    2.0639,
+    2.0595,
+    2.0555,
+    2.0518,
+    2.0484,
+    2.0452,
+    2.0423,
+)
 Z975 = 1.959964  # the normal quantile the t quantiles approach as df grows
 
 BETTER, SAME, WORSE = "better", "no detectable difference", "worse"
@@ -25,8 +55,12 @@ def t975(df: int) -> float:
     if df <= len(T975):
         return T975[df - 1]
     z = Z975
-    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
 
 
 @dataclass(frozen=True)
@@ -88,8 +122,9 @@ def top1_agreement(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -
     return (teacher_logits.argmax(1) == student_logits.argmax(1)).float().mean().item()
 
 
-def kl_teacher_student(teacher_logits: torch.Tensor, student_logits: torch.Tensor,
-                       temperature: float = 1.0) -> float:
+def kl_teacher_student(
+    teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0
+) -> float:
     """Mean over items of KL(p_teacher || p_student) in nats, softmax at `temperature`."""
     log_t = torch.log_softmax(teacher_logits.double() / temperature, dim=1)
     log_s = torch.log_softmax(student_logits.double() / temperature, dim=1)

@@ -1,4 +1,5 @@
 """Per-epoch metric tracking: dvclive on the main rank, nothing elsewhere."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -6,15 +6,16 @@ optimizer, schedule, device, mixed precision, DDP, logging, the NaN guard and re
 Before each training step it sets `method.progress` = epochs done after that step (e + (i + 1)/steps),
 so a method's schedule needs no step counter of its own and resumes exactly.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import torch
 import torch.distributed as dist
@@ -56,7 +57,13 @@ def lr_factor(p: OptimParams, epoch_float: float) -> float:
 
 def make_optimizer(params: list[nn.Parameter], p: OptimParams) -> torch.optim.Optimizer:
     if p.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov and p.momentum > 0, weight_decay=p.weight_decay)
+        return torch.optim.SGD(
+            params,
+            lr=p.lr,
+            momentum=p.momentum,
+            nesterov=p.nesterov and p.momentum > 0,
+            weight_decay=p.weight_decay,
+        )
     return torch.optim.Adam(params, lr=p.lr, betas=(p.momentum, 0.999), weight_decay=p.weight_decay)
 
 
@@ -83,12 +90,20 @@ def validate(model: nn.Module, loader: Iterable, amp: torch.dtype | None = None)
     for x, y, _ in loader:
         with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
             z = model(x).float()
-        tot += torch.tensor([F.cross_entropy(z, y, reduction="sum").item(), (z.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64)
+        tot += torch.tensor(
+            [F.cross_entropy(z, y, reduction="sum").item(), (z.argmax(1) == y).sum().item(), len(y)],
+            dtype=torch.float64,
+        )
     model.train(was)
-    return {"val/loss": tot[0].item() / max(tot[2].item(), 1), "val/acc": tot[1].item() / max(tot[2].item(), 1)}
+    return {
+        "val/loss": tot[0].item() / max(tot[2].item(), 1),
+        "val/acc": tot[1].item() / max(tot[2].item(), 1),
+    }
 
 
-def _validate(method: nn.Module, student: nn.Module, loader: Iterable, amp: torch.dtype | None) -> dict[str, float]:
+def _validate(
+    method: nn.Module, student: nn.Module, loader: Iterable, amp: torch.dtype | None
+) -> dict[str, float]:
     """The method's own validation if it has one, else loss and top-1 of the (unwrapped) student."""
     hook = getattr(method, "validate", None)
     return hook(loader, amp) if callable(hook) else validate(student, loader, amp)
@@ -105,9 +120,16 @@ def _state_keys(method: nn.Module) -> dict:
 
 
 def _save_state(path: Path, method, opt, sched, scaler, epoch: int, history: list, fingerprint: str) -> None:
-    state = {"epoch": epoch, "fingerprint": fingerprint, "method": {k: v.detach().cpu() for k, v in _state_keys(method).items()},
-             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-             "rng_cpu": torch.get_rng_state(), "history": history}
+    state = {
+        "epoch": epoch,
+        "fingerprint": fingerprint,
+        "method": {k: v.detach().cpu() for k, v in _state_keys(method).items()},
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "history": history,
+    }
     if torch.cuda.is_available():
         state["rng_cuda"] = torch.cuda.get_rng_state_all()
     checkpoint.save(state, path)
@@ -167,10 +189,18 @@ def _wrap_ddp(method: nn.Module, device: torch.device) -> None:
         setattr(method, name, DDP(mod, device_ids=[device.index] if device.type == "cuda" else None))
 
 
-def fit(method: nn.Module, loaders: Loaders, optim: OptimParams, tracker: Tracker | None = None,
-        device: torch.device | str = "cpu", state_path: str | Path | None = None, fingerprint: str = "",
-        desc: str = "train") -> FitResult:
-    """Train `method` for `optim.epochs`, validating on `loaders.val`; resumes from `state_path` if it matches."""
+def fit(
+    method: nn.Module,
+    loaders: Loaders,
+    optim: OptimParams,
+    tracker: Tracker | None = None,
+    device: torch.device | str = "cpu",
+    state_path: str | Path | None = None,
+    fingerprint: str = "",
+    desc: str = "train",
+) -> FitResult:
+    """Train `method` for `optim.epochs`, validating on `loaders.val`; resumes from `state_path` if it
+    matches."""
     device = torch.device(device)
     tracker = tracker if (tracker is not None and is_main()) else NullTracker()
     state_path = Path(state_path) if state_path else None
@@ -193,14 +223,21 @@ def fit(method: nn.Module, loaders: Loaders, optim: OptimParams, tracker: Tracke
         log.info("%s: resuming from %s at epoch %d of %d", desc, state_path, start, optim.epochs)
     for h in history:
         tracker.log_epoch(int(h["epoch"]), {k: v for k, v in h.items() if k != "epoch"})
-    frozen, frozen_epochs = getattr(method, "frozen", ([], 0))  # weights from disk: only the new head trains at first
+    frozen, frozen_epochs = getattr(
+        method, "frozen", ([], 0)
+    )  # weights from disk: only the new head trains at first
     for epoch in range(start, optim.epochs):
         method.train()
         if hasattr(loaders.train, "set_epoch"):
             loaders.train.set_epoch(epoch)
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=device)
-        seen, with_logits, t0, bar = 0, False, time.perf_counter(), _Progress(steps, f"{desc} epoch {epoch + 1}/{optim.epochs}")
+        seen, with_logits, t0, bar = (
+            0,
+            False,
+            time.perf_counter(),
+            _Progress(steps, f"{desc} epoch {epoch + 1}/{optim.epochs}"),
+        )
         for i, batch in enumerate(loaders.train):
             method.progress = epoch + (i + 1) / steps  # epochs done after this step (schedules, warm-ups)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -224,11 +261,16 @@ def fit(method: nn.Module, loaders: Loaders, optim: OptimParams, tracker: Tracke
             bar.advance()
         bar.close()
         keys = sorted(sums)
-        totals = _reduce(torch.stack([sums[k] for k in keys] + [correct.float(), torch.tensor(float(seen), device=device)]))
+        totals = _reduce(
+            torch.stack([sums[k] for k in keys] + [correct.float(), torch.tensor(float(seen), device=device)])
+        )
         count = totals[-1].item()
         metrics = {f"train/{k}": totals[i].item() / count for i, k in enumerate(keys)}
         if not math.isfinite(metrics.get("train/loss", 0.0)):
-            raise KdpipeError(f"{desc}: loss became {metrics['train/loss']} in epoch {epoch + 1}; lower the learning rate (optim.lr) or use amp: off")
+            raise KdpipeError(
+                f"{desc}: loss became {metrics['train/loss']} in epoch {epoch + 1}; lower the learning rate "
+                "(optim.lr) or use amp: off"
+            )
         if with_logits:
             metrics["train/acc"] = totals[-2].item() / count
         metrics["lr"] = opt.param_groups[0]["lr"]
@@ -238,8 +280,13 @@ def fit(method: nn.Module, loaders: Loaders, optim: OptimParams, tracker: Tracke
             metrics.update(_validate(method, student, loaders.val, amp))
         history.append({"epoch": epoch + 1, **metrics})
         tracker.log_epoch(epoch + 1, metrics)
-        log.info("%s epoch %d/%d %s", desc, epoch + 1, optim.epochs,
-                 " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.startswith("time/")))
+        log.info(
+            "%s epoch %d/%d %s",
+            desc,
+            epoch + 1,
+            optim.epochs,
+            " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.startswith("time/")),
+        )
         if state_path is not None and is_main():
             _save_state(state_path, method, opt, sched, scaler, epoch + 1, history, fingerprint)
     method.student, method.progress = student, None

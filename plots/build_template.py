@@ -4,6 +4,7 @@ in a directory and extracting each tarball into a folder named after it:
 
     python plots/build_template.py /tmp/vega_pack > plots/offline.html
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ Their licence texts follow.
 
 def package_dir(root: Path, name: str) -> Path:
     """The extracted `npm pack` folder of one package, e.g. <root>/vega-lite-5.23.0/package."""
-    found = [d / "package" for d in root.iterdir()
-             if d.name.rsplit("-", 1)[0] == name and (d / "package").is_dir()]
+    found = [
+        d / "package" for d in root.iterdir() if d.name.rsplit("-", 1)[0] == name and (d / "package").is_dir()
+    ]
     if len(found) != 1:
         sys.exit(f"expected one extracted {name}-<version> folder under {root}, found {len(found)}")
     return found[0]
@@ -53,8 +55,10 @@ def license_text(pkg: Path, meta: dict) -> str:
     repo = meta.get("repository", {})
     url = repo.get("url", "") if isinstance(repo, dict) else str(repo)
     url = url if "://" in url else f"https://github.com/{url}"  # npm shorthand owner/name
-    return (f"License: {meta.get('license', 'unknown')} (the package.json licence field; this npm package "
-            f"ships no LICENSE file; full text in the repository {url})")
+    return (
+        f"License: {meta.get('license', 'unknown')} (the package.json licence field; this npm package "
+        f"ships no LICENSE file; full text in the repository {url})"
+    )
 
 
 def build(root: Path) -> str:

@@ -1,33 +1,58 @@
 import yaml
+
 S = {"epochs": 4, "batch_size": 128, "lr": 0.1}
 # logit-only methods read cached teacher logits (exact here: the profile trains without augmentation)
 C = {"targets": "cached"}
 KD = {"temperature": 2.0, "alpha": 0.5}  # the default profile's KD setting; kd_t4 is the CIFAR recipe
 T = ["resnet20_a", "resnet20_b", "resnet20_c"]
 methods = {
-  "scratch": {},
-  "kd": {**C, "method": "kd", "teachers": T, "kd": {**KD, "aggregate": "mean_prob"}},
-  "kd_t4": {**C, "method": "kd", "teachers": T, "kd": {"temperature": 4.0, "alpha": 0.9, "aggregate": "mean_prob"}},
-  "kd_best": {**C, "method": "kd", "teachers": ["resnet20_a"], "kd": KD},
-  "kd_aver": {**C, "method": "kd", "teachers": T, "kd": {**KD, "aggregate": "aver"}},
-  "kd_ebkd": {**C, "method": "kd", "teachers": T, "kd": {**KD, "aggregate": "ebkd"}},
-  "kd_camkd": {**C, "method": "kd", "teachers": T, "kd": {**KD, "aggregate": "camkd"}},
-  "kd_large": {**C, "method": "kd", "teachers": ["resnet44"], "kd": KD},
-  "at": {"method": "at", "teachers": ["resnet20_a"]},
-  "fitnet": {"method": "fitnet", "teachers": ["resnet20_a"]},
-  "dkd": {**C, "method": "dkd", "teachers": ["resnet20_a"], "dkd": {"warmup": 1.0}},
-  "dml": {"method": "dml"},
-  "prof_replace": {**C, "method": "professor", "teachers": ["resnet20_a"], "professor": {"strategy": "replace", "base": "kd", "base_args": KD}},
-  "prof_joint": {**C, "method": "professor", "teachers": ["resnet20_a"], "professor": {"strategy": "joint", "joint_weight": 0.5, "base": "kd", "base_args": KD}},
-  "prof_dkd": {**C, "method": "professor", "teachers": ["resnet20_a"], "professor": {"strategy": "replace", "base": "dkd", "base_args": {"warmup": 1.0}}},
-  "gpac": {"method": "gpac", "teachers": T},
-  "gpac_noprobe": {"method": "gpac", "teachers": T, "gpac": {"use_probe": False}},
-  "gpac_noadapt": {"method": "gpac", "teachers": T, "gpac": {"use_weights": False, "use_corrector": False}},
-  "gpac_flatbeta": {"method": "gpac", "teachers": T, "gpac": {"beta_levels": [1000.0, 1000.0, 1000.0]}},
-  "ie_kd": {"method": "ie_kd", "teachers": ["resnet20_a"]},
-  "inherit_only": {"method": "ie_kd", "teachers": ["resnet20_a"], "ie_kd": {"lambda_exp": 0.0}},
-  "ie_kd_kd": {"method": "ie_kd", "teachers": ["resnet20_a"], "ie_kd": {"kd_alpha": 0.9, "temperature": 4.0}},
-  "ie_dml": {"method": "ie_dml"},
+    "scratch": {},
+    "kd": {**C, "method": "kd", "teachers": T, "kd": {**KD, "aggregate": "mean_prob"}},
+    "kd_t4": {
+        **C,
+        "method": "kd",
+        "teachers": T,
+        "kd": {"temperature": 4.0, "alpha": 0.9, "aggregate": "mean_prob"},
+    },
+    "kd_best": {**C, "method": "kd", "teachers": ["resnet20_a"], "kd": KD},
+    "kd_aver": {**C, "method": "kd", "teachers": T, "kd": {**KD, "aggregate": "aver"}},
+    "kd_ebkd": {**C, "method": "kd", "teachers": T, "kd": {**KD, "aggregate": "ebkd"}},
+    "kd_camkd": {**C, "method": "kd", "teachers": T, "kd": {**KD, "aggregate": "camkd"}},
+    "kd_large": {**C, "method": "kd", "teachers": ["resnet44"], "kd": KD},
+    "at": {"method": "at", "teachers": ["resnet20_a"]},
+    "fitnet": {"method": "fitnet", "teachers": ["resnet20_a"]},
+    "dkd": {**C, "method": "dkd", "teachers": ["resnet20_a"], "dkd": {"warmup": 1.0}},
+    "dml": {"method": "dml"},
+    "prof_replace": {
+        **C,
+        "method": "professor",
+        "teachers": ["resnet20_a"],
+        "professor": {"strategy": "replace", "base": "kd", "base_args": KD},
+    },
+    "prof_joint": {
+        **C,
+        "method": "professor",
+        "teachers": ["resnet20_a"],
+        "professor": {"strategy": "joint", "joint_weight": 0.5, "base": "kd", "base_args": KD},
+    },
+    "prof_dkd": {
+        **C,
+        "method": "professor",
+        "teachers": ["resnet20_a"],
+        "professor": {"strategy": "replace", "base": "dkd", "base_args": {"warmup": 1.0}},
+    },
+    "gpac": {"method": "gpac", "teachers": T},
+    "gpac_noprobe": {"method": "gpac", "teachers": T, "gpac": {"use_probe": False}},
+    "gpac_noadapt": {"method": "gpac", "teachers": T, "gpac": {"use_weights": False, "use_corrector": False}},
+    "gpac_flatbeta": {"method": "gpac", "teachers": T, "gpac": {"beta_levels": [1000.0, 1000.0, 1000.0]}},
+    "ie_kd": {"method": "ie_kd", "teachers": ["resnet20_a"]},
+    "inherit_only": {"method": "ie_kd", "teachers": ["resnet20_a"], "ie_kd": {"lambda_exp": 0.0}},
+    "ie_kd_kd": {
+        "method": "ie_kd",
+        "teachers": ["resnet20_a"],
+        "ie_kd": {"kd_alpha": 0.9, "temperature": 4.0},
+    },
+    "ie_dml": {"method": "ie_dml"},
 }
 students = {}
 for name, m in methods.items():
@@ -36,25 +61,52 @@ for name, m in methods.items():
 patriarchs, generations = {}, {}
 for chain, eta in (("tol", 0.6), ("strict", 1.0)):
     for s in range(3):
-        patriarchs[f"{chain}_p_s{s}"] = {"arch": "resnet8", "method": "tolerant", "seed": 200 + s, "tolerant": {"eta": eta, "k": 5}, "optim": dict(S)}
+        patriarchs[f"{chain}_p_s{s}"] = {
+            "arch": "resnet8",
+            "method": "tolerant",
+            "seed": 200 + s,
+            "tolerant": {"eta": eta, "k": 5},
+            "optim": dict(S),
+        }
         prev = f"patriarchs/{chain}_p_s{s}"
         for g in (1, 2):
             n = f"{chain}_g{g}_s{s}"
-            generations[n] = {"arch": "resnet8", "method": "generation", "seed": 300 + 10 * g + s, "teachers": [prev],
-                              "generation": {"lam": 0.5, "temperature": 1.0}, "optim": dict(S)}
+            generations[n] = {
+                "arch": "resnet8",
+                "method": "generation",
+                "seed": 300 + 10 * g + s,
+                "teachers": [prev],
+                "generation": {"lam": 0.5, "temperature": 1.0},
+                "optim": dict(S),
+            }
             prev = f"generations/{n}"
-ens = {f"{c}_ens_s{s}": [f"generations/{c}_g1_s{s}", f"generations/{c}_g2_s{s}"] for c in ("tol", "strict") for s in range(3)}
+ens = {
+    f"{c}_ens_s{s}": [f"generations/{c}_g1_s{s}", f"generations/{c}_g2_s{s}"]
+    for c in ("tol", "strict")
+    for s in range(3)
+}
 teacher = {"epochs": 4, "batch_size": 128, "lr": 0.1}
 prof = {
-  "base": {"seed": 0, "device": "auto", "threads": 0},
-  "data": {"source": "fashion_mnist", "val_size": 2000, "train_subset": 8000, "test_subset": 0, "augment": {"pad": 0, "flip": False}},
-  "teachers": {**{t: {"arch": "resnet20", "seed": i + 1, "optim": dict(teacher)} for i, t in enumerate(T)},
-               "resnet44": {"arch": "resnet44", "seed": 9, "optim": dict(teacher)}},
-  "patriarchs": patriarchs, "students": students, "generations": generations,
-  "professor": {"teachers": ["resnet20_a"], "epochs": 10, "augment": False},
-  "probes": {"epochs": 2}, "factor": {"teachers": ["resnet20_a"], "epochs": 2},
-  "evaluate": {"batch_size": 512, "ece_bins": 15, "ensembles": ens},
-  "export": {"students": ["kd_s0"], "calib_images": 512, "latency_runs": 30},
+    "base": {"seed": 0, "device": "auto", "threads": 0},
+    "data": {
+        "source": "fashion_mnist",
+        "val_size": 2000,
+        "train_subset": 8000,
+        "test_subset": 0,
+        "augment": {"pad": 0, "flip": False},
+    },
+    "teachers": {
+        **{t: {"arch": "resnet20", "seed": i + 1, "optim": dict(teacher)} for i, t in enumerate(T)},
+        "resnet44": {"arch": "resnet44", "seed": 9, "optim": dict(teacher)},
+    },
+    "patriarchs": patriarchs,
+    "students": students,
+    "generations": generations,
+    "professor": {"teachers": ["resnet20_a"], "epochs": 10, "augment": False},
+    "probes": {"epochs": 2},
+    "factor": {"teachers": ["resnet20_a"], "epochs": 2},
+    "evaluate": {"batch_size": 512, "ece_bins": 15, "ensembles": ens},
+    "export": {"students": ["kd_s0"], "calib_images": 512, "latency_runs": 30},
 }
 hdr = """# The 3-seed method comparison on Fashion-MNIST (CPU, about 100 min on 2 cores: 8k images, 4 epochs, no augmentation).
 # Generated by profiles/make_methods.py (edit that, not this file). Run it:

@@ -3,6 +3,7 @@
 Each command reads its params section, turns it into explicit arguments for `pipeline/`, and owns
 output. The shared plumbing is in `stages/_cli.py`, the project's path conventions in `stages/_layout.py`.
 """
+
 from __future__ import annotations
 
 from stages._cli import app, command, load_all, say  # noqa: F401

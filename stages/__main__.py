@@ -1,6 +1,7 @@
 """`python -m stages` and the `kdpipe` script: import only the invoked command's module, so a DVC stage
 pays for its own imports alone; no command module for --version; every command for --help, shell
 completion or an unknown name."""
+
 from __future__ import annotations
 
 import importlib

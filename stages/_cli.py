@@ -1,6 +1,7 @@
 """CLI plumbing shared by every stage command: the Typer app (with `--version` and shell completion),
 the one-line error on a user mistake (exit code 2), rank-0 output, and `load_all` (every command;
 `stages/__main__.py` imports only one)."""
+
 from __future__ import annotations
 
 import functools
@@ -28,8 +29,11 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                       help="Print the kdpipe version and exit.")) -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the kdpipe version and exit."
+    ),
+) -> None:
     """kdpipe: distil a small, fast image classifier from one or more teachers and ship it as ONNX."""
     # a callback keeps Typer in group mode even when only the invoked command's module is imported
 
@@ -49,8 +53,11 @@ def command(name: str) -> Callable:
                 raise typer.Exit(2) from None
             except OSError as e:  # a write outside the atomic layer (a library's files): still one line
                 where = e.filename or "a file"
-                typer.echo(f"kdpipe {name}: error: cannot write {where}: {e.strerror or e}; free disk space, "
-                           "fix the path (a file where a folder belongs?) or its permissions, then re-run", err=True)
+                typer.echo(
+                    f"kdpipe {name}: error: cannot write {where}: {e.strerror or e}; free disk space, "
+                    "fix the path (a file where a folder belongs?) or its permissions, then re-run",
+                    err=True,
+                )
                 raise typer.Exit(2) from None
 
         return app.command(name)(wrapper)
@@ -69,4 +76,3 @@ def load_all() -> None:
     for mod in pkgutil.iter_modules([str(HERE)]):
         if not mod.name.startswith("_"):
             importlib.import_module(f"stages.{mod.name}")
-

@@ -8,7 +8,9 @@ from pipeline.errors import KdpipeError
 
 DATA = Path("data/prepared/data.pt")
 MODELS, STATE, RESULTS = Path("models"), Path("state"), Path("results")
-KNOWLEDGE = MODELS / "knowledge"  # cached targets, professors, probes, factor encoders (students depend on it)
+KNOWLEDGE = (
+    MODELS / "knowledge"
+)  # cached targets, professors, probes, factor encoders (students depend on it)
 KIND = {"teachers": "teacher", "patriarchs": "patriarch", "students": "student", "generations": "generation"}
 
 
@@ -23,12 +25,15 @@ def targets_path(name: str) -> Path:
 
 
 def model_spec(params, name: str, what: str = "model"):
-    """The params entry of `name` (`<section>/<n>` or a bare teacher name); a one-line error if there is none."""
+    """The params entry of `name` (`<section>/<n>` or a bare teacher name); a one-line error if there is
+    none."""
     section, _, key = name.rpartition("/")
     models = getattr(params, section or "teachers", None) if (section or "teachers") in KIND else None
     if not isinstance(models, dict) or key not in models:
-        raise KdpipeError(f"no {what} {name!r} in params; name a key of teachers, or <section>/<name> "
-                          f"(known teachers: {', '.join(params.teachers) or 'none'})")
+        raise KdpipeError(
+            f"no {what} {name!r} in params; name a key of teachers, or <section>/<name> "
+            f"(known teachers: {', '.join(params.teachers) or 'none'})"
+        )
     return models[key]
 
 

@@ -8,11 +8,12 @@ import typer
 
 from pipeline import checkpoint, dvcgen
 from pipeline.checks import parse_params, read_yaml
+from pipeline.data.sources import raw_paths
 from pipeline.evaluate import model_entries
 from pipeline.report_dvc import dvc_sections
-from pipeline.data.sources import raw_paths
 from stages import command, say
 from stages._layout import Layout
+
 
 def expected(params: Path) -> str:
     """The dvc.yaml text that params file `params` calls for."""

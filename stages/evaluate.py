@@ -1,5 +1,6 @@
 """evaluate: test-split top-1/top-5/NLL/ECE, confusion data and test logits of every model params lists
 (teachers, patriarchs, students, generations) and of every configured ensemble."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,9 @@ from pathlib import Path
 import typer
 
 from pipeline import checkpoint
+from pipeline.checks import load_params
 from pipeline.errors import KdpipeError
 from pipeline.evaluate import confusion_rows, evaluate_model, model_entries
-from pipeline.checks import load_params
 from pipeline.report import accuracy_metrics
 from stages import DATA, MODELS, RESULTS, command, model_path
 
@@ -31,12 +32,16 @@ def evaluate(params: Path = typer.Option(Path("params.yaml"), help="params file"
     paths = {e.name: MODELS / e.section / f"{e.name}.pt" for e in entries}
     missing = [f"{path}" for path in paths.values() if not path.is_file()]
     if missing:
-        raise KdpipeError(f"{missing[0]}: model artifact not found ({len(missing)} of the {len(paths)} "
-                          "models params lists are missing); train them first (dvc repro)")
+        raise KdpipeError(
+            f"{missing[0]}: model artifact not found ({len(missing)} of the {len(paths)} "
+            "models params lists are missing); train them first (dvc repro)"
+        )
     from pipeline.data.cache import load_prepared  # heavy: only when evaluating (the report needs the paths)
     from pipeline.runtime import prepare
 
-    device = prepare(p.base.device, p.base.threads, p.base.seed)[0]  # base.device and base.threads, as training
+    device = prepare(p.base.device, p.base.threads, p.base.seed)[
+        0
+    ]  # base.device and base.threads, as training
     data = load_prepared(DATA)
     results = {}
 
@@ -49,17 +54,22 @@ def evaluate(params: Path = typer.Option(Path("params.yaml"), help="params file"
 
     for e in entries:
         model, meta = checkpoint.load_model(paths[e.name])
-        metrics, logits = evaluate_model(model, meta, data, p.evaluate.batch_size, p.evaluate.ece_bins, device)
+        metrics, logits = evaluate_model(
+            model, meta, data, p.evaluate.batch_size, p.evaluate.ece_bins, device
+        )
         keep(e.name, {**metrics, "section": e.section, "group": e.group}, logits)
     for name, members in p.evaluate.ensembles.items():
         from pipeline.ensemble import load_ensemble  # only needed when ensembles are configured
 
         model, meta = load_ensemble([model_path(m) for m in members], name=name)
-        metrics, logits = evaluate_model(model, meta, data, p.evaluate.batch_size, p.evaluate.ece_bins, device)
+        metrics, logits = evaluate_model(
+            model, meta, data, p.evaluate.batch_size, p.evaluate.ece_bins, device
+        )
         metrics.update(kind="ensemble", method="mean softmax", sources=", ".join(members))
         keep(name, metrics, logits)
     checkpoint.atomic_write_text(ACCURACY, json.dumps(accuracy_metrics(results), indent=2))
     checkpoint.atomic_write_text(OUT / "models.json", json.dumps(results, indent=2))  # with descriptions
     for name, m in results.items():
-        typer.echo(f"{name:24s} top-1 {100 * m['top1']:6.2f}%  top-5 {100 * m['top5']:6.2f}%  "
-                   f"ECE {m['ece']:.3f}")
+        typer.echo(
+            f"{name:24s} top-1 {100 * m['top1']:6.2f}%  top-5 {100 * m['top5']:6.2f}%  ECE {m['ece']:.3f}"
+        )

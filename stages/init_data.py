@@ -22,7 +22,8 @@ def init_data(
     image_size: int = typer.Option(0, help="square side in pixels (0 = the suggested size)"),
     test_fraction: float = typer.Option(0.2, help="one-folder layout: share of each class held out as test"),
 ) -> None:
-    """List classes, counts and image sizes of FOLDER and write a minimal profile (data, teacher, student, export)."""
+    """List classes, counts and image sizes of FOLDER and write a minimal profile (data, teacher, student,
+    export)."""
     scan = scan_folder(folder, test_fraction)
     for line in scan.lines():
         typer.echo(line)

@@ -1,4 +1,5 @@
 """predict: classify PNG/JPEG files or folders with an exported .onnx model (ONNX Runtime only, no torch)."""
+
 from __future__ import annotations
 
 import json
@@ -11,19 +12,29 @@ from stages import command
 
 
 @command("predict")
-def predict(model: Path = typer.Argument(..., help="an .onnx file written by `kdpipe export`"),
-            paths: list[Path] = typer.Argument(..., help="image files (PNG/JPEG) or folders of them"),
-            top_k: int = typer.Option(3, "--top-k", min=1, help="classes to show per image"),
-            as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
-            threads: int = typer.Option(0, help="ONNX Runtime intra-op threads (0 = all cores)"),
-            provider: str = typer.Option("auto", help="auto | cpu | cuda")) -> None:
+def predict(
+    model: Path = typer.Argument(..., help="an .onnx file written by `kdpipe export`"),
+    paths: list[Path] = typer.Argument(..., help="image files (PNG/JPEG) or folders of them"),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="classes to show per image"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    threads: int = typer.Option(0, help="ONNX Runtime intra-op threads (0 = all cores)"),
+    provider: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
     """Top-k classes per image; images are converted to the model's channels and size (from its metadata)."""
     preds, skipped = run_predict(model, paths, top_k, threads, provider)
     for f, why in skipped:
         typer.echo(f"kdpipe predict: skipped {f}: {why}", err=True)
     if as_json:
-        typer.echo(json.dumps({"model": str(model), "predictions": [{"file": p.file, "top": p.top} for p in preds],
-                               "skipped": [{"file": f, "reason": why} for f, why in skipped]}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "model": str(model),
+                    "predictions": [{"file": p.file, "top": p.top} for p in preds],
+                    "skipped": [{"file": f, "reason": why} for f, why in skipped],
+                },
+                indent=2,
+            )
+        )
         return
     from rich.console import Console
     from rich.table import Table

@@ -1,4 +1,5 @@
-"""prepare-data: read the configured source, hold out validation, write memory-mappable uint8 files + metadata."""
+"""prepare-data: read the configured source, hold out validation, write memory-mappable uint8 files +
+metadata."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def prepare_data(
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
     out: Path = typer.Option(DATA.parent if DATA.suffix else DATA, help="prepared data directory"),
 ) -> None:
-    """Prepare the data set named in params (data.source) as uint8 files in OUT ({train,val,test}.u8, meta.json)."""
+    """Prepare the data set named in params (data.source) as uint8 files in OUT ({train,val,test}.u8,
+    meta.json)."""
     p = load_params(params)
     facts = prepare_to(p.data, p.base.seed, out)
     checkpoint.atomic_write_text(RESULTS / "prepare-data" / "metrics.json", json.dumps(facts, indent=2))

@@ -1,4 +1,5 @@
 """pretrain-factor: IE-KD's teacher factor auto-encoder for one teacher (dvc foreach over factor.teachers)."""
+
 from __future__ import annotations
 
 import json
@@ -7,24 +8,32 @@ from pathlib import Path
 import typer
 
 from pipeline import checkpoint
+from pipeline.checks import load_params
 from pipeline.jobs import RunPaths, knowledge_job, load_data, run_job
 from pipeline.knowledge.factor import FactorParams
 from pipeline.params import section
-from pipeline.checks import load_params
 from pipeline.runtime import is_main
 from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, say
 from stages._layout import teacher_refs
 
 
 @command("pretrain-factor")
-def pretrain_factor_cmd(name: str = typer.Argument(..., help="teacher name (a key of params.teachers, or <section>/<name>)"),
-                        params: Path = typer.Option(Path("params.yaml"), help="params file")) -> None:
-    """Train the factor encoder E_T on the frozen teacher's last-stage feature; resumes from state/factor/<name>/last.pt."""
+def pretrain_factor_cmd(
+    name: str = typer.Argument(..., help="teacher name (a key of params.teachers, or <section>/<name>)"),
+    params: Path = typer.Option(Path("params.yaml"), help="params file"),
+) -> None:
+    """Train the factor encoder E_T on the frozen teacher's last-stage feature; resumes from
+    state/factor/<name>/last.pt."""
     p = load_params(params)
     short = name.rpartition("/")[2]
     job = knowledge_job("factor_job", name, section(p, "factor", FactorParams), teacher_refs(p, [name]))
     paths = RunPaths(KNOWLEDGE / "factor" / f"{short}.pt", STATE / "factor" / short / "last.pt")
     metrics = run_job(job, p.base, load_data(DATA), paths).metrics
     if is_main():
-        checkpoint.atomic_write_text(RESULTS / "pretrain-factor" / short / "metrics.json", json.dumps(metrics, indent=2))
-        say(f"factor {name}: train L_rec {metrics['train/rec']:.4g}, val L_rec {metrics.get('val/rec', float('nan')):.4g}")
+        checkpoint.atomic_write_text(
+            RESULTS / "pretrain-factor" / short / "metrics.json", json.dumps(metrics, indent=2)
+        )
+        say(
+            f"factor {name}: train L_rec {metrics['train/rec']:.4g}, val L_rec "
+            f"{metrics.get('val/rec', float('nan')):.4g}"
+        )

@@ -1,4 +1,5 @@
 """probe-teachers: linear probes on each teacher's stages pick GPAC's teacher per layer (validation split)."""
+
 from __future__ import annotations
 
 import json
@@ -7,11 +8,11 @@ from pathlib import Path
 import typer
 
 from pipeline import checkpoint
+from pipeline.checks import load_params
 from pipeline.errors import KdpipeError
 from pipeline.jobs import RunPaths, knowledge_job, load_data, run_job
 from pipeline.knowledge.probes import ProbesParams, load_probes, plot_heatmap
 from pipeline.params import section
-from pipeline.checks import load_params
 from pipeline.runtime import is_main
 from pipeline.tracking import LiveTracker
 from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, say
@@ -26,14 +27,27 @@ def probe_teachers(params: Path = typer.Option(Path("params.yaml"), help="params
     names = pp.teachers or list(p.teachers)
     for n in names:
         if "/" not in n and n not in p.teachers:  # `<section>/<name>` names another section's model
-            raise KdpipeError(f"probes.teachers names {n!r}, which is not in params.teachers; fix probes.teachers")
+            raise KdpipeError(
+                f"probes.teachers names {n!r}, which is not in params.teachers; fix probes.teachers"
+            )
     if not names:
         raise KdpipeError("probes need at least one teacher; list them in probes.teachers")
     out = RESULTS / "probe-teachers"
-    paths = RunPaths(KNOWLEDGE / "probes.pt", STATE / "probes" / "last.pt", out / "train")  # per-epoch probe losses
-    res = run_job(knowledge_job("probes_job", "probes", pp, teacher_refs(p, names)), p.base, load_data(DATA), paths, LiveTracker)
+    paths = RunPaths(
+        KNOWLEDGE / "probes.pt", STATE / "probes" / "last.pt", out / "train"
+    )  # per-epoch probe losses
+    res = run_job(
+        knowledge_job("probes_job", "probes", pp, teacher_refs(p, names)),
+        p.base,
+        load_data(DATA),
+        paths,
+        LiveTracker,
+    )
     if is_main():  # under torchrun only rank 0 writes (and has measured the probes)
         checkpoint.atomic_write_text(out / "metrics.json", json.dumps(res.metrics, indent=2) + "\n")
         table = load_probes(res.artifact)
         plot_heatmap(table, out / "heatmap.png")
-        say("probe-teachers: " + ", ".join(f"stage[{l}]={names[c]}" for l, c in zip(table["layers"], table["choice"])))
+        say(
+            "probe-teachers: "
+            + ", ".join(f"stage[{l}]={names[c]}" for l, c in zip(table["layers"], table["choice"]))
+        )

@@ -1,4 +1,6 @@
-"""refine-targets: train the professor (CAAE) on one frozen teacher's outputs (dvc.yaml runs it `foreach` teacher)."""
+"""refine-targets: train the professor (CAAE) on one frozen teacher's outputs (dvc.yaml runs it `foreach`
+teacher)."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +9,10 @@ from pathlib import Path
 import typer
 
 from pipeline import checkpoint
+from pipeline.checks import load_params
 from pipeline.jobs import RunPaths, knowledge_job, load_data, run_job
 from pipeline.knowledge.professor import ProfessorParams
 from pipeline.params import section
-from pipeline.checks import load_params
 from pipeline.runtime import is_main
 from pipeline.tracking import LiveTracker
 from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, say
@@ -18,24 +20,38 @@ from stages._layout import teacher_refs
 
 
 def professor_path(teacher: str) -> Path:
-    """models/knowledge/professor/<n>.pt (what knowledge_assets hands distill); refined logits go to <n>.targets.pt."""
+    """models/knowledge/professor/<n>.pt (what knowledge_assets hands distill); refined logits go to
+    <n>.targets.pt."""
     return KNOWLEDGE / "professor" / f"{teacher.rpartition('/')[2]}.pt"
 
 
 @command("refine-targets")
-def refine_targets(teacher: str = typer.Argument(..., help="teacher name (a key of params.teachers, or <section>/<name>)"),
-                   params: Path = typer.Option(Path("params.yaml"), help="params file")) -> None:
-    """Train the professor of TEACHER: artifact, cached refined targets and results/refine-targets/<n>/metrics.json."""
+def refine_targets(
+    teacher: str = typer.Argument(..., help="teacher name (a key of params.teachers, or <section>/<name>)"),
+    params: Path = typer.Option(Path("params.yaml"), help="params file"),
+) -> None:
+    """Train the professor of TEACHER: artifact, cached refined targets and
+    results/refine-targets/<n>/metrics.json."""
     p = load_params(params)
     refs, key = teacher_refs(p, [teacher]), teacher.rpartition("/")[2]
     job = knowledge_job("professor_job", teacher, section(p, "professor", ProfessorParams), refs)
     out = RESULTS / "refine-targets" / key
-    res = run_job(job, p.base, load_data(DATA), RunPaths(professor_path(teacher), STATE / "professor" / key / "last.pt", out),
-                  LiveTracker)
+    res = run_job(
+        job,
+        p.base,
+        load_data(DATA),
+        RunPaths(professor_path(teacher), STATE / "professor" / key / "last.pt", out),
+        LiveTracker,
+    )
     if not is_main():  # under torchrun only rank 0 writes (and has measured the refined targets)
         return
     summary = res.metrics | {"resumed_from_epoch": res.fit.resumed_from}
-    checkpoint.atomic_write_text(out / "metrics.json", json.dumps(summary, indent=4) + "\n")  # replaces dvclive's summary
+    checkpoint.atomic_write_text(
+        out / "metrics.json", json.dumps(summary, indent=4) + "\n"
+    )  # replaces dvclive's summary
     m, nan = summary.get("val", {}), float("nan")
-    say(f"professor {teacher}: refined val top-1 {m.get('refined_top1', nan):.4f} (teacher {m.get('teacher_top1', nan):.4f}), "
-        f"KL {m.get('kl_refined_teacher', nan):.4f} -> {res.artifact}")
+    say(
+        f"professor {teacher}: refined val top-1 {m.get('refined_top1', nan):.4f} (teacher "
+        f"{m.get('teacher_top1', nan):.4f}), "
+        f"KL {m.get('kl_refined_teacher', nan):.4f} -> {res.artifact}"
+    )

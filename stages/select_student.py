@@ -1,4 +1,5 @@
 """select-student: time candidate students on this CPU; pick the largest that fits the deployment budget."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,10 @@ CACHE = STATE / "select-student" / "cache.json"  # measurements kept across runs
 
 
 @command("select-student")
-def select_student(params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
-                   cache: Annotated[Path, typer.Option(help="measurement cache (JSON)")] = CACHE) -> None:
+def select_student(
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    cache: Annotated[Path, typer.Option(help="measurement cache (JSON)")] = CACHE,
+) -> None:
     """Measure params, MACs, size and ORT latency of each candidate; write models/selected.json, a table."""
     p = load_params(params)
     sp = getattr(p, "select", None) or section(p, "select", SelectParams)
@@ -27,10 +30,17 @@ def select_student(params: Annotated[Path, typer.Option(help="params file")] = P
     n, x = len(data["class_names"]), data["train_x"]
     facts = {"num_classes": n, "in_channels": int(x.shape[1]), "input_size": int(x.shape[-1])}
     e = p.export  # the export stage's INT8 recipe, so the timed model is the one export will ship
-    recipe = {"method": e.calib_method, "activation": e.activation_type, "weight": e.weight_type,
-              "per_channel": e.per_channel, "fp32_stem": e.fp32_stem}
+    recipe = {
+        "method": e.calib_method,
+        "activation": e.activation_type,
+        "weight": e.weight_type,
+        "per_channel": e.per_channel,
+        "fp32_stem": e.fp32_stem,
+    }
     sel = run_selection(facts, sp, recipe, OUT, SELECTED, cache)
     lat = sel["predicted_latency_ms"]
-    say(f"select-student: {sel['label']} ({sel['params']:,} params, {sel['macs'] / 1e6:.2f} MMACs, "
+    say(
+        f"select-student: {sel['label']} ({sel['params']:,} params, {sel['macs'] / 1e6:.2f} MMACs, "
         f"{sel['size_mb']:.2f} MB, p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms) -> {SELECTED}; "
-        f"table: {OUT / 'candidates.md'}")
+        f"table: {OUT / 'candidates.md'}"
+    )

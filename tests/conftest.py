@@ -1,4 +1,5 @@
 """Shared fixtures: tiny synthetic data and tiny model artifacts, all made in the test (no downloads)."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,8 @@ import torch
 
 from pipeline import checkpoint
 from pipeline.data.build import prepare
-from pipeline.models import create_model
 from pipeline.data.params import AugmentParams
+from pipeline.models import create_model
 from pipeline.params import DataParams
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -31,9 +32,21 @@ def make_artifact(tmp_path, tiny_data):
     def make(name: str = "t", arch: str = "resnet8", seed: int = 0):
         torch.manual_seed(seed)
         model = create_model(arch, 4, 1)
-        art = checkpoint.make_artifact(model, arch=arch, arch_kwargs={}, num_classes=4, in_channels=1, input_size=16,
-                                       mean=tiny_data["mean"], std=tiny_data["std"], class_names=tiny_data["class_names"],
-                                       params={"arch": arch, "method": "ce"}, metrics={}, kind="teacher", name=name)
+        art = checkpoint.make_artifact(
+            model,
+            arch=arch,
+            arch_kwargs={},
+            num_classes=4,
+            in_channels=1,
+            input_size=16,
+            mean=tiny_data["mean"],
+            std=tiny_data["std"],
+            class_names=tiny_data["class_names"],
+            params={"arch": arch, "method": "ce"},
+            metrics={},
+            kind="teacher",
+            name=name,
+        )
         path = tmp_path / f"{name}.pt"
         checkpoint.save(art, path)
         return path

@@ -1,4 +1,5 @@
 """The per-family INT8 table: every arch gets torch / ORT fp32 / INT8 rows, ratios from the same run."""
+
 from __future__ import annotations
 
 from pipeline.bench import family_table
@@ -7,7 +8,9 @@ from pipeline.bench import family_table
 def test_family_table_rows_and_ratios():
     text, rows = family_table(("resnet8",), runs=2, warmup=0, size=16, batch_sizes=(1, 2))
     (r,) = rows
-    assert (r["family"], r["recipe"]) == ("resnet_cifar", "resnet_cifar") and r["fp32_nodes"] == 0  # 3-channel stem: K = 27
+    assert (r["family"], r["recipe"]) == ("resnet_cifar", "resnet_cifar") and r[
+        "fp32_nodes"
+    ] == 0  # 3-channel stem: K = 27
     for b in ("b1", "b2"):
         lat = r["latency"]
         assert r["int8_vs_fp32"][b]["ort_int8"] == lat["ort_fp32"][b]["p50_ms"] / lat["ort_int8"][b]["p50_ms"]

@@ -1,4 +1,6 @@
-"""Artifacts round-trip with weights_only=True; writes are atomic; bad files and full disks are one-line errors."""
+"""Artifacts round-trip with weights_only=True; writes are atomic; bad files and full disks are one-line
+errors."""
+
 from __future__ import annotations
 
 import errno
@@ -15,7 +17,9 @@ from pipeline.models import create_model
 def test_round_trip_with_weights_only(make_artifact, tiny_data):
     path = make_artifact("t1")
     raw = torch.load(path, weights_only=True)  # plain torch, the contract users rely on
-    assert raw["format"] == checkpoint.ARTIFACT_FORMAT and raw["arch"] == "resnet8" and raw["kind"] == "teacher"
+    assert (
+        raw["format"] == checkpoint.ARTIFACT_FORMAT and raw["arch"] == "resnet8" and raw["kind"] == "teacher"
+    )
     model, meta = checkpoint.load_model(path)
     assert "state_dict" not in meta and meta["class_names"] == tiny_data["class_names"]
     x = torch.randn(3, 1, 16, 16)
@@ -25,15 +29,23 @@ def test_round_trip_with_weights_only(make_artifact, tiny_data):
 
 
 def test_knowledge_kinds_are_not_models_and_kinds_are_checked(tmp_path):
-    art = checkpoint.make_artifact(kind="probes", name="probes", params={}, metrics={"val/acc": 0.5, "time/epoch_s": 3.0},
-                                   teachers=["a"], layers=(-1,))
+    art = checkpoint.make_artifact(
+        kind="probes",
+        name="probes",
+        params={},
+        metrics={"val/acc": 0.5, "time/epoch_s": 3.0},
+        teachers=["a"],
+        layers=(-1,),
+    )
     assert art["metrics"] == {"val/acc": 0.5} and art["layers"] == [-1]  # no timings; tuples stored as lists
     checkpoint.save(art, tmp_path / "p.pt")
     assert checkpoint.load_artifact(tmp_path / "p.pt", ("probes",))["teachers"] == ["a"]
     with pytest.raises(KdpipeError, match="is a 'probes' artifact, expected teacher or student"):
         checkpoint.load_model(tmp_path / "p.pt")
     with pytest.raises(ValueError, match="needs arch"):
-        checkpoint.make_artifact(create_model("resnet8", 4, 1), kind="teacher", name="t", params={}, metrics={})
+        checkpoint.make_artifact(
+            create_model("resnet8", 4, 1), kind="teacher", name="t", params={}, metrics={}
+        )
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
@@ -81,9 +93,21 @@ def test_disk_full_or_denied_keeps_the_previous_file_and_names_free_space(tmp_pa
 
 
 def test_weights_of_another_arch_are_one_line(tmp_path, tiny_data):
-    art = checkpoint.make_artifact(create_model("resnet20", 4, 1), kind="teacher", name="t", arch="resnet20", arch_kwargs={},
-                                   num_classes=4, in_channels=1, input_size=16, mean=tiny_data["mean"], std=tiny_data["std"],
-                                   class_names=tiny_data["class_names"], params={}, metrics={})
+    art = checkpoint.make_artifact(
+        create_model("resnet20", 4, 1),
+        kind="teacher",
+        name="t",
+        arch="resnet20",
+        arch_kwargs={},
+        num_classes=4,
+        in_channels=1,
+        input_size=16,
+        mean=tiny_data["mean"],
+        std=tiny_data["std"],
+        class_names=tiny_data["class_names"],
+        params={},
+        metrics={},
+    )
     checkpoint.save(art, tmp_path / "t.pt")
     with pytest.raises(KdpipeError, match="has arch='resnet20' but params say 'resnet8'"):
         checkpoint.load_model(tmp_path / "t.pt", expect={"arch": "resnet8"})

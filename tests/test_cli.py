@@ -1,4 +1,5 @@
 """The CLI as a user meets it: one clear line and exit code 2 on a user error, no partial output."""
+
 from __future__ import annotations
 
 import json
@@ -77,7 +78,9 @@ def test_unknown_arch(project):
 
 
 def test_missing_data_set(project):
-    (project / "params.yaml").write_text(TINY.replace("source: synthetic", "source: cifar10, cifar10: {root: nowhere}"))
+    (project / "params.yaml").write_text(
+        TINY.replace("source: synthetic", "source: cifar10, cifar10: {root: nowhere}")
+    )
     one_error_line(runner.invoke(app, ["prepare-data"]), "data set 'cifar10' not found under 'nowhere'")
     assert not (project / "data").exists()
 

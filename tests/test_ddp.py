@@ -1,4 +1,5 @@
 """DDP under torchrun: 2 gloo processes on CPU match a 1-process run of the same global batch."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    # PYTHONPATH: the processes run in a scratch directory and must import this checkout, not an installed copy
+    # PYTHONPATH: the processes run in a scratch directory and must import this checkout, not an installed
+    # copy
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
@@ -45,8 +47,23 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     ref = json.loads((tmp_path / "results/train-teacher/t1/metrics.json").read_text())
     for d in ("models", "state", "results/train-teacher"):
         subprocess.run(["rm", "-rf", str(tmp_path / d)], check=True)
-    ddp = run([*py, "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-               "-m", "stages", "train-teacher", "t1"], tmp_path)
+    ddp = run(
+        [
+            *py,
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "stages",
+            "train-teacher",
+            "t1",
+        ],
+        tmp_path,
+    )
     got = json.loads((tmp_path / "results/train-teacher/t1/metrics.json").read_text())
     # only rank 0 logs and writes: one line per epoch, one result line, one artifact, no stray temp files
     assert ddp.stderr.count("epoch 3/3") == 1 and ddp.stdout.count("val top-1") == 1, ddp.stderr[-1500:]
@@ -57,7 +74,26 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     assert abs(got["train"]["loss"] - ref["train"]["loss"]) <= 0.25 * ref["train"]["loss"] + 0.02
 
     # a knowledge job under torchrun: rank 0 alone measures the probes and writes the artifact and metrics
-    probes = run([*py, "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-                  str(free_port()), "-m", "stages", "probe-teachers"], tmp_path)
+    probes = run(
+        [
+            *py,
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "stages",
+            "probe-teachers",
+        ],
+        tmp_path,
+    )
     assert probes.stdout.count("probe-teachers: stage[-3]=t1") == 1, probes.stderr[-1500:]
-    assert json.loads((tmp_path / "results/probe-teachers/metrics.json").read_text())["choice_teacher"]["stage[-1]"] == "t1"
+    assert (
+        json.loads((tmp_path / "results/probe-teachers/metrics.json").read_text())["choice_teacher"][
+            "stage[-1]"
+        ]
+        == "t1"
+    )

@@ -1,4 +1,5 @@
 """End to end: the real CLI and a real `dvc repro` in a temporary copy of the repo, with a tiny profile."""
+
 from __future__ import annotations
 
 import json
@@ -17,21 +18,37 @@ TINY = Path(__file__).with_name("tiny_profile.yaml")
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and res.returncode:
-        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+        )
     return res
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """A fresh copy of the project's files (what a clone has), its own git repo, the tiny profile as params.yaml."""
+    """A fresh copy of the project's files (what a clone has), its own git repo, the tiny profile as
+    params.yaml."""
     dst = tmp_path_factory.mktemp("kdpipe")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for f in files:
-        if f.split("/")[0] in ("results", "models", "state", "data", "dvc.lock", "bench") or not (ROOT / f).is_file():
+        if (
+            f.split("/")[0] in ("results", "models", "state", "data", "dvc.lock", "bench")
+            or not (ROOT / f).is_file()
+        ):
             continue
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
@@ -54,7 +71,10 @@ def test_dvc_repro_runs_every_stage_and_is_then_up_to_date(repo):
     profile = yaml.safe_load(TINY.read_text())
     for t in profile["teachers"]:
         assert (repo / "models" / "teachers" / f"{t}.pt").is_file()
-        assert json.loads((repo / "results" / "train-teacher" / t / "metrics.json").read_text())["val"]["acc"] >= 0
+        assert (
+            json.loads((repo / "results" / "train-teacher" / t / "metrics.json").read_text())["val"]["acc"]
+            >= 0
+        )
     for s in profile["students"]:
         assert (repo / "models" / "students" / f"{s}.pt").is_file(), out.stdout[-2000:]
     accuracy = json.loads((repo / "results" / "metrics" / "accuracy.json").read_text())
@@ -81,7 +101,9 @@ def test_editing_the_report_code_reruns_only_the_report(repo):
     code.write_text(original + "\n# an edit\n")
     try:
         status = run([str(BIN / "dvc"), "status"], repo).stdout
-        changed = {ln.rstrip(":").strip() for ln in status.splitlines() if ln and not ln.startswith((" ", "\t"))}
+        changed = {
+            ln.rstrip(":").strip() for ln in status.splitlines() if ln and not ln.startswith((" ", "\t"))
+        }
         assert changed == {"report"}, status
     finally:
         code.write_text(original)
@@ -91,11 +113,19 @@ def test_editing_the_report_code_reruns_only_the_report(repo):
 def test_changing_one_teacher_retrains_exactly_its_students(repo):
     params = repo / "params.yaml"
     original = params.read_text()
-    params.write_text(original.replace("t2: {arch: resnet8, seed: 2, optim: {epochs: 2", "t2: {arch: resnet8, seed: 2, optim: {epochs: 1"))
+    params.write_text(
+        original.replace(
+            "t2: {arch: resnet8, seed: 2, optim: {epochs: 2", "t2: {arch: resnet8, seed: 2, optim: {epochs: 1"
+        )
+    )
     try:
         ran = ran_stages(run([str(BIN / "dvc"), "repro"], repo).stdout)
-        trained = {s for s in ran if s.startswith(("train-teacher-", "distill-", "refine-", "pretrain-", "infer-"))}
-        assert trained == {"train-teacher-t2", "distill-kd", "distill-gpac"}, ran  # t2's students, nothing else
+        trained = {
+            s for s in ran if s.startswith(("train-teacher-", "distill-", "refine-", "pretrain-", "infer-"))
+        }
+        assert trained == {"train-teacher-t2", "distill-kd", "distill-gpac"}, (
+            ran
+        )  # t2's students, nothing else
         assert "probe-teachers" in ran and "export-kd" in ran
     finally:
         params.write_text(original)
@@ -104,14 +134,39 @@ def test_changing_one_teacher_retrains_exactly_its_students(repo):
 
 @pytest.mark.e2e
 def test_bench_writes_ratios_and_latency_tables(repo):
-    """`make bench`'s command on the tiny run's outputs: every ratio measured, one latency table per thread count."""
-    run([sys.executable, "-m", "stages", "bench", "--reps", "1", "--runs", "3", "--threads", "1", "--threads", "0", "--out", "bench"], repo)
+    """`make bench`'s command on the tiny run's outputs: every ratio measured, one latency table per thread
+    count."""
+    run(
+        [
+            sys.executable,
+            "-m",
+            "stages",
+            "bench",
+            "--reps",
+            "1",
+            "--runs",
+            "3",
+            "--threads",
+            "1",
+            "--threads",
+            "0",
+            "--out",
+            "bench",
+        ],
+        repo,
+    )
     res = json.loads((repo / "bench" / "results.json").read_text())
     for key in ("fit_vs_plain", "kd_cached_vs_scratch", "kd_online_vs_scratch"):
         assert res["training"][key]["ratio"] > 0 and res["training"][key]["a_s"] > 0, key
     assert sorted(res["deployment"]) == ["kd, 1 thread(s)", "kd, all thread(s)"]
     one = res["deployment"]["kd, 1 thread(s)"]
-    assert one["env"]["threads"] == 1 and set(one["latency"]) == {"torch_fp32", "ort_fp32", "ort_int8", "ort_int8_s8s8", "ort_int8_int8_stem"}
+    assert one["env"]["threads"] == 1 and set(one["latency"]) == {
+        "torch_fp32",
+        "ort_fp32",
+        "ort_int8",
+        "ort_int8_s8s8",
+        "ort_int8_int8_stem",
+    }
     assert "| `fit` / plain PyTorch loop |" in (repo / "bench" / "results.md").read_text()
 
 

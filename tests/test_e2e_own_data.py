@@ -15,14 +15,14 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-
 from test_e2e import BIN, ROOT, run
 
 SIZE = 64
 
 
 def shapes(root: Path, n: int = 24) -> None:
-    """Three classes of coloured shapes (square, disc, bar) in PNG and JPEG, mixed sizes, one grey, one corrupt."""
+    """Three classes of coloured shapes (square, disc, bar) in PNG and JPEG, mixed sizes, one grey, one
+    corrupt."""
     rng = np.random.default_rng(0)
     for split, count in (("train", n), ("test", n // 3)):
         for c, cls in enumerate(("square", "disc", "bar")):
@@ -32,8 +32,11 @@ def shapes(root: Path, n: int = 24) -> None:
                 side = int(rng.integers(48, 96))
                 img = np.full((side, side, 3), rng.integers(0, 60, 3), np.uint8)
                 yy, xx = np.mgrid[:side, :side] / side
-                mask = [(abs(yy - 0.5) < 0.3) & (abs(xx - 0.5) < 0.3), (yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.09,
-                        abs(yy - 0.5) < 0.1][c]
+                mask = [
+                    (abs(yy - 0.5) < 0.3) & (abs(xx - 0.5) < 0.3),
+                    (yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.09,
+                    abs(yy - 0.5) < 0.1,
+                ][c]
                 img[mask] = rng.integers(150, 255, 3)
                 ext = "png" if i % 2 else "jpg"
                 Image.fromarray(img).save(d / f"{i}.{ext}")
@@ -44,10 +47,14 @@ def shapes(root: Path, n: int = 24) -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     dst = tmp_path_factory.mktemp("own")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for f in files:
-        if f.split("/")[0] in ("results", "models", "state", "data", "dvc.lock", "bench") or not (ROOT / f).is_file():
+        if (
+            f.split("/")[0] in ("results", "models", "state", "data", "dvc.lock", "bench")
+            or not (ROOT / f).is_file()
+        ):
             continue
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
@@ -55,13 +62,32 @@ def project(tmp_path_factory) -> Path:
     import torchvision
 
     torch.save(torchvision.models.resnet50(num_classes=1000).state_dict(), dst / "resnet50.pth")
-    run([sys.executable, "-m", "stages", "init-data", "images", "--out", "own.yaml", "--image-size", str(SIZE)], dst)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "stages",
+            "init-data",
+            "images",
+            "--out",
+            "own.yaml",
+            "--image-size",
+            str(SIZE),
+        ],
+        dst,
+    )
     profile = yaml.safe_load((dst / "own.yaml").read_text())
     tiny = {"epochs": 1, "batch_size": 32, "lr": 0.01}
     profile["teachers"] = {"r50": {"arch": "resnet50", "init": {"path": "resnet50.pth"}, "optim": tiny}}
     profile["students"] = {
         "kd": {"arch": "mobilenet_v3_small", "method": "kd", "teachers": ["r50"], "optim": tiny},
-        "at": {"arch": "mobilenet_v3_small", "method": "at", "teachers": ["r50"], "at": {"beta": 100.0}, "optim": tiny},
+        "at": {
+            "arch": "mobilenet_v3_small",
+            "method": "at",
+            "teachers": ["r50"],
+            "at": {"beta": 100.0},
+            "optim": tiny,
+        },
     }
     profile["data"]["val_size"] = 9
     profile["export"] = {"students": ["kd"], "calib_images": 16, "latency_runs": 2, "latency_warmup": 1}

@@ -3,6 +3,7 @@
 One tiny resnet8 (4 classes, 1 channel, 16x16) is trained for a few steps on the separable synthetic
 data and exported once through the real `export` stage (module fixture); the tests read its outputs.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,16 @@ load_all()
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {
     "data": {"source": "synthetic", "val_size": 32, "synthetic": {"train": 256, "test": 64}},
-    "students": {"tiny": {"arch": "resnet8", "method": "ce", "optim": {"epochs": 2, "batch_size": 32, "lr": 0.05}}},
-    "export": {"calib_images": 64, "latency_runs": 3, "latency_warmup": 1, "batch_sizes": [1, 5], "threads": 1},
+    "students": {
+        "tiny": {"arch": "resnet8", "method": "ce", "optim": {"epochs": 2, "batch_size": 32, "lr": 0.05}}
+    },
+    "export": {
+        "calib_images": 64,
+        "latency_runs": 3,
+        "latency_warmup": 1,
+        "batch_sizes": [1, 5],
+        "threads": 1,
+    },
 }
 
 
@@ -57,12 +66,28 @@ def work(tmp_path_factory):
         data = prepare(from_dict(DataParams, PARAMS["data"], "data"), seed=0)
         checkpoint.save(data, "data/prepared/data.pt")
         model = create_model("resnet8", 4, 1)
-        method = build_method("ce", Context(student=model, num_classes=4, in_channels=1, input_size=16), CrossEntropy.Params())
-        loader = DeviceLoader(data["train_x"], data["train_y"], data["mean"], data["std"], batch_size=32, shuffle=True)
+        method = build_method(
+            "ce", Context(student=model, num_classes=4, in_channels=1, input_size=16), CrossEntropy.Params()
+        )
+        loader = DeviceLoader(
+            data["train_x"], data["train_y"], data["mean"], data["std"], batch_size=32, shuffle=True
+        )
         fit(method, Loaders(loader), OptimParams(epochs=2, batch_size=32, lr=0.05))
-        art = checkpoint.make_artifact(model, arch="resnet8", arch_kwargs={}, num_classes=4, in_channels=1, input_size=16,
-                                       mean=data["mean"], std=data["std"], class_names=data["class_names"], params={},
-                                       metrics={}, kind="student", name="tiny")
+        art = checkpoint.make_artifact(
+            model,
+            arch="resnet8",
+            arch_kwargs={},
+            num_classes=4,
+            in_channels=1,
+            input_size=16,
+            mean=data["mean"],
+            std=data["std"],
+            class_names=data["class_names"],
+            params={},
+            metrics={},
+            kind="student",
+            name="tiny",
+        )
         checkpoint.save(art, "models/students/tiny.pt")
         Path("params.yaml").write_text(yaml.safe_dump(PARAMS))
         res = run_cli("export", "tiny")
@@ -70,7 +95,14 @@ def work(tmp_path_factory):
         metrics = json.loads(Path("results/export/tiny/metrics.json").read_text())
     finally:
         os.chdir(old)
-    return {"root": root, "data": data, "model": model.eval(), "art": art, "stdout": res.stdout, "metrics": metrics}
+    return {
+        "root": root,
+        "data": data,
+        "model": model.eval(),
+        "art": art,
+        "stdout": res.stdout,
+        "metrics": metrics,
+    }
 
 
 def test_export_stage_writes_models_and_metrics(work):
@@ -81,7 +113,10 @@ def test_export_stage_writes_models_and_metrics(work):
     assert m["parity"]["top1_agreement"] == 1.0 and m["parity"]["max_abs_diff"] <= 1e-4
     assert set(m["parity"]["max_abs_diff_by_batch"]) == {"1", "7"}
     assert m["size_bytes"]["int8"] < m["size_bytes"]["fp32"]
-    assert set(m["latency"]) == {"torch_fp32", "ort_fp32", "ort_int8"} and set(m["latency"]["ort_int8"]) == {"b1", "b5"}
+    assert set(m["latency"]) == {"torch_fp32", "ort_fp32", "ort_int8"} and set(m["latency"]["ort_int8"]) == {
+        "b1",
+        "b5",
+    }
     assert m["env"]["exporter"] == "dynamo" and m["env"]["provider_used"] == "CPUExecutionProvider"
     assert "[torch.onnx]" not in work["stdout"]  # exporter progress lines are silenced
     assert m["top1"]["fp32"] == pytest.approx(onnx_accuracy(out / "tiny.onnx", work["data"]))
@@ -90,16 +125,28 @@ def test_export_stage_writes_models_and_metrics(work):
 def test_export_metrics_int8_budget_recipe_and_throughput(work):
     m, out, data = work["metrics"], work["root"] / "models" / "export", work["data"]
     assert m["recipe"] == "resnet_cifar"  # resnet8's family
-    assert m["size_ratio"] == pytest.approx(m["size_bytes"]["int8"] / m["size_bytes"]["fp32"]) and m["size_ratio"] < 0.6
+    assert (
+        m["size_ratio"] == pytest.approx(m["size_bytes"]["int8"] / m["size_bytes"]["fp32"])
+        and m["size_ratio"] < 0.6
+    )
     first_conv = next(n.name for n in onnx.load(str(out / "tiny.onnx")).graph.node if n.op_type == "Conv")
     assert first_conv in m["fp32_nodes"]  # 1-channel 3x3 stem: K = 9 < 16, kept fp32 by the recipe
     for rt in ("ort_fp32", "ort_int8"):  # images/s at the p50: batch / seconds
         for b in ("b1", "b5"):
-            assert m["images_per_s"][rt][b] == pytest.approx(int(b[1:]) / (m["latency"][rt][b]["p50_ms"] / 1e3))
+            assert m["images_per_s"][rt][b] == pytest.approx(
+                int(b[1:]) / (m["latency"][rt][b]["p50_ms"] / 1e3)
+            )
     vx, vy = to_unit(data["val_x"]), data["val_y"].numpy()
-    acc = lambda f: (run_logits(make_session(out / f, threads=1)[0], vx).argmax(1) == vy).mean()
-    assert m["int8_val_drop_points"] == pytest.approx(100 * (acc("tiny.onnx") - acc("tiny.int8.onnx")))  # val, not test
-    assert m["quantization"]["val_images"] == 32 and m["int8_within_budget"] is (m["int8_val_drop_points"] <= 0.5)
+
+    def acc(f):
+        return (run_logits(make_session(out / f, threads=1)[0], vx).argmax(1) == vy).mean()
+
+    assert m["int8_val_drop_points"] == pytest.approx(
+        100 * (acc("tiny.onnx") - acc("tiny.int8.onnx"))
+    )  # val, not test
+    assert m["quantization"]["val_images"] == 32 and m["int8_within_budget"] is (
+        m["int8_val_drop_points"] <= 0.5
+    )
 
 
 def test_parity_at_batch_1_and_5(work):
@@ -117,11 +164,15 @@ def test_metadata_present_and_parsed(work):
     meta = read_metadata(path)
     assert meta["class_names"] == ["class0", "class1", "class2", "class3"]
     assert (meta["input_size"], meta["in_channels"], meta["arch"]) == (16, 1, "resnet8")
-    assert meta["mean"] == pytest.approx(work["data"]["mean"]) and meta["std"] == pytest.approx(work["data"]["std"])
+    assert meta["mean"] == pytest.approx(work["data"]["mean"]) and meta["std"] == pytest.approx(
+        work["data"]["std"]
+    )
     assert meta["source_sha256"] == checkpoint.sha256(work["root"] / "models/students/tiny.pt")
     proto = onnx.load(str(path))
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 18
-    assert [i.name for i in proto.graph.input] == ["image"] and [o.name for o in proto.graph.output] == ["logits"]
+    assert [i.name for i in proto.graph.input] == ["image"] and [o.name for o in proto.graph.output] == [
+        "logits"
+    ]
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # batch axis is symbolic
     assert not list(path.parent.glob("*.data"))  # one self-contained file
 
@@ -147,7 +198,9 @@ def _conv_weight_is_int8(proto: onnx.ModelProto, conv: onnx.NodeProto) -> bool:
 @pytest.mark.parametrize("fp32_stem", [True, False])
 def test_int8_stem_conv_stays_fp32_only_when_asked(work, tmp_path, fp32_stem):
     out = tmp_path / "q.onnx"
-    info = quantize_int8(work["root"] / "models/export/tiny.onnx", out, work["data"]["train_x"], n=16, fp32_stem=fp32_stem)
+    info = quantize_int8(
+        work["root"] / "models/export/tiny.onnx", out, work["data"]["train_x"], n=16, fp32_stem=fp32_stem
+    )
     proto = onnx.load(str(out))
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     assert len(convs) == 9  # resnet8: stem + 3 stages x 2 convs + 2 strided 1x1 shortcuts = 1 + 6 + 2
@@ -162,7 +215,9 @@ def test_predict_cli_on_pngs(work, tmp_path):
     folder.mkdir()
     for i, a in enumerate(imgs):
         Image.fromarray(a, "L").save(folder / f"g{i}.png")
-    Image.fromarray(np.stack([imgs[0]] * 3, -1), "RGB").resize((32, 32)).save(folder / "rgb_big.png")  # converted to L, 16x16
+    Image.fromarray(np.stack([imgs[0]] * 3, -1), "RGB").resize((32, 32)).save(
+        folder / "rgb_big.png"
+    )  # converted to L, 16x16
     (folder / "broken.png").write_bytes(b"not a png")
     note = tmp_path / "notes.txt"
     note.write_text("hello")
@@ -172,7 +227,9 @@ def test_predict_cli_on_pngs(work, tmp_path):
     out = json.loads(res.stdout)
     assert [Path(p["file"]).name for p in out["predictions"]] == ["g0.png", "g1.png", "g2.png", "rgb_big.png"]
     assert all(len(p["top"]) == 2 and p["top"][0]["prob"] >= p["top"][1]["prob"] for p in out["predictions"])
-    assert [p["top"][0]["index"] for p in out["predictions"][:3]] == work["data"]["test_y"][:3].tolist()  # trained model is right
+    assert [p["top"][0]["index"] for p in out["predictions"][:3]] == work["data"]["test_y"][
+        :3
+    ].tolist()  # trained model is right
     assert sorted(Path(s["file"]).name for s in out["skipped"]) == ["broken.png", "notes.txt"]
     assert "skipped" in res.stderr and "notes.txt" in res.stderr
     table = run_cli("predict", model, str(folder / "g0.png"))
@@ -187,18 +244,24 @@ def test_predict_errors(work, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "junk.onnx").write_bytes(b"\x00garbage")
     model = str(work["root"] / "models/export/tiny.onnx")
-    for args, msg in [((str(bare), str(tmp_path)), "no kdpipe metadata"),
-                      ((model, str(tmp_path / "empty")), "no readable PNG/JPEG image"),
-                      ((str(tmp_path / "junk.onnx"), str(tmp_path)), "not a valid ONNX model")]:
+    for args, msg in [
+        ((str(bare), str(tmp_path)), "no kdpipe metadata"),
+        ((model, str(tmp_path / "empty")), "no readable PNG/JPEG image"),
+        ((str(tmp_path / "junk.onnx"), str(tmp_path)), "not a valid ONNX model"),
+    ]:
         res = run_cli("predict", *args)
-        assert res.exit_code == 2 and msg in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.output
+        assert res.exit_code == 2 and msg in res.stderr and len(res.stderr.strip().splitlines()) == 1, (
+            res.output
+        )
 
 
 def test_parity_failure_names_the_figure_that_failed(work):
     path = work["root"] / "models/export/tiny.onnx"
     wrapped = Normalized(work["model"], work["art"]["mean"], work["art"]["std"])
     sess, _ = make_session(path, threads=1)
-    with pytest.raises(KdpipeError, match=r"max \|Δlogit\| .* exceeds the tolerance 1e-12") as e:  # 1e-12 + 0 x max|z|
+    with pytest.raises(
+        KdpipeError, match=r"max \|Δlogit\| .* exceeds the tolerance 1e-12"
+    ) as e:  # 1e-12 + 0 x max|z|
         check_parity(wrapped, sess, work["data"]["test_x"][:16], atol=1e-12, rtol=0.0)
     assert "agreement" not in str(e.value)  # agreement was fine: only the failing figure is named
     proto = onnx.load(str(path))  # tamper: flip the sign of the classifier's weights
@@ -207,8 +270,12 @@ def test_parity_failure_names_the_figure_that_failed(work):
     init.CopyFrom(onnx.numpy_helper.from_array(-w, init.name))
     bad = work["root"] / "tampered.onnx"
     onnx.save(proto, str(bad))
-    with pytest.raises(KdpipeError, match=r"exceeds the tolerance .*; top-1 agreement (?!100\.0000%)\S+ on \d+ decisive"):
-        check_parity(wrapped, make_session(bad, threads=1)[0], work["data"]["test_x"][:16], atol=1e-4, rtol=0.0)
+    with pytest.raises(
+        KdpipeError, match=r"exceeds the tolerance .*; top-1 agreement (?!100\.0000%)\S+ on \d+ decisive"
+    ):
+        check_parity(
+            wrapped, make_session(bad, threads=1)[0], work["data"]["test_x"][:16], atol=1e-4, rtol=0.0
+        )
 
 
 def test_parity_tolerance_is_relative_to_the_logit_scale(work):
@@ -227,8 +294,12 @@ def test_near_ties_do_not_count_as_disagreement(work):
     tied = Normalized(_Tied(work["model"]), work["art"]["mean"], work["art"]["std"]).eval()
     path = work["root"] / "tied.onnx"
     export_onnx(_Tied(work["model"]), work["art"], "0" * 64, path)
-    rep, _, _ = check_parity(tied, make_session(path, threads=1)[0], work["data"]["test_x"][:16], atol=1e-4, rtol=0.0)
-    assert rep["decisive_images"] == 0 and rep["top1_agreement"] == 1.0  # every image is a tie: none is decisive
+    rep, _, _ = check_parity(
+        tied, make_session(path, threads=1)[0], work["data"]["test_x"][:16], atol=1e-4, rtol=0.0
+    )
+    assert (
+        rep["decisive_images"] == 0 and rep["top1_agreement"] == 1.0
+    )  # every image is a tie: none is decisive
 
 
 class _Scaled(torch.nn.Module):
@@ -258,13 +329,21 @@ def test_export_bad_input_is_one_line(work, tmp_path, monkeypatch):
     checkpoint.save({"a": 1}, "models/students/foreign.pt")
     checkpoint.save(work["art"] | {"arch": "nope"}, "models/students/unknown.pt")
     params = yaml.safe_load(Path("params.yaml").read_text())
-    params["students"].update({k: params["students"]["tiny"] for k in ("junk", "foreign", "missing", "unknown")})
+    params["students"].update(
+        {k: params["students"]["tiny"] for k in ("junk", "foreign", "missing", "unknown")}
+    )
     Path("p2.yaml").write_text(yaml.safe_dump(params))
-    for name, msg in [("missing", "not found"), ("junk", "not a readable"), ("foreign", "not a kdpipe model artifact"),
-                      ("unknown", "unknown arch 'nope'"),
-                      ("nobody", "no student 'nobody'")]:
+    for name, msg in [
+        ("missing", "not found"),
+        ("junk", "not a readable"),
+        ("foreign", "not a kdpipe model artifact"),
+        ("unknown", "unknown arch 'nope'"),
+        ("nobody", "no student 'nobody'"),
+    ]:
         res = run_cli("export", name, "--params", "p2.yaml")
-        assert res.exit_code == 2 and msg in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.output
+        assert res.exit_code == 2 and msg in res.stderr and len(res.stderr.strip().splitlines()) == 1, (
+            res.output
+        )
     assert sorted(f.name for f in Path("models/export").iterdir()) == ["tiny.int8.onnx", "tiny.onnx"]
 
 
@@ -282,19 +361,38 @@ def test_dynamo_failure_falls_back_loudly(work, tmp_path, monkeypatch, caplog):
     assert "FALLING BACK" in caplog.text and "simulated" in caplog.text
     x = to_unit(work["data"]["test_x"][:7])  # the legacy graph keeps the dynamic batch and the metadata
     z = run_logits(make_session(path, threads=1)[0], x)
-    np.testing.assert_allclose(z, torch_logits(Normalized(work["model"], work["art"]["mean"], work["art"]["std"]), x), atol=1e-4)
+    np.testing.assert_allclose(
+        z, torch_logits(Normalized(work["model"], work["art"]["mean"], work["art"]["std"]), x), atol=1e-4
+    )
     assert read_metadata(path)["arch"] == "resnet8"
-    assert str(ROOT).encode() not in path.read_bytes() and b"site-packages" not in path.read_bytes()  # doc_strings stripped
+    assert (
+        str(ROOT).encode() not in path.read_bytes() and b"site-packages" not in path.read_bytes()
+    )  # doc_strings stripped
 
 
 def test_check_onnx_tool_reproduces_top1_without_kdpipe(work, tmp_path):
     npz = tmp_path / "test.npz"
     np.savez(npz, x=work["data"]["test_x"].numpy(), y=work["data"]["test_y"].numpy())
-    code = ("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')\n")
-    guard = "import sys, atexit; atexit.register(lambda: print('IMPORTED', sorted(m for m in ('torch', 'pipeline', 'stages') if m in sys.modules)))\n"
-    res = subprocess.run([sys.executable, "-c", guard + code, str(ROOT / "tools/check_onnx.py"),
-                          str(work["root"] / "models/export/tiny.onnx"), "--npz", str(npz), "--json"],
-                         capture_output=True, text=True, timeout=60)
+    code = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    guard = (
+        "import sys, atexit; atexit.register(lambda: print('IMPORTED', sorted(m for m in "
+        "('torch', 'pipeline', 'stages') if m in sys.modules)))\n"
+    )
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            guard + code,
+            str(ROOT / "tools/check_onnx.py"),
+            str(work["root"] / "models/export/tiny.onnx"),
+            "--npz",
+            str(npz),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
     assert lines[-1] == "IMPORTED []"
@@ -307,11 +405,18 @@ def test_stage_parity_failure_leaves_no_onnx(work, monkeypatch):
     Path("models/students/tiny2.pt").write_bytes(Path("models/students/tiny.pt").read_bytes())
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["students"]["tiny2"] = params["students"]["tiny"]
-    params["export"].update(parity_atol=1e-12, parity_rtol=0.0)  # no export passes: the stage fails after writing temporaries
+    params["export"].update(
+        parity_atol=1e-12, parity_rtol=0.0
+    )  # no export passes: the stage fails after writing temporaries
     Path("p3.yaml").write_text(yaml.safe_dump(params))
     res = run_cli("export", "tiny2", "--params", "p3.yaml")
-    assert res.exit_code == 2 and "max |Δlogit|" in res.stderr and "exceeds the tolerance" in res.stderr, res.output
-    assert sorted(f.name for f in Path("models/export").iterdir()) == ["tiny.int8.onnx", "tiny.onnx"]  # no tiny2*, no .tmp
+    assert res.exit_code == 2 and "max |Δlogit|" in res.stderr and "exceeds the tolerance" in res.stderr, (
+        res.output
+    )
+    assert sorted(f.name for f in Path("models/export").iterdir()) == [
+        "tiny.int8.onnx",
+        "tiny.onnx",
+    ]  # no tiny2*, no .tmp
     assert not Path("results/export/tiny2").exists()
 
 
@@ -320,6 +425,9 @@ def test_sessions_spin_unless_told_not_to(work):
     path = work["root"] / "models/export/tiny.onnx"
     key = "session.intra_op.allow_spinning"
     assert make_session(path, threads=1)[0].get_session_options().get_session_config_entry(key) == "1"
-    assert make_session(path, threads=1, spin=False)[0].get_session_options().get_session_config_entry(key) == "0"
+    assert (
+        make_session(path, threads=1, spin=False)[0].get_session_options().get_session_config_entry(key)
+        == "0"
+    )
     m = json.loads((work["root"] / "results/export/tiny/metrics.json").read_text())
     assert m["env"]["ort_spinning"] is True and m["env"]["steady_allocator"] is True

@@ -73,12 +73,28 @@ def fails_cleanly(root: Path, cmd: list[str], pattern: str) -> None:
 @pytest.mark.parametrize(
     "edit, pattern",
     [
-        (("epochs: 1, batch_size: 64}}\nstudents", "epochs: 0, batch_size: 64}}\nstudents"), "optim.epochs: must be >= 1"),
-        (("epochs: 1, batch_size: 64}}\nstudents", "epochs: -2, batch_size: 64}}\nstudents"), "must be >= 1, got -2"),
-        (("t1: {arch: resnet8, optim: {epochs: 1, batch_size: 64", "t1: {arch: resnet8, optim: {epochs: 1, batch_size: 0"),
-         "optim.batch_size: must be >= 1"),
-        (("optim: {epochs: 1, batch_size: 64}}\nstudents", "optim: {epochs: 1, batch_size: 64, lr: -0.1}}\nstudents"),
-         "optim.lr: must be > 0"),
+        (
+            ("epochs: 1, batch_size: 64}}\nstudents", "epochs: 0, batch_size: 64}}\nstudents"),
+            "optim.epochs: must be >= 1",
+        ),
+        (
+            ("epochs: 1, batch_size: 64}}\nstudents", "epochs: -2, batch_size: 64}}\nstudents"),
+            "must be >= 1, got -2",
+        ),
+        (
+            (
+                "t1: {arch: resnet8, optim: {epochs: 1, batch_size: 64",
+                "t1: {arch: resnet8, optim: {epochs: 1, batch_size: 0",
+            ),
+            "optim.batch_size: must be >= 1",
+        ),
+        (
+            (
+                "optim: {epochs: 1, batch_size: 64}}\nstudents",
+                "optim: {epochs: 1, batch_size: 64, lr: -0.1}}\nstudents",
+            ),
+            "optim.lr: must be > 0",
+        ),
         (("teachers: [t1]", "teachers: [students/s1]"), "teach each other in a cycle"),
         (("data:", "studnets: {}\ndata:"), "studnets: unknown section"),
         (("val_size: 32", "val_size: 32, train_subset: 100000"), "train_subset"),
@@ -86,7 +102,9 @@ def fails_cleanly(root: Path, cmd: list[str], pattern: str) -> None:
 )
 def test_bad_params_fail_before_anything_is_written(project, edit, pattern):
     (project / "params.yaml").write_text(TINY.replace(*edit))
-    if pattern == "train_subset":  # a size check needs the data: prepare-data refuses it, keeping the old data
+    if (
+        pattern == "train_subset"
+    ):  # a size check needs the data: prepare-data refuses it, keeping the old data
         fails_cleanly(project, ["prepare-data"], pattern)
         return
     for cmd in (["check-params"], ["prepare-data"], ["train-teacher", "t1"], ["distill", "s1"]):
@@ -101,7 +119,9 @@ def test_check_params_lists_every_problem(project):
     res = runner.invoke(app, ["check-params"])
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.exit_code == 2 and len(lines) >= 2, res.stderr
-    assert any("studnets: unknown section" in ln for ln in lines) and any("optim.epochs" in ln for ln in lines)
+    assert any("studnets: unknown section" in ln for ln in lines) and any(
+        "optim.epochs" in ln for ln in lines
+    )
 
 
 def test_teacher_file_of_another_arch_is_refused(project):
@@ -123,8 +143,12 @@ def test_corrupt_teacher_file(project):
 
 
 def test_nan_loss_keeps_the_previous_model(project):
-    (project / "params.yaml").write_text(TINY.replace("optim: {epochs: 1, batch_size: 64}}\nexport",
-                                                      "optim: {epochs: 1, batch_size: 64, lr: 1.0e+30}}\nexport"))
+    (project / "params.yaml").write_text(
+        TINY.replace(
+            "optim: {epochs: 1, batch_size: 64}}\nexport",
+            "optim: {epochs: 1, batch_size: 64, lr: 1.0e+30}}\nexport",
+        )
+    )
     before = (project / "models" / "students" / "s1.pt").read_bytes()
     res = runner.invoke(app, ["distill", "s1"])
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
@@ -142,7 +166,9 @@ def test_full_disk_while_writing_a_model_names_the_path(project, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(src, dst)
 
-    (project / "params.yaml").write_text(TINY.replace("t1: {arch: resnet8, optim: {epochs: 1", "t1: {arch: resnet8, optim: {epochs: 2"))
+    (project / "params.yaml").write_text(
+        TINY.replace("t1: {arch: resnet8, optim: {epochs: 1", "t1: {arch: resnet8, optim: {epochs: 2")
+    )
     monkeypatch.setattr(ck.os, "replace", full)
     res = runner.invoke(app, ["train-teacher", "t1"])
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
@@ -158,10 +184,13 @@ def test_a_file_where_results_should_be_a_folder(project):
     assert "results/train-teacher" in res.stderr
 
 
-@pytest.mark.parametrize("make, pattern", [
-    (lambda d: None, "no such file or folder"),
-    (lambda d: (d / "x.png").write_text("not an image"), "x.png"),
-])
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (lambda d: None, "no such file or folder"),
+        (lambda d: (d / "x.png").write_text("not an image"), "x.png"),
+    ],
+)
 def test_predict_names_the_path_and_why(project, tmp_path, make, pattern):
     assert runner.invoke(app, ["export", "s1"]).exit_code == 0
     target = tmp_path / "in"

@@ -1,4 +1,6 @@
-"""GPAC: adaptive multi-teacher KL, β(e), probe-guided teacher choice, the method and the probe-teachers stage."""
+"""GPAC: adaptive multi-teacher KL, β(e), probe-guided teacher choice, the method and the probe-teachers
+stage."""
+
 from __future__ import annotations
 
 import json
@@ -61,7 +63,9 @@ def test_adaptive_kl_by_hand() -> None:
     # KL(q_B‖p_s) = 0.7·ln 1.4 + 0.3·ln 0.6 = 0.235531 − 0.153248 = 0.082283; L = 0.467344·0.082283 = 0.038454
     assert gpac_kl(z_s, z_t, 1.0, rho_max=0.2).item() == pytest.approx(0.038454, abs=1e-6)
     # uniform weights, corrector off: (0 + 0.130812)/2 = 0.065406
-    assert gpac_kl(z_s, z_t, 1.0, use_weights=False, use_corrector=False).item() == pytest.approx(0.065406, abs=1e-6)
+    assert gpac_kl(z_s, z_t, 1.0, use_weights=False, use_corrector=False).item() == pytest.approx(
+        0.065406, abs=1e-6
+    )
 
 
 def test_identical_teachers_equal_single_teacher_kd() -> None:
@@ -89,7 +93,14 @@ def test_gradient_flows_only_through_the_student() -> None:
 def test_beta_piecewise_levels_scale_with_epochs() -> None:
     levels, bp = (1000.0, 500.0, 100.0), (150 / 240, 210 / 240)
     # 240 epochs: e < 150 -> 1000; 150 <= e < 210 -> 500; e >= 210 -> 100
-    assert [beta_at(e, 240, levels, bp) for e in (0, 149, 150, 209, 210, 239)] == [1000, 1000, 500, 500, 100, 100]
+    assert [beta_at(e, 240, levels, bp) for e in (0, 149, 150, 209, 210, 239)] == [
+        1000,
+        1000,
+        500,
+        500,
+        100,
+        100,
+    ]
     # 8 epochs: cuts at 8·0.625 = 5 and 8·0.875 = 7
     assert [beta_at(e, 8, levels, bp) for e in range(8)] == [1000] * 5 + [500] * 2 + [100]
     # 6 epochs: 6·0.625 = 3.75 -> 4 and 6·0.875 = 5.25 -> 5 (nearest epoch), so every level is used
@@ -108,26 +119,53 @@ def test_probe_helpers() -> None:
 
 
 def _synthetic() -> dict:
-    return prepare(DataParams(source="synthetic", val_size=128, synthetic=SyntheticParams(train=512, test=32)), seed=0)
+    return prepare(
+        DataParams(source="synthetic", val_size=128, synthetic=SyntheticParams(train=512, test=32)), seed=0
+    )
 
 
 def _save_teacher(model: torch.nn.Module, d: dict, path) -> None:
-    checkpoint.save(checkpoint.make_artifact(model, arch="resnet8", arch_kwargs={}, num_classes=4, in_channels=1, input_size=16,
-                                             mean=d["mean"], std=d["std"], class_names=d["class_names"], params={}, metrics={},
-                                             kind="teacher", name=path.stem), path)
+    checkpoint.save(
+        checkpoint.make_artifact(
+            model,
+            arch="resnet8",
+            arch_kwargs={},
+            num_classes=4,
+            in_channels=1,
+            input_size=16,
+            mean=d["mean"],
+            std=d["std"],
+            class_names=d["class_names"],
+            params={},
+            metrics={},
+            kind="teacher",
+            name=path.stem,
+        ),
+        path,
+    )
 
 
 def test_probes_choose_the_trained_teacher(tmp_path) -> None:
     torch.manual_seed(0)
     d = _synthetic()
     trained, rand = create_model("resnet8", 4, 1), create_model("resnet8", 4, 1)
-    ce = build_method("ce", Context(student=trained, num_classes=4, in_channels=1, input_size=16), REGISTRY["ce"].Params())
-    fit(ce, Loaders(make_loader(d, "train", batch_size=64, train=True)), OptimParams(epochs=2, batch_size=64, lr=0.05))
+    ce = build_method(
+        "ce", Context(student=trained, num_classes=4, in_channels=1, input_size=16), REGISTRY["ce"].Params()
+    )
+    fit(
+        ce,
+        Loaders(make_loader(d, "train", batch_size=64, train=True)),
+        OptimParams(epochs=2, batch_size=64, lr=0.05),
+    )
     _save_teacher(rand, d, tmp_path / "random.pt")
     _save_teacher(trained, d, tmp_path / "trained.pt")
     # the random teacher comes first, so a tie would pick it: choosing "trained" is not a tie-break
-    job = knowledge_job("probes_job", "probes", ProbesParams(stages=[-2, -1], epochs=6, batch_size=64),
-                        [("random", tmp_path / "random.pt", "resnet8"), ("trained", tmp_path / "trained.pt", "resnet8")])
+    job = knowledge_job(
+        "probes_job",
+        "probes",
+        ProbesParams(stages=[-2, -1], epochs=6, batch_size=64),
+        [("random", tmp_path / "random.pt", "resnet8"), ("trained", tmp_path / "trained.pt", "resnet8")],
+    )
     res = run_job(job, BaseParams(device="cpu"), d, RunPaths(tmp_path / "probes.pt"))
     table = load_probes(res.artifact)
     assert table["layers"] == [-2, -1] and table["choice"] == [1, 1] and table["kind"] == "probes"
@@ -138,17 +176,30 @@ def test_probes_choose_the_trained_teacher(tmp_path) -> None:
 def _ctx(assets: dict | None = None, **kw) -> Context:
     torch.manual_seed(0)
     teachers = [create_model("resnet8", 4, 1).eval() for _ in range(2)]
-    ctx = Context(student=create_model("resnet8", 4, 1), source=OnlineTeachers(teachers), num_classes=4, in_channels=1,
-                  input_size=16, epochs=8)
+    ctx = Context(
+        student=create_model("resnet8", 4, 1),
+        source=OnlineTeachers(teachers),
+        num_classes=4,
+        in_channels=1,
+        input_size=16,
+        epochs=8,
+    )
     layers = [-3, -2, -1]  # a probe table choosing teacher 0 for every stage of the resnet8 student
-    table = {"teachers": ["teacher0", "teacher1"], "layers": layers, "acc": [[0.0] * 3] * 2, "choice": [0] * 3}
+    table = {
+        "teachers": ["teacher0", "teacher1"],
+        "layers": layers,
+        "acc": [[0.0] * 3] * 2,
+        "choice": [0] * 3,
+    }
     ctx.assets = {"probes": table, "teacher_names": ["teacher0", "teacher1"]} if assets is None else assets
     return ctx
 
 
 def test_all_parts_off_is_cross_entropy() -> None:
     ctx = _ctx(assets={})  # nothing needed when the attention loss is off
-    p = REGISTRY["gpac"].Params(alpha=0.0, use_attention=False, use_weights=False, use_corrector=False, use_probe=False)
+    p = REGISTRY["gpac"].Params(
+        alpha=0.0, use_attention=False, use_weights=False, use_corrector=False, use_probe=False
+    )
     m = build_method("gpac", ctx, p)
     x, y = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 3])
     out = m((x, y, torch.arange(4)), 0)
@@ -170,9 +221,14 @@ def test_method_total_and_probe_mapping() -> None:
     assert out["loss"].item() == pytest.approx((out["ce"] + out["mt"] + 500 * out["sa"]).item(), rel=1e-5)
     # the probe table names teachers; they are mapped to the student's order by name
     table = {"teachers": ["b", "a"], "layers": [-2, -1], "acc": [[0.9, 0.1], [0.2, 0.8]], "choice": [0, 1]}
-    assert build_method("gpac", _ctx({"probes": table, "teacher_names": ["a", "b"]}), m.p).pairs == [(-2, 1), (-1, 0)]
+    assert build_method("gpac", _ctx({"probes": table, "teacher_names": ["a", "b"]}), m.p).pairs == [
+        (-2, 1),
+        (-1, 0),
+    ]
     with pytest.raises(KdpipeError, match="'c'"):
-        build_method("gpac", _ctx({"probes": table | {"teachers": ["c", "a"]}, "teacher_names": ["a", "b"]}), m.p)
+        build_method(
+            "gpac", _ctx({"probes": table | {"teachers": ["c", "a"]}, "teacher_names": ["a", "b"]}), m.p
+        )
 
 
 def test_probe_teachers_stage(tmp_path, monkeypatch) -> None:
@@ -186,17 +242,34 @@ def test_probe_teachers_stage(tmp_path, monkeypatch) -> None:
     checkpoint.save(d, "data/prepared/data.pt")
     for i, name in enumerate(("ta", "tb")):
         torch.manual_seed(i)
-        art = checkpoint.make_artifact(create_model("resnet8", 4, 1), arch="resnet8", arch_kwargs={}, num_classes=4, in_channels=1,
-                                       input_size=16, mean=d["mean"], std=d["std"], class_names=d["class_names"], params={},
-                                       metrics={}, kind="teacher", name=name)
+        art = checkpoint.make_artifact(
+            create_model("resnet8", 4, 1),
+            arch="resnet8",
+            arch_kwargs={},
+            num_classes=4,
+            in_channels=1,
+            input_size=16,
+            mean=d["mean"],
+            std=d["std"],
+            class_names=d["class_names"],
+            params={},
+            metrics={},
+            kind="teacher",
+            name=name,
+        )
         checkpoint.save(art, f"models/teachers/{name}.pt")
-    params = {"base": {"device": "cpu"}, "teachers": {"ta": {"arch": "resnet8"}, "tb": {"arch": "resnet8"}},
-              "probes": {"teachers": ["ta", "tb"], "epochs": 1, "batch_size": 128}}
+    params = {
+        "base": {"device": "cpu"},
+        "teachers": {"ta": {"arch": "resnet8"}, "tb": {"arch": "resnet8"}},
+        "probes": {"teachers": ["ta", "tb"], "epochs": 1, "batch_size": 128},
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     res = CliRunner().invoke(app, ["probe-teachers"])
     assert res.exit_code == 0, res.output
     saved = load_probes("models/knowledge/probes.pt")
-    assert saved["teachers"] == ["ta", "tb"] and saved["teacher_sha256"]["ta"] == checkpoint.sha256("models/teachers/ta.pt")
+    assert saved["teachers"] == ["ta", "tb"] and saved["teacher_sha256"]["ta"] == checkpoint.sha256(
+        "models/teachers/ta.pt"
+    )
     metrics = json.loads((tmp_path / "results/probe-teachers/metrics.json").read_text())
     assert set(metrics["acc"]["tb"]) == {"stage[-3]", "stage[-2]", "stage[-1]"}
     assert (tmp_path / "results/probe-teachers/heatmap.png").read_bytes()[:4] == b"\x89PNG"

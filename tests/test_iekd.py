@@ -1,4 +1,6 @@
-"""IE-KD: factor distances, exploration gradient, ie_kd/ie_dml against their base methods, factor pre-training."""
+"""IE-KD: factor distances, exploration gradient, ie_kd/ie_dml against their base methods, factor
+pre-training."""
+
 from __future__ import annotations
 
 import json
@@ -47,7 +49,8 @@ def test_d1_orthogonal_hand_computed():
 
 
 def test_exploration_cos_and_reconstruction_hand_computed():
-    # sample 0: cos((3,4),(4,3)) = (12+12)/25 = 0.96; sample 1: cos((1,0),(−1,0)) = −1; mean |cos| = (0.96+1)/2 = 0.98
+    # sample 0: cos((3,4),(4,3)) = (12+12)/25 = 0.96; sample 1: cos((1,0),(−1,0)) = −1; mean |cos| =
+    # (0.96+1)/2 = 0.98
     exp_f = torch.cat([v(3, 4), v(1, 0)])
     t_f = torch.cat([v(4, 3), v(-1, 0)])
     assert exploration_loss(exp_f, t_f, form="cos").item() == pytest.approx(0.98)
@@ -79,7 +82,9 @@ def _setup(teacher_arch: str = "resnet8"):
 
 def _iekd(student, source, **kw) -> IEKD:
     ctx = Context(student=student, source=source, num_classes=4, in_channels=1, input_size=8)
-    ctx.assets = {"factor": random_factor(int(source.teachers[0].stage_channels[-1]))}  # a random teacher factor
+    ctx.assets = {
+        "factor": random_factor(int(source.teachers[0].stage_channels[-1]))
+    }  # a random teacher factor
     return IEKD(ctx, IEKD.Params(**kw))
 
 
@@ -147,16 +152,24 @@ def test_factor_pretraining_with_fit_lowers_reconstruction():
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(16, 1, 8, 8, generator=g), torch.arange(16) % 4, torch.arange(16))]
     trainer = FactorTrainer(Context(student=None, source=OnlineTeachers([teacher])), FactorParams(channels=8))
-    assert trainer.student.encoder.cout == 8 and not {id(q) for q in teacher.parameters()} & {id(q) for q in trainer.trainable_parameters()}
+    assert trainer.student.encoder.cout == 8 and not {id(q) for q in teacher.parameters()} & {
+        id(q) for q in trainer.trainable_parameters()
+    }
     teacher_before = {k: t.clone() for k, t in teacher.state_dict().items()}
-    res = fit(trainer, Loaders(batches, batches), OptimParams(epochs=10, lr=0.1, schedule="constant", amp="off"))
+    res = fit(
+        trainer, Loaders(batches, batches), OptimParams(epochs=10, lr=0.1, schedule="constant", amp="off")
+    )
     # train-mode L_rec per epoch (BN on batch statistics): the first epoch starts near 0.45 on these
     # features because the decoder's last BN emits unit-variance maps for targets of mean |f| ≈ 0.1
     rec = [h["train/rec"] for h in res.history]
     assert rec[-1] < 0.6 * rec[0]
-    assert "train/acc" not in res.final and {"val/rec", "val/teacher_acc"} <= set(res.final)  # the job's own validation
+    assert "train/acc" not in res.final and {"val/rec", "val/teacher_acc"} <= set(
+        res.final
+    )  # the job's own validation
     assert trainer.exported() == {}
-    assert all(torch.equal(teacher_before[k], t) for k, t in teacher.state_dict().items())  # teacher untouched (BN too)
+    assert all(
+        torch.equal(teacher_before[k], t) for k, t in teacher.state_dict().items()
+    )  # teacher untouched (BN too)
 
 
 def test_ie_dml_cross_targets_detached_and_two_plain_exports():
@@ -166,7 +179,9 @@ def test_ie_dml_cross_targets_detached_and_two_plain_exports():
     out = m(batch, 0)
     assert out["kl"] >= 0 and out["rec"] > 0 and out["exp"] < 0
     out["inh"].backward()  # A's inheritance term: B's factor is a detached target
-    assert all(q.grad is None for q in m.peer.parameters()) and all(q.grad is None for q in m.ae_b.parameters())
+    assert all(q.grad is None for q in m.peer.parameters()) and all(
+        q.grad is None for q in m.ae_b.parameters()
+    )
     assert any(q.grad is not None for q in m.student.parameters())
     fresh = set(create_model("resnet8", 4, 1).state_dict())
     assert {k: set(n.state_dict()) for k, n in m.exported().items()} == {"": fresh, "_peer1": fresh}
@@ -183,7 +198,9 @@ def test_ie_dml_without_ie_terms_equals_dml():
     ie = IEDML(ctx, IEDML.Params(lambda_inh=0.0, lambda_exp=0.0, rec_weight=0.0))
     o = ie(batch, 0)
     torch.testing.assert_close(o["loss"], o["ce"] + o["ce_peer"] + o["kl"] + o["kl_peer"])
-    torch.testing.assert_close(o["loss"], DML(ctx, DML.Params(kl_weight=1.0))(batch, 0)["loss"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        o["loss"], DML(ctx, DML.Params(kl_weight=1.0))(batch, 0)["loss"], rtol=0, atol=1e-6
+    )
 
 
 def test_pretrain_factor_stage_writes_artifact_and_metrics(tmp_path, monkeypatch):
@@ -194,14 +211,32 @@ def test_pretrain_factor_stage_writes_artifact_and_metrics(tmp_path, monkeypatch
     data = prepare(dp, 0)
     checkpoint.save(data, "data/prepared/data.pt")
     teacher = create_model("resnet8", 4, 1)
-    art = checkpoint.make_artifact(teacher, arch="resnet8", arch_kwargs={}, num_classes=4, in_channels=1, input_size=8,
-                                   mean=data["mean"], std=data["std"], class_names=data["class_names"], params={},
-                                   metrics={}, kind="teacher", name="t")
+    art = checkpoint.make_artifact(
+        teacher,
+        arch="resnet8",
+        arch_kwargs={},
+        num_classes=4,
+        in_channels=1,
+        input_size=8,
+        mean=data["mean"],
+        std=data["std"],
+        class_names=data["class_names"],
+        params={},
+        metrics={},
+        kind="teacher",
+        name="t",
+    )
     checkpoint.save(art, "models/teachers/t.pt")
-    Path("params.yaml").write_text(yaml.safe_dump({
-        "base": {"device": "cpu"}, "data": {"source": "synthetic", "val_size": 16},
-        "teachers": {"t": {"arch": "resnet8"}},
-        "factor": {"teachers": ["t"], "channels": 8, "epochs": 1, "batch_size": 32}}))
+    Path("params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "base": {"device": "cpu"},
+                "data": {"source": "synthetic", "val_size": 16},
+                "teachers": {"t": {"arch": "resnet8"}},
+                "factor": {"teachers": ["t"], "channels": 8, "epochs": 1, "batch_size": 32},
+            }
+        )
+    )
     pretrain_factor_cmd(name="t", params=Path("params.yaml"))
     enc, meta = load_factor(next(Path("models").rglob("factor/t.pt")))
     assert meta["teacher"] == "t" and meta["teacher_sha256"] == checkpoint.sha256("models/teachers/t.pt")

@@ -1,4 +1,5 @@
-"""ImageFolder source: mixed files decoded once at a size, bad images skipped/converted or refused (strict)."""
+"""ImageFolder source: mixed files decoded once at a size, bad images skipped/converted or refused
+(strict)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def shape(cls: str, w: int, h: int, i: int) -> Image.Image:
 
 
 def make_folder(root, per_class=(4, 2)):
-    """root/{train,test}/<class>/: PNG and JPEG of mixed sizes (24..60 px), per_class = (train, test) images."""
+    """root/{train,test}/<class>/: PNG and JPEG of mixed sizes (24..60 px), per_class = (train, test)
+    images."""
     for part, n in zip(("train", "test"), per_class):
         for c in COLOURS:
             (root / part / c).mkdir(parents=True)
@@ -72,7 +74,8 @@ def test_mixed_folder_is_prepared_with_counts_and_one_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         d = prepare(params(root), seed=0)
     s = summary(d)
-    # 3 classes x 4 train + 6 odd - 2 unreadable = 16 train images, 3 of them held out: 13 train, 3 val; 3 x 2 = 6 test
+    # 3 classes x 4 train + 6 odd - 2 unreadable = 16 train images, 3 of them held out: 13 train, 3 val; 3 x 2
+    # = 6 test
     assert (s["train"], s["val"], s["test"], s["classes"], s["channels"], s["size"]) == (13, 3, 6, 3, 3, 32)
     assert (
         s["unreadable"],

@@ -1,4 +1,6 @@
-"""The one job runner: byte-identical artifacts from identical inputs, exact code files, one-line teacher checks."""
+"""The one job runner: byte-identical artifacts from identical inputs, exact code files, one-line teacher
+checks."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,10 +29,13 @@ def _teacher_job() -> object:
 def _jobs(teacher) -> dict:
     refs = [("t", teacher, "resnet8")]
     kd = ModelParams(arch="resnet8", method="kd", teachers=["t"], optim=ONE, args=REGISTRY["kd"].Params())
-    return {"teacher": _teacher_job(), "student": model_job("s", "student", kd, teachers=refs),
-            "professor": knowledge_job("professor_job", "t", ProfessorParams(epochs=1), refs),
-            "probes": knowledge_job("probes_job", "probes", ProbesParams(epochs=1), refs),
-            "factor": knowledge_job("factor_job", "t", FactorParams(epochs=1, channels=8), refs)}
+    return {
+        "teacher": _teacher_job(),
+        "student": model_job("s", "student", kd, teachers=refs),
+        "professor": knowledge_job("professor_job", "t", ProfessorParams(epochs=1), refs),
+        "probes": knowledge_job("probes_job", "probes", ProbesParams(epochs=1), refs),
+        "factor": knowledge_job("factor_job", "t", FactorParams(epochs=1, channels=8), refs),
+    }
 
 
 @pytest.mark.parametrize("kind", ["teacher", "student", "professor", "probes", "factor"])
@@ -43,7 +48,9 @@ def test_the_same_inputs_give_byte_identical_artifacts(kind, tiny_data, make_art
         art = torch.load(res.artifact, weights_only=True)
         assert art["kind"] == kind and art["format"] == checkpoint.ARTIFACT_FORMAT
         assert not [k for k in art["metrics"] if k.startswith("time/")], art["metrics"]
-    assert shas[0] == shas[1] and len(shas[0]) == (2 if kind == "professor" else 1)  # the professor's .targets.pt too
+    assert shas[0] == shas[1] and len(shas[0]) == (
+        2 if kind == "professor" else 1
+    )  # the professor's .targets.pt too
 
 
 def test_resuming_a_finished_run_rewrites_the_same_bytes(tiny_data, tmp_path):
@@ -51,31 +58,53 @@ def test_resuming_a_finished_run_rewrites_the_same_bytes(tiny_data, tmp_path):
     first = run_job(_teacher_job(), BASE, tiny_data, paths)
     sha = checkpoint.sha256(paths.artifact)
     again = run_job(_teacher_job(), BASE, tiny_data, paths)
-    assert (first.fit.resumed_from, again.fit.resumed_from) == (0, 1) and checkpoint.sha256(paths.artifact) == sha
+    assert (first.fit.resumed_from, again.fit.resumed_from) == (0, 1) and checkpoint.sha256(
+        paths.artifact
+    ) == sha
     other = dataclasses.replace(_teacher_job(), seed=1)  # other params: a fresh start, never the old state
     assert run_job(other, BASE, tiny_data, paths).fit.resumed_from == 0
 
 
 def test_code_files_are_the_import_closure_of_the_job():
     kd = set(code_files("kd"))
-    assert {"pipeline/jobs.py", "pipeline/train.py", "pipeline/methods/__init__.py", "pipeline/methods/kd.py",
-            "pipeline/losses/multi_teacher.py", "pipeline/checkpoint.py", "pipeline/models/resnet_cifar.py"} <= kd
+    assert {
+        "pipeline/jobs.py",
+        "pipeline/train.py",
+        "pipeline/methods/__init__.py",
+        "pipeline/methods/kd.py",
+        "pipeline/losses/multi_teacher.py",
+        "pipeline/checkpoint.py",
+        "pipeline/models/resnet_cifar.py",
+    } <= kd
     # other methods, the report, benchmarks and export never change a kd job's code
-    assert not kd & {"pipeline/methods/dkd.py", "pipeline/report.py", "pipeline/bench.py", "pipeline/export.py",
-                     "pipeline/knowledge/professor.py"}
-    assert {"pipeline/knowledge/professor.py", "pipeline/methods/professor_job.py"} <= set(code_files("professor_job"))
+    assert not kd & {
+        "pipeline/methods/dkd.py",
+        "pipeline/report.py",
+        "pipeline/bench.py",
+        "pipeline/export.py",
+        "pipeline/knowledge/professor.py",
+    }
+    assert {"pipeline/knowledge/professor.py", "pipeline/methods/professor_job.py"} <= set(
+        code_files("professor_job")
+    )
     prof = REGISTRY["professor"].Params(base="dkd")
-    assert "pipeline/methods/dkd.py" in code_files("professor", prof) and "pipeline/methods/dkd.py" not in code_files("professor")
+    assert "pipeline/methods/dkd.py" in code_files(
+        "professor", prof
+    ) and "pipeline/methods/dkd.py" not in code_files("professor")
 
 
 def test_data_digest_follows_the_training_data(tiny_data):
     other = dict(tiny_data, train_y=tiny_data["train_y"].roll(1))
-    assert data_digest(tiny_data) == data_digest(dict(tiny_data)) and data_digest(other) != data_digest(tiny_data)
+    assert data_digest(tiny_data) == data_digest(dict(tiny_data)) and data_digest(other) != data_digest(
+        tiny_data
+    )
 
 
 def test_a_teacher_of_another_arch_under_the_right_name_is_one_line(tiny_data, make_artifact, tmp_path):
     job = _jobs(make_artifact("t"))["student"]
-    job.teachers = [Teacher("t", job.teachers[0].path, "resnet20")]  # params say resnet20, the file holds a resnet8
+    job.teachers = [
+        Teacher("t", job.teachers[0].path, "resnet20")
+    ]  # params say resnet20, the file holds a resnet8
     with pytest.raises(KdpipeError, match="has arch='resnet8' but params say 'resnet20'"):
         run_job(job, BASE, tiny_data, RunPaths(tmp_path / "s.pt"))
     assert not (tmp_path / "s.pt").exists()
@@ -89,7 +118,13 @@ def test_a_knowledge_job_is_no_student_method():
 def test_layering_knowledge_and_methods_never_import_the_runner_or_params():
     from pipeline.codedeps import closure as module_closure
 
-    low = module_closure(["pipeline.knowledge.professor", "pipeline.knowledge.probes", "pipeline.knowledge.factor"])
-    assert not [f for f in low if f.startswith(("pipeline/methods", "pipeline/jobs", "pipeline/params", "pipeline/train"))], low
+    low = module_closure(
+        ["pipeline.knowledge.professor", "pipeline.knowledge.probes", "pipeline.knowledge.factor"]
+    )
+    assert not [
+        f
+        for f in low
+        if f.startswith(("pipeline/methods", "pipeline/jobs", "pipeline/params", "pipeline/train"))
+    ], low
     methods = module_closure(["pipeline.methods", *sorted({c.__module__ for c in REGISTRY.values()})])
     assert not {"pipeline/params.py", "pipeline/jobs.py", "pipeline/train.py"} & set(methods)

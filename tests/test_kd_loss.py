@@ -1,4 +1,5 @@
 """KD loss against values computed by hand."""
+
 from __future__ import annotations
 
 import math

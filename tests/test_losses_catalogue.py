@@ -1,4 +1,5 @@
 """Loss functions of the KD catalogue against values computed by hand (arithmetic in the comments)."""
+
 from __future__ import annotations
 
 import math
@@ -55,7 +56,9 @@ def test_dkd_three_class_example() -> None:
     assert tckd.item() == pytest.approx(0.5 * math.log(1.125), abs=1e-9)
     assert nckd.item() == pytest.approx(KL_34_U, abs=1e-9)
     # α = 1, β = 8: 0.058892 + 8·0.130812 = 1.105388.
-    assert dkd_loss(zs, zt, y, 1.0, 1.0, 8.0).item() == pytest.approx(0.5 * math.log(1.125) + 8 * KL_34_U, abs=1e-9)
+    assert dkd_loss(zs, zt, y, 1.0, 1.0, 8.0).item() == pytest.approx(
+        0.5 * math.log(1.125) + 8 * KL_34_U, abs=1e-9
+    )
     # T = 2 on doubled logits: same tempered distributions, both parts times T² = 4.
     tckd2, nckd2 = dkd_parts(zs, 2 * zt, y, 2.0)
     assert (tckd2.item(), nckd2.item()) == pytest.approx((4 * tckd.item(), 4 * nckd.item()), abs=1e-9)
@@ -64,7 +67,10 @@ def test_dkd_three_class_example() -> None:
 def test_dkd_matches_direct_computation_and_kd_identity() -> None:
     # Direct: the binary and non-target KLs from softmax probabilities, batch-averaged.
     g = torch.Generator().manual_seed(0)
-    zs, zt = torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(6, 5, generator=g, dtype=torch.float64)
+    zs, zt = (
+        torch.randn(6, 5, generator=g, dtype=torch.float64),
+        torch.randn(6, 5, generator=g, dtype=torch.float64),
+    )
     y = torch.tensor([0, 1, 2, 3, 4, 0])
     ps, pt = zs.softmax(1), zt.softmax(1)
     gt = F.one_hot(y, 5).bool()
@@ -78,7 +84,9 @@ def test_dkd_matches_direct_computation_and_kd_identity() -> None:
     assert (got[0].item(), got[1].item()) == pytest.approx((tckd.item(), nckd.item()), abs=1e-9)
     # DKD paper, eq. (1): per sample, KD = TCKD + (1 − p_t,gt)·NCKD (the reformulation DKD decouples).
     a, b = dkd_parts(zs[:1], zt[:1], y[:1], 1.0)
-    assert kd_kl(zs[:1], zt[:1], 1.0).item() == pytest.approx(a.item() + (1 - pt[0, 0].item()) * b.item(), abs=1e-9)
+    assert kd_kl(zs[:1], zt[:1], 1.0).item() == pytest.approx(
+        a.item() + (1 - pt[0, 0].item()) * b.item(), abs=1e-9
+    )
 
 
 def test_at_identical_is_zero_and_pools_sizes() -> None:
@@ -132,11 +140,20 @@ def test_camkd_weights_and_value_by_hand() -> None:
 def test_aver_is_mean_of_per_teacher_kl() -> None:
     # Teachers [0, 0] (KL 0 to a uniform student) and [ln 3, 0] (KL 0.130812): mean = 0.065406.
     zt = t([0.0, 0.0], [LN3, 0.0]).view(2, 1, 2)
-    assert RULES["aver"](t([0.0, 0.0]), zt, torch.tensor([0]), 1.0).item() == pytest.approx(KL_34_U / 2, abs=1e-9)
+    assert RULES["aver"](t([0.0, 0.0]), zt, torch.tensor([0]), 1.0).item() == pytest.approx(
+        KL_34_U / 2, abs=1e-9
+    )
 
 
-@pytest.mark.parametrize("s_hw,t_hw,kind", [(16, 8, torch.nn.Conv2d), (4, 8, torch.nn.ConvTranspose2d),
-                                             (8, 8, torch.nn.Conv2d), (9, 8, torch.nn.Conv2d)])
+@pytest.mark.parametrize(
+    "s_hw,t_hw,kind",
+    [
+        (16, 8, torch.nn.Conv2d),
+        (4, 8, torch.nn.ConvTranspose2d),
+        (8, 8, torch.nn.Conv2d),
+        (9, 8, torch.nn.Conv2d),
+    ],
+)
 def test_convreg_shapes(s_hw: int, t_hw: int, kind: type) -> None:
     reg = ConvReg((2, 6, s_hw, s_hw), (2, 10, t_hw, t_hw))
     assert type(reg.conv) is kind

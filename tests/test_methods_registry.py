@@ -8,6 +8,7 @@ are checked by their own tests. If the default context is refused
 (KdpipeError: e.g. a method that takes exactly one teacher, or a default K larger than 4 classes),
 the test falls back to 1 teacher, then 10 classes, then both, and checks the contract there.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,8 +34,15 @@ def _probe_assets(ctx: Context) -> dict:
     """A probe table choosing teacher 0 for every student stage."""
     K = ctx.source.num_teachers if ctx.source is not None else 1
     names, layers = [f"teacher{k}" for k in range(K)], list(range(-len(ctx.student.stage_channels), 0))
-    return {"probes": {"teachers": names, "layers": layers, "acc": [[0.0] * len(layers) for _ in names],
-                       "choice": [0] * len(layers)}, "teacher_names": names}
+    return {
+        "probes": {
+            "teachers": names,
+            "layers": layers,
+            "acc": [[0.0] * len(layers) for _ in names],
+            "choice": [0] * len(layers),
+        },
+        "teacher_names": names,
+    }
 
 
 def _factor_assets(ctx: Context) -> dict:
@@ -45,23 +53,45 @@ def _factor_assets(ctx: Context) -> dict:
 
 def _professor_assets(ctx: Context) -> dict:
     """A fresh (random, eval-mode) professor per teacher."""
-    return {"professor": [ProfessorNet(ctx.num_classes, ProfessorParams()).eval() for _ in range(ctx.source.num_teachers)]}
+    return {
+        "professor": [
+            ProfessorNet(ctx.num_classes, ProfessorParams()).eval() for _ in range(ctx.source.num_teachers)
+        ]
+    }
 
 
-ASSETS = {"gpac": _probe_assets, "ie_kd": _factor_assets, "professor": _professor_assets}  # method -> ctx -> assets
+ASSETS = {
+    "gpac": _probe_assets,
+    "ie_kd": _factor_assets,
+    "professor": _professor_assets,
+}  # method -> ctx -> assets
 
 
 def _batch(num_classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(B, 1, SIZE, SIZE, generator=g), torch.randint(0, num_classes, (B,), generator=g), torch.arange(B)
+    return (
+        torch.randn(B, 1, SIZE, SIZE, generator=g),
+        torch.randint(0, num_classes, (B,), generator=g),
+        torch.arange(B),
+    )
 
 
 def _context(name: str, teachers: int, classes: int, with_source: bool = True) -> Context:
     torch.manual_seed(0)
-    make = lambda: create_model("resnet8", classes, 1)
+
+    def make():
+        return create_model("resnet8", classes, 1)
+
     source = OnlineTeachers([make() for _ in range(teachers)]) if with_source else None
-    ctx = Context(student=make(), source=source, num_classes=classes, in_channels=1, input_size=SIZE, epochs=2,
-                  make_student=make)
+    ctx = Context(
+        student=make(),
+        source=source,
+        num_classes=classes,
+        in_channels=1,
+        input_size=SIZE,
+        epochs=2,
+        make_student=make,
+    )
     if name in ASSETS:
         ctx.assets = ASSETS[name](ctx)
     return ctx
@@ -87,8 +117,12 @@ def test_knowledge_jobs_are_flagged_and_not_student_methods() -> None:
     jobs = {n for n, c in REGISTRY.items() if c.job}
     assert jobs == {"professor_job", "probes_job", "factor_job"} and not jobs & set(STUDENT_METHODS)
     assert {REGISTRY[n].kind for n in jobs} == {"professor", "probes", "factor"}
-    with pytest.raises(KdpipeError, match="not a base KD method"):  # a job cannot be the professor's base either
-        build_method("professor", _context("professor", 1, 4), REGISTRY["professor"].Params(base="factor_job"))
+    with pytest.raises(
+        KdpipeError, match="not a base KD method"
+    ):  # a job cannot be the professor's base either
+        build_method(
+            "professor", _context("professor", 1, 4), REGISTRY["professor"].Params(base="factor_job")
+        )
 
 
 @pytest.mark.parametrize("name", STUDENT_METHODS)
@@ -108,7 +142,9 @@ def test_method_contract(name: str) -> None:
     teacher = _teacher_params(ctx)
     assert not trainable & {id(q) for q in teacher}, f"{name}: teacher parameters are trainable"
     assert all(q.grad is None for q in teacher), f"{name}: a teacher parameter got a gradient"
-    assert all(q.grad is not None for q in ctx.student.parameters()), f"{name}: a student parameter got no gradient"
+    assert all(q.grad is not None for q in ctx.student.parameters()), (
+        f"{name}: a student parameter got no gradient"
+    )
     stray = [n for n, q in method.named_parameters() if q.grad is not None and id(q) not in trainable]
     assert not stray, f"{name}: gradients outside trainable_parameters: {stray[:3]}"
     assert method.exported(), f"{name}: exports nothing"
@@ -130,9 +166,13 @@ def test_teachers_stay_frozen_and_in_eval(name: str) -> None:
         assert math.isfinite(out["loss"].item())
     method.train()
     assert all(not m.training for m in ctx.source.modules()), f"{name}: a teacher module is in train mode"
-    assert all(not q.requires_grad for q in ctx.source.parameters()), f"{name}: a teacher parameter requires grad"
+    assert all(not q.requires_grad for q in ctx.source.parameters()), (
+        f"{name}: a teacher parameter requires grad"
+    )
     after = ctx.source.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before), f"{name}: teacher weights or BN statistics moved"
+    assert all(torch.equal(before[k], after[k]) for k in before), (
+        f"{name}: teacher weights or BN statistics moved"
+    )
 
 
 @pytest.mark.parametrize("name", [n for n in STUDENT_METHODS if not REGISTRY[n].needs_teachers])
@@ -157,11 +197,17 @@ def test_cached_targets_equal_online_teacher_outputs() -> None:
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(3)
-    data = {"train_x": torch.randint(0, 256, (20, 1, SIZE, SIZE), dtype=torch.uint8, generator=g),
-            "train_y": torch.randint(0, 4, (20,), generator=g),
-            "val_x": torch.randint(0, 256, (6, 1, SIZE, SIZE), dtype=torch.uint8, generator=g),
-            "val_y": torch.randint(0, 4, (6,), generator=g), "mean": [0.5], "std": [0.25], "class_names": list("abcd"),
-            "pad": 0, "flip": False}
+    data = {
+        "train_x": torch.randint(0, 256, (20, 1, SIZE, SIZE), dtype=torch.uint8, generator=g),
+        "train_y": torch.randint(0, 4, (20,), generator=g),
+        "val_x": torch.randint(0, 256, (6, 1, SIZE, SIZE), dtype=torch.uint8, generator=g),
+        "val_y": torch.randint(0, 4, (6,), generator=g),
+        "mean": [0.5],
+        "std": [0.25],
+        "class_names": list("abcd"),
+        "pad": 0,
+        "flip": False,
+    }
     teachers = [create_model("resnet8", 4, 1) for _ in range(2)]
     for t in teachers:  # non-trivial BN statistics, so eval mode matters
         t.train()(torch.randn(16, 1, SIZE, SIZE) * 2 + 1)
@@ -186,13 +232,20 @@ def test_dml_loss_by_parts_and_every_peer_exported() -> None:
     ctx = _context("dml", 2, 4, with_source=False)
     m = build_method("dml", ctx, _params("dml", peers=3))
     ex = m.exported()
-    assert list(ex) == ["", "_peer1", "_peer2"] and len({id(v) for v in ex.values()}) == 3 and ex[""] is ctx.student
+    assert (
+        list(ex) == ["", "_peer1", "_peer2"]
+        and len({id(v) for v in ex.values()}) == 3
+        and ex[""] is ctx.student
+    )
     m.eval()  # deterministic forward (BN running stats) so the direct computation sees the same logits
     batch = _batch(4)
     out = m(batch, 0)
     z = [p(batch[0]) for p in m.peers]
     # L = Σ_k [CE_k + (1/2)·Σ_{j≠k} KL(p_j ‖ p_k)] at τ = 1, w = 1
-    want = sum(F.cross_entropy(z[k], batch[1]) + sum(kd_kl(z[k], z[j], 1.0) for j in range(3) if j != k) / 2 for k in range(3))
+    want = sum(
+        F.cross_entropy(z[k], batch[1]) + sum(kd_kl(z[k], z[j], 1.0) for j in range(3) if j != k) / 2
+        for k in range(3)
+    )
     assert out["loss"].item() == pytest.approx(want.item(), rel=1e-5)
     with pytest.raises(KdpipeError, match="dml.peers: must be >= 2"):  # refused when params load
         from_dict(REGISTRY["dml"].Params, {"peers": 1}, "dml")
@@ -205,7 +258,8 @@ def test_fitnet_connector_trains_but_is_not_exported() -> None:
     ids = {id(q) for q in m.trainable_parameters()}
     assert all(id(q) in ids for q in m.connector.parameters())
     assert not any(k.startswith("connector") for k in m.exported()[""].state_dict())
-    # resnet8 stage 2 (index 1) is 32 channels at 8x8 for a 16x16 input in student and teacher alike -> 1x1 conv
+    # resnet8 stage 2 (index 1) is 32 channels at 8x8 for a 16x16 input in student and teacher alike -> 1x1
+    # conv
     assert m.connector.regs[0].conv.kernel_size == (1, 1)
     mt = build_method("fitnet", _context("fitnet", 2, 4), _params("fitnet", teacher=-1))
     assert len(mt.connector.regs) == 2 and math.isfinite(mt(_batch(4), 0)["hint"].item())
@@ -239,17 +293,34 @@ def test_dkd_warmup_rises_per_step_with_fit_progress() -> None:
     assert ramps == pytest.approx(want, rel=1e-5)
     # a warm-up shorter than one epoch is possible: W = 0.5 reaches full weight at mid-epoch
     short = build_method("dkd", ctx, _params("dkd", warmup=0.5))
-    assert (short.ramp(0.25), short.ramp(0.5), short.ramp(1.0)) == (0.5, 1.0, 1.0)  # (1/4)/0.5, (2/4)/0.5, capped
+    assert (short.ramp(0.25), short.ramp(0.5), short.ramp(1.0)) == (
+        0.5,
+        1.0,
+        1.0,
+    )  # (1/4)/0.5, (2/4)/0.5, capped
 
 
-@pytest.mark.parametrize("method, key, value, bound", [
-    ("kd", "temperature", 0.0, "> 0"), ("kd", "alpha", 1.5, "<= 1"), ("dkd", "beta", -1.0, ">= 0"),
-    ("dml", "peers", 1, ">= 2"), ("gpac", "rho_max", 2.0, "<= 1"), ("gpac", "beta_breakpoints", [0.5, 1.5], "<= 1"),
-    ("ie_kd", "split", 1.0, "< 1"), ("ie_dml", "factor_channels", 0, ">= 1"), ("tolerant", "k", 1, ">= 2"),
-    ("tolerant", "eta", -0.1, ">= 0"), ("generation", "lam", 2.0, "<= 1"), ("professor", "joint_weight", 1.1, "<= 1"),
-    ("ce", "label_smoothing", 1.0, "< 1"), ("professor_job", "lr", 0.0, "> 0"), ("factor_job", "channels", 0, ">= 1"),
-    ("probes_job", "epochs", 0, ">= 1"),
-])
+@pytest.mark.parametrize(
+    "method, key, value, bound",
+    [
+        ("kd", "temperature", 0.0, "> 0"),
+        ("kd", "alpha", 1.5, "<= 1"),
+        ("dkd", "beta", -1.0, ">= 0"),
+        ("dml", "peers", 1, ">= 2"),
+        ("gpac", "rho_max", 2.0, "<= 1"),
+        ("gpac", "beta_breakpoints", [0.5, 1.5], "<= 1"),
+        ("ie_kd", "split", 1.0, "< 1"),
+        ("ie_dml", "factor_channels", 0, ">= 1"),
+        ("tolerant", "k", 1, ">= 2"),
+        ("tolerant", "eta", -0.1, ">= 0"),
+        ("generation", "lam", 2.0, "<= 1"),
+        ("professor", "joint_weight", 1.1, "<= 1"),
+        ("ce", "label_smoothing", 1.0, "< 1"),
+        ("professor_job", "lr", 0.0, "> 0"),
+        ("factor_job", "channels", 0, ">= 1"),
+        ("probes_job", "epochs", 0, ">= 1"),
+    ],
+)
 def test_out_of_range_method_params_are_refused_when_params_load(method, key, value, bound) -> None:
     with pytest.raises(KdpipeError, match=re.escape(f"students.s.{method}.{key}: must be {bound}")):
         from_dict(REGISTRY[method].Params, {key: value}, f"students.s.{method}")

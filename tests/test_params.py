@@ -47,12 +47,14 @@ def test_wrong_type_names_key(tmp_path):
 def test_method_block_is_parsed_strictly(tmp_path):
     ok = write(
         tmp_path,
-        "teachers: {t: {arch: resnet8}}\nstudents:\n  s: {arch: resnet8, method: kd, teachers: [t], kd: {temperature: 2}}\n",
+        "teachers: {t: {arch: resnet8}}\nstudents:\n  s: {arch: resnet8, method: kd, teachers: [t], kd: "
+        "{temperature: 2}}\n",
     )
     assert load_params(ok).students["s"].args.temperature == 2.0  # int accepted for a float field
     bad = write(
         tmp_path,
-        "teachers: {t: {arch: resnet8}}\nstudents:\n  s: {arch: resnet8, method: kd, teachers: [t], kd: {temprature: 2}}\n",
+        "teachers: {t: {arch: resnet8}}\nstudents:\n  s: {arch: resnet8, method: kd, teachers: [t], kd: "
+        "{temprature: 2}}\n",
     )
     with pytest.raises(KdpipeError, match=r"students.s.kd.temprature: unknown key"):
         load_params(bad)
@@ -88,8 +90,8 @@ def test_duplicate_names_and_generation_needs_one_teacher():
 
 
 def test_every_profile_generates_a_dvc_yaml_whose_params_exist(tmp_path):
-    """`kdpipe dvc-yaml` works for every shipped profile, and every params key a stage tracks is in it (DVC refuses
-    absent keys); the committed dvc.yaml is the one params.yaml calls for."""
+    """`kdpipe dvc-yaml` works for every shipped profile, and every params key a stage tracks is in it (DVC
+    refuses absent keys); the committed dvc.yaml is the one params.yaml calls for."""
     from stages.dvc_yaml import expected
 
     def has(raw: dict, dotted: str) -> bool:

@@ -1,4 +1,6 @@
-"""Professor model: losses by hand, networks, gradient routing, training, strategies, online vs cached, stage."""
+"""Professor model: losses by hand, networks, gradient routing, training, strategies, online vs cached,
+stage."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,12 +49,16 @@ def test_losses_by_hand() -> None:
     assert L.adv_disc_loss(torch.zeros(2, 1), torch.zeros(3, 1)).item() == pytest.approx(2 * LN2)
     assert L.adv_disc_loss(torch.zeros(0, 1), torch.zeros(3, 1)).item() == pytest.approx(LN2)
     # D(real) = ln 3 -> sigmoid = 3/4 -> −ln(3/4); D(fake) = 0 -> ln 2
-    assert L.adv_disc_loss(torch.tensor([[math.log(3)]]), torch.zeros(1, 1)).item() == pytest.approx(-math.log(0.75) + LN2)
-    # mixture of [3/4, 1/4] and [1/4, 3/4] with w = 1/2 is [1/2, 1/2]; w = 1 is the teacher, w = 0 the professor
+    assert L.adv_disc_loss(torch.tensor([[math.log(3)]]), torch.zeros(1, 1)).item() == pytest.approx(
+        -math.log(0.75) + LN2
+    )
+    # mixture of [3/4, 1/4] and [1/4, 3/4] with w = 1/2 is [1/2, 1/2]; w = 1 is the teacher, w = 0 the
+    # professor
     zq = torch.tensor([[0.0, math.log(3)]])
     for w, expect in ((0.5, [0.5, 0.5]), (1.0, [0.75, 0.25]), (0.0, [0.25, 0.75]), (0.25, [0.375, 0.625])):
         torch.testing.assert_close((L.mix_logits(zt, zq, w, 1.0) / 1.0).softmax(1), torch.tensor([expect]))
-    # at τ = 4 the mixture is taken of the tempered distributions: softmax(mix/4) = w·p^4(z_t) + (1−w)·p^4(z_q)
+    # at τ = 4 the mixture is taken of the tempered distributions: softmax(mix/4) = w·p^4(z_t) +
+    # (1−w)·p^4(z_q)
     m = 0.3 * (zt / 4).softmax(1) + 0.7 * (zq / 4).softmax(1)
     torch.testing.assert_close((L.mix_logits(zt, zq, 0.3, 4.0) / 4).softmax(1), m)
 
@@ -60,8 +66,8 @@ def test_losses_by_hand() -> None:
 def test_joint_mixture_has_the_gradients_of_the_weighted_kls() -> None:
     zs = torch.randn(6, 5, requires_grad=True)
     zt, zp, w, tau = torch.randn(6, 5) * 3, torch.randn(6, 5) * 3, 0.3, 4.0
-    g_mix, = torch.autograd.grad(kd_kl(zs, L.mix_logits(zt, zp, w, tau), tau), zs)
-    g_sum, = torch.autograd.grad(w * kd_kl(zs, zt, tau) + (1 - w) * kd_kl(zs, zp, tau), zs)
+    (g_mix,) = torch.autograd.grad(kd_kl(zs, L.mix_logits(zt, zp, w, tau), tau), zs)
+    (g_sum,) = torch.autograd.grad(w * kd_kl(zs, zt, tau) + (1 - w) * kd_kl(zs, zp, tau), zs)
     torch.testing.assert_close(g_mix, g_sum)
 
 
@@ -72,12 +78,17 @@ def test_target_metrics_by_hand() -> None:
     m = target_metrics(zp, zt, y, 1.0)
     # top-1: teacher argmax [0, 0 (tie -> first)] -> 1.0; refined [0 (tie), 1] -> 0.5
     assert m["teacher_top1"] == 1.0 and m["refined_top1"] == 0.5
-    # KL([.5,.5]‖[.75,.25]) = .5 ln(.5/.75) + .5 ln(.5/.25) = 0.143841; KL([.25,.75]‖[.5,.5]) = .25 ln .5 + .75 ln 1.5 = 0.130812
+    # KL([.5,.5]‖[.75,.25]) = .5 ln(.5/.75) + .5 ln(.5/.25) = 0.143841; KL([.25,.75]‖[.5,.5]) = .25 ln .5 +
+    # .75 ln 1.5 = 0.130812
     assert m["kl_refined_teacher"] == pytest.approx((0.143841 + 0.130812) / 2, abs=1e-5)
-    assert math.isnan(m["nontarget_corr"])  # one non-target class: correlation undefined, every sample left out
+    assert math.isnan(
+        m["nontarget_corr"]
+    )  # one non-target class: correlation undefined, every sample left out
     y4 = torch.tensor([0, 0])
     pt = torch.tensor([[0.4, 0.1, 0.2, 0.3], [0.4, 0.1, 0.2, 0.3]])
-    pp = torch.tensor([[0.7, 0.05, 0.1, 0.15], [0.7, 0.15, 0.1, 0.05]])  # non-targets ∝ teacher's, then reversed
+    pp = torch.tensor(
+        [[0.7, 0.05, 0.1, 0.15], [0.7, 0.15, 0.1, 0.05]]
+    )  # non-targets ∝ teacher's, then reversed
     r = target_metrics(pp.log(), pt.log(), y4, 1.0)["nontarget_corr"]
     assert r == pytest.approx((1.0 + -1.0) / 2, abs=1e-6)  # r = +1 and r = −1
 
@@ -100,13 +111,24 @@ def test_each_part_reaches_only_its_own_parameters() -> None:
     torch.manual_seed(0)
     c, b = 5, 16
     zt, y = torch.randn(b, c) * 3, torch.arange(b) % c
-    tr = ProfessorTrainer(Context(student=ProfessorNet(c, ProfessorParams()), source=CachedLogits(zt[None]), num_classes=c),
-                          ProfessorParams()).train()
+    tr = ProfessorTrainer(
+        Context(student=ProfessorNet(c, ProfessorParams()), source=CachedLogits(zt[None]), num_classes=c),
+        ProfessorParams(),
+    ).train()
     out = tr((torch.zeros(b, 1), y, torch.arange(b)), 0)
     assert 0 < int((zt.argmax(1) == y).sum()) < b  # both real and fake samples reach D_p
-    groups = {g: [q for n, q in tr.named_parameters() if n.startswith(g)] for g in ("student.encoder", "student.generator", "d_z", "d_p")}
-    expect = {"rec": {"student.encoder", "student.generator"}, "acc_ce": {"student.encoder", "student.generator"},
-              "adv_z": {"student.encoder"}, "adv_p": {"student.encoder", "student.generator"}, "disc_z": {"d_z"}, "disc_p": {"d_p"}}
+    groups = {
+        g: [q for n, q in tr.named_parameters() if n.startswith(g)]
+        for g in ("student.encoder", "student.generator", "d_z", "d_p")
+    }
+    expect = {
+        "rec": {"student.encoder", "student.generator"},
+        "acc_ce": {"student.encoder", "student.generator"},
+        "adv_z": {"student.encoder"},
+        "adv_p": {"student.encoder", "student.generator"},
+        "disc_z": {"d_z"},
+        "disc_p": {"d_p"},
+    }
     for part, owners in expect.items():
         for g, qs in groups.items():
             grads = torch.autograd.grad(out[part], qs, retain_graph=True, allow_unused=True)
@@ -114,8 +136,10 @@ def test_each_part_reaches_only_its_own_parameters() -> None:
             assert reached == (g in owners), f"{part} {'does not reach' if g in owners else 'reaches'} {g}"
     # the total's gradient on each discriminator is exactly its own loss's gradient
     for g, part in (("d_z", "disc_z"), ("d_p", "disc_p")):
-        for a, b_ in zip(torch.autograd.grad(out["loss"], groups[g], retain_graph=True),
-                         torch.autograd.grad(out[part], groups[g], retain_graph=True)):
+        for a, b_ in zip(
+            torch.autograd.grad(out["loss"], groups[g], retain_graph=True),
+            torch.autograd.grad(out[part], groups[g], retain_graph=True),
+        ):
             torch.testing.assert_close(a, b_)
     # frozen_call leaves the discriminator's BN running statistics alone
     before = tr.d_z[1].running_mean.clone()
@@ -125,9 +149,15 @@ def test_each_part_reaches_only_its_own_parameters() -> None:
 
 def _train(zt: torch.Tensor, y: torch.Tensor, p: ProfessorParams) -> ProfessorNet:
     c = zt.shape[1]
-    tr = ProfessorTrainer(Context(student=ProfessorNet(c, p), source=CachedLogits(zt[None]), num_classes=c, epochs=p.epochs), p)
+    tr = ProfessorTrainer(
+        Context(student=ProfessorNet(c, p), source=CachedLogits(zt[None]), num_classes=c, epochs=p.epochs), p
+    )
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    fit(tr, Loaders([(torch.zeros(len(i), 1), y[i], i) for i in order.split(64)]), OptimParams(**p.optim_args()))
+    fit(
+        tr,
+        Loaders([(torch.zeros(len(i), 1), y[i], i) for i in order.split(64)]),
+        OptimParams(**p.optim_args()),
+    )
     return tr.student.eval()
 
 
@@ -143,7 +173,8 @@ def test_without_ce_and_adversarial_terms_the_professor_reproduces_the_teacher()
 
 
 def _wrong_teacher(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """5 classes; the teacher's boost goes to the true class on ~70 % of samples, to the next class otherwise."""
+    """5 classes; the teacher's boost goes to the true class on ~70 % of samples, to the next class
+    otherwise."""
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % 5
     zt = torch.randn(n, 5, generator=g) * 2
@@ -180,31 +211,47 @@ def _step(method, batch, epoch: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
 @pytest.mark.parametrize("base,args", [("kd", {"temperature": 4.0, "alpha": 0.9}), ("dkd", {"warmup": 0.0})])
 def test_strategies_reduce_to_the_base_method_when_the_professor_is_the_identity(base, args) -> None:
     torch.manual_seed(0)
-    student, teacher = nn.Sequential(nn.Flatten(), nn.Linear(16, 5)), nn.Sequential(nn.Flatten(), nn.Linear(16, 5))
+    student, teacher = (
+        nn.Sequential(nn.Flatten(), nn.Linear(16, 5)),
+        nn.Sequential(nn.Flatten(), nn.Linear(16, 5)),
+    )
     batch = (torch.randn(8, 1, 4, 4), torch.arange(8) % 5, torch.arange(8))
 
     def ctx(prof=None):
-        return Context(student=student, source=OnlineTeachers([teacher]), num_classes=5, epochs=4,
-                       assets={} if prof is None else {"professor": [prof]})
+        return Context(
+            student=student,
+            source=OnlineTeachers([teacher]),
+            num_classes=5,
+            epochs=4,
+            assets={} if prof is None else {"professor": [prof]},
+        )
 
     plain = REGISTRY[base](ctx(), dataclasses.replace(REGISTRY[base].Params(), **args))
     ref_loss, ref_grads = _step(plain, batch, 3)
     P = REGISTRY["professor"].Params
     for strategy in ("replace", "joint", "curriculum"):
-        m = build_method("professor", ctx(Identity()), P(strategy=strategy, joint_weight=0.3, base=base, base_args=args))
+        m = build_method(
+            "professor", ctx(Identity()), P(strategy=strategy, joint_weight=0.3, base=base, base_args=args)
+        )
         for epoch in (0, 3):  # curriculum: teacher in epochs 0-1, professor in 2-3
             loss, grads = _step(m, batch, epoch)  # dkd: warmup 0, no epoch dependence
             torch.testing.assert_close(loss, ref_loss)
             for a, b in zip(grads, ref_grads):
                 torch.testing.assert_close(a, b)
     # with a professor that differs from the teacher, each strategy picks the right target
-    neg_source = CachedLogits(-teacher(batch[0]).detach()[None])  # what a negating professor yields, idx = arange
-    neg = REGISTRY[base](Context(student=student, source=neg_source, num_classes=5, epochs=4),
-                         dataclasses.replace(REGISTRY[base].Params(), **args))
+    neg_source = CachedLogits(
+        -teacher(batch[0]).detach()[None]
+    )  # what a negating professor yields, idx = arange
+    neg = REGISTRY[base](
+        Context(student=student, source=neg_source, num_classes=5, epochs=4),
+        dataclasses.replace(REGISTRY[base].Params(), **args),
+    )
     cur = build_method("professor", ctx(Negate()), P(strategy="curriculum", base=base, base_args=args))
     assert cur.mode(1) == "teacher" and cur.mode(2) == "professor"
     torch.testing.assert_close(_step(cur, batch, 1)[0], ref_loss)  # teacher phase
-    torch.testing.assert_close(_step(cur, batch, 2)[0], _step(neg, batch, 2)[0])  # professor phase = KD from −z_t
+    torch.testing.assert_close(
+        _step(cur, batch, 2)[0], _step(neg, batch, 2)[0]
+    )  # professor phase = KD from −z_t
     rep = build_method("professor", ctx(Negate()), P(strategy="replace", base=base, base_args=args))
     torch.testing.assert_close(_step(rep, batch, 3)[0], _step(neg, batch, 3)[0])
 
@@ -221,7 +268,8 @@ def test_method_refuses_missing_assets_and_feature_methods() -> None:
 
 
 def _trained_bn(module: nn.Module, *inputs: torch.Tensor) -> nn.Module:
-    """Give BN layers non-trivial running statistics, so eval mode matters; returns the module in eval mode."""
+    """Give BN layers non-trivial running statistics, so eval mode matters; returns the module in eval
+    mode."""
     module.train()(*inputs)
     return module.eval()
 
@@ -233,14 +281,30 @@ def test_online_and_cached_refined_targets_are_identical(tmp_path, tiny_data) ->
     teacher = _trained_bn(create_model("resnet8", 4, 1), torch.randn(16, 1, 16, 16) * 2 + 1)
     net = _trained_bn(ProfessorNet(4, ProfessorParams()), torch.randn(16, 4) * 3, torch.arange(16) % 4)
     path = tmp_path / "professor" / "t.pt"
-    checkpoint.save(checkpoint.make_artifact(net, kind="professor", name="t", params=to_dict(ProfessorParams()), metrics={},
-                                             num_classes=4, teacher="t"), path)
+    checkpoint.save(
+        checkpoint.make_artifact(
+            net,
+            kind="professor",
+            name="t",
+            params=to_dict(ProfessorParams()),
+            metrics={},
+            num_classes=4,
+            teacher="t",
+        ),
+        path,
+    )
     plain = {s: make_loader(tiny_data, s, batch_size=100) for s in ("train", "val")}
     tables = refine_splits(ProfessorSource(OnlineTeachers([teacher]), [net]), plain, 4)
-    assert tables["train"].shape == (448, 4) and tables["val"].shape == (64, 4) and tables["train"].dtype == torch.float32
+    assert (
+        tables["train"].shape == (448, 4)
+        and tables["val"].shape == (64, 4)
+        and tables["train"].dtype == torch.float32
+    )
     checkpoint.save({"train": tables["train"], "val": tables["val"]}, targets_file(path))
     loaded, art = load_professor(path)
-    assert art["teacher"] == "t" and all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
+    assert art["teacher"] == "t" and all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values())
+    )
     loader = make_loader(tiny_data, "train", batch_size=32, train=True)  # shuffled, un-augmented
     teacher_table = infer(teacher, make_loader(tiny_data, "train", batch_size=64))
     online = refined_source(OnlineTeachers([teacher]), [path])  # loads the artifact
@@ -250,8 +314,12 @@ def test_online_and_cached_refined_targets_are_identical(tmp_path, tiny_data) ->
         torch.testing.assert_close(online.logits(batch), cached.logits(batch), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("augment", [True, False])  # online teacher on augmented batches / teacher logits computed once
-def test_refine_targets_stage_writes_artifact_targets_and_metrics(tmp_path, monkeypatch, tiny_data, make_artifact, augment) -> None:
+@pytest.mark.parametrize(
+    "augment", [True, False]
+)  # online teacher on augmented batches / teacher logits computed once
+def test_refine_targets_stage_writes_artifact_targets_and_metrics(
+    tmp_path, monkeypatch, tiny_data, make_artifact, augment
+) -> None:
     from typer.testing import CliRunner
 
     from stages import app, load_all
@@ -262,14 +330,24 @@ def test_refine_targets_stage_writes_artifact_targets_and_metrics(tmp_path, monk
     checkpoint.save(tiny_data, "data/prepared/data.pt")
     (tmp_path / "models/teachers").mkdir(parents=True)
     teacher.rename(tmp_path / "models/teachers/t.pt")
-    params = {"base": {"device": "cpu"}, "data": {"source": "synthetic"}, "teachers": {"t": {"arch": "resnet8"}},
-              "professor": {"epochs": 1, "batch_size": 128, "augment": augment}}
+    params = {
+        "base": {"device": "cpu"},
+        "data": {"source": "synthetic"},
+        "teachers": {"t": {"arch": "resnet8"}},
+        "professor": {"epochs": 1, "batch_size": 128, "augment": augment},
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     res = CliRunner().invoke(app, ["refine-targets", "t"])
     assert res.exit_code == 0, res.output
     net, art = load_professor("models/knowledge/professor/t.pt")
-    assert art["teacher_sha256"] == checkpoint.sha256("models/teachers/t.pt") and isinstance(net, ProfessorNet)
-    assert art["kind"] == "professor" and art["metrics"]["val/refined_top1"] >= 0 and "teachers" not in art["params"]
+    assert art["teacher_sha256"] == checkpoint.sha256("models/teachers/t.pt") and isinstance(
+        net, ProfessorNet
+    )
+    assert (
+        art["kind"] == "professor"
+        and art["metrics"]["val/refined_top1"] >= 0
+        and "teachers" not in art["params"]
+    )
     targets = torch.load("models/knowledge/professor/t.targets.pt", weights_only=True)
     assert targets["train"].shape == (448, 4) and targets["val"].shape == (64, 4)
     assert targets["professor_sha256"] == checkpoint.sha256("models/knowledge/professor/t.pt")

@@ -3,6 +3,7 @@
 Tiny hand-built models only: a mobile block (depthwise conv, hardswish, squeeze-excitation, channel
 shuffle) at 16x16 and a 2-layer model whose INT8 version loses its signal by construction.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,7 +40,9 @@ class MobileBlock(nn.Module):
         self.stem = nn.Conv2d(3, c, 3, padding=1)
         self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
         self.act = nn.Hardswish()
-        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, 4, 1), nn.ReLU(), nn.Conv2d(4, c, 1), nn.Hardsigmoid())
+        self.se = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, 4, 1), nn.ReLU(), nn.Conv2d(4, c, 1), nn.Hardsigmoid()
+        )
         self.fc = nn.Linear(c, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,8 +53,14 @@ class MobileBlock(nn.Module):
         return self.fc(h.mean((2, 3)))
 
 
-ART = {"arch": "mobile_block", "class_names": ["a", "b", "c"], "input_size": 16, "in_channels": 3,
-       "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+ART = {
+    "arch": "mobile_block",
+    "class_names": ["a", "b", "c"],
+    "input_size": 16,
+    "in_channels": 3,
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.25, 0.25, 0.25],
+}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +71,9 @@ def mobile(tmp_path_factory):
     paths = [d / "a.onnx", d / "b.onnx"]
     for p in paths:
         export_onnx(model, ART, "0" * 64, p)
-    images = torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    images = torch.randint(
+        0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
     return {"model": model, "paths": paths, "images": images, "dir": d}
 
 
@@ -74,9 +85,13 @@ def test_export_is_byte_identical_and_has_no_local_paths(mobile):
     a, b = mobile["paths"]
     assert _sha(a) == _sha(b)
     raw = a.read_bytes()
-    for leak in (str(ROOT).encode(), b"site-packages", b'File "', b".py\""):
+    for leak in (str(ROOT).encode(), b"site-packages", b'File "', b'.py"'):
         assert leak not in raw, leak
-    assert {p.key for p in onnx.load(str(a)).metadata_props} >= {"kdpipe_format", "arch", "source_sha256"}  # ours stay
+    assert {p.key for p in onnx.load(str(a)).metadata_props} >= {
+        "kdpipe_format",
+        "arch",
+        "source_sha256",
+    }  # ours stay
 
 
 def test_mobile_block_exports_with_parity_and_quantizes(mobile, tmp_path):
@@ -113,11 +128,23 @@ def test_keep_rules_find_the_mobile_parts(mobile, tmp_path):
 
 def test_family_of_and_recipe_for():
     assert family_of("resnet8") == "resnet_cifar" and family_of("tv_resnet18") == "resnet"
-    assert family_of("mobilenet_v3_small") == "mobilenet_v3" and family_of("shufflenet_v2_x0_5") == "shufflenet_v2"
+    assert (
+        family_of("mobilenet_v3_small") == "mobilenet_v3"
+        and family_of("shufflenet_v2_x0_5") == "shufflenet_v2"
+    )
     assert family_of("something_new") == "default"
     assert recipe_for("efficientnet_b0").name == "efficientnet" and recipe_for("resnet8", "manual") is None
-    assert set(RECIPES) >= {"resnet", "resnet_cifar", "mobilenet_v2", "mobilenet_v3", "shufflenet_v2", "efficientnet",
-                            "regnet", "convnext", "default"}
+    assert set(RECIPES) >= {
+        "resnet",
+        "resnet_cifar",
+        "mobilenet_v2",
+        "mobilenet_v3",
+        "shufflenet_v2",
+        "efficientnet",
+        "regnet",
+        "convnext",
+        "default",
+    }
     with pytest.raises(Exception, match="not an INT8 recipe"):
         recipe_for("resnet8", "nope")
 
@@ -125,7 +152,8 @@ def test_family_of_and_recipe_for():
 class Drowned(nn.Module):
     """Channel 0 carries the class (sign of the mean of input channel 0 minus 0.5); channel 1 is input
     channel 1 x 2000. Per-tensor INT8 of the shared feature map has a step of ~2000/255 ~ 8, so the signal
-    channel (|v| <= 0.5) rounds to 0 and INT8 top-1 falls to chance, unless the head and its producer stay fp32."""
+    channel (|v| <= 0.5) rounds to 0 and INT8 top-1 falls to chance, unless the head and its producer stay
+    fp32."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -145,20 +173,40 @@ def _drowned_data(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 2, (n,), generator=g)
     x = torch.randint(0, 256, (n, 2, 4, 4), generator=g, dtype=torch.uint8)
-    x[:, 0] = torch.where(y.view(-1, 1, 1) == 0, 200, 50).to(torch.uint8)  # class 0: mean > 0.5, class 1: < 0.5
+    x[:, 0] = torch.where(y.view(-1, 1, 1) == 0, 200, 50).to(
+        torch.uint8
+    )  # class 0: mean > 0.5, class 1: < 0.5
     return x, y.numpy()
 
 
 def test_budget_fallback_keeps_the_sensitive_nodes_fp32(tmp_path):
-    art = {"arch": "drowned", "class_names": ["p", "n"], "input_size": 4, "in_channels": 2, "mean": [0.0, 0.0], "std": [1.0, 1.0]}
+    art = {
+        "arch": "drowned",
+        "class_names": ["p", "n"],
+        "input_size": 4,
+        "in_channels": 2,
+        "mean": [0.0, 0.0],
+        "std": [1.0, 1.0],
+    }
     f32 = tmp_path / "d.onnx"
     export_onnx(Drowned().eval(), art, "0" * 64, f32)
     calib, _ = _drowned_data(64, 0)
     vx, vy = _drowned_data(64, 1)
-    info = quantize_within_budget(f32, tmp_path / "d.int8.onnx", calib, to_unit(vx), vy, Recipe("plain", keep=()),
-                                  max_drop=0.5, max_tries=3, n=64)
+    info = quantize_within_budget(
+        f32,
+        tmp_path / "d.int8.onnx",
+        calib,
+        to_unit(vx),
+        vy,
+        Recipe("plain", keep=()),
+        max_drop=0.5,
+        max_tries=3,
+        n=64,
+    )
     steps = info["fallback"]["steps"]
-    assert steps[0]["val_drop_points"] > 20  # fp32 is 100 % right; INT8 of the drowned signal near chance (50 %)
+    assert (
+        steps[0]["val_drop_points"] > 20
+    )  # fp32 is 100 % right; INT8 of the drowned signal near chance (50 %)
     assert info["within_budget"] and info["val_drop_points"] <= 0.5
     assert len(info["fp32_nodes"]) >= 2 and info["fallback"]["tries"] >= 1  # head + the conv feeding it
     zq = run_logits(make_session(tmp_path / "d.int8.onnx", threads=1)[0], to_unit(vx))
@@ -167,16 +215,36 @@ def test_budget_fallback_keeps_the_sensitive_nodes_fp32(tmp_path):
 
 def test_budget_that_cannot_be_met_keeps_best_try_and_flags_it(mobile, tmp_path, caplog):
     x = to_unit(mobile["images"])
-    y = run_logits(make_session(mobile["paths"][0], threads=1)[0], x).argmax(1)  # labels = fp32's own answers: 100 %
-    info = quantize_within_budget(mobile["paths"][0], tmp_path / "m.int8.onnx", mobile["images"], x, y,
-                                  RECIPES["mobilenet_v3"], max_drop=-1.0, max_tries=2, n=32)
-    assert not info["within_budget"] and info["fallback"]["tries"] == 2  # a drop >= 0 never meets -1: all tries used
+    y = run_logits(make_session(mobile["paths"][0], threads=1)[0], x).argmax(
+        1
+    )  # labels = fp32's own answers: 100 %
+    info = quantize_within_budget(
+        mobile["paths"][0],
+        tmp_path / "m.int8.onnx",
+        mobile["images"],
+        x,
+        y,
+        RECIPES["mobilenet_v3"],
+        max_drop=-1.0,
+        max_tries=2,
+        n=32,
+    )
+    assert (
+        not info["within_budget"] and info["fallback"]["tries"] == 2
+    )  # a drop >= 0 never meets -1: all tries used
     assert all(s["added"] for s in info["fallback"]["steps"][1:])  # each try kept at least one more node fp32
     assert "exceeds export.int8_max_drop" in caplog.text
 
 
 def test_node_errors_rank_the_drowned_head_first(tmp_path):
-    art = {"arch": "drowned", "class_names": ["p", "n"], "input_size": 4, "in_channels": 2, "mean": [0.0, 0.0], "std": [1.0, 1.0]}
+    art = {
+        "arch": "drowned",
+        "class_names": ["p", "n"],
+        "input_size": 4,
+        "in_channels": 2,
+        "mean": [0.0, 0.0],
+        "std": [1.0, 1.0],
+    }
     f32, pre, q = tmp_path / "d.onnx", tmp_path / "pre.onnx", tmp_path / "q.onnx"
     export_onnx(Drowned().eval(), art, "0" * 64, f32)
     calib, _ = _drowned_data(32, 0)
@@ -184,11 +252,24 @@ def test_node_errors_rank_the_drowned_head_first(tmp_path):
     preprocess(f32, pre)
     errs = node_errors(pre, q, to_unit(calib))
     convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
-    assert max(errs, key=errs.get) == convs[1]  # the head: its output error ~1 (signal lost) against a ~0 input error
+    assert (
+        max(errs, key=errs.get) == convs[1]
+    )  # the head: its output error ~1 (signal lost) against a ~0 input error
 
 
 def test_no_validation_split_leaves_the_budget_unchecked(mobile, tmp_path, caplog):
-    info = quantize_within_budget(mobile["paths"][0], tmp_path / "m.int8.onnx", mobile["images"], np.zeros((0,), np.float32),
-                                  np.zeros((0,), np.int64), RECIPES["default"], max_drop=0.5, max_tries=2, n=16)
-    assert info["within_budget"] is None and info["val_drop_points"] is None and info["fallback"]["tries"] == 0
+    info = quantize_within_budget(
+        mobile["paths"][0],
+        tmp_path / "m.int8.onnx",
+        mobile["images"],
+        np.zeros((0,), np.float32),
+        np.zeros((0,), np.int64),
+        RECIPES["default"],
+        max_drop=0.5,
+        max_tries=2,
+        n=16,
+    )
+    assert (
+        info["within_budget"] is None and info["val_drop_points"] is None and info["fallback"]["tries"] == 0
+    )
     assert "not checked" in caplog.text and (tmp_path / "m.int8.onnx").is_file()

@@ -190,7 +190,9 @@ def test_report_stage_on_a_fabricated_run(run, tmp_path):
     assert deploy["kd"]["int8_mb"] == round(132409 / 2**20, 3) and "int8_top1" not in deploy["gpac"]
     # one seed each: every student has a baseline (the ce student of its arch) but nothing can be tested
     seeds = json.loads((res / "metrics" / "seeds.json").read_text())
-    assert seeds and all(v["verdict"] == "not testable (n=1)" for v in seeds.values() if "verdict" in v), seeds
+    assert seeds and all(v["verdict"] == "not testable (n=1)" for v in seeds.values() if "verdict" in v), (
+        seeds
+    )
     text = (res / "report.md").read_text()
     assert "leftover_model" not in text and "| kd | resnet20_b |" in text
     best = max(STUDENTS, key=lambda n: run[n])
@@ -379,15 +381,17 @@ def test_dvc_sections_render_offline(dvc_repo, monkeypatch):
     plot from the committed offline template (no script fetched over http) and the metrics load."""
     import yaml
 
-    from pipeline.evaluate import model_entries
     from pipeline.checks import load_params
+    from pipeline.evaluate import model_entries
     from pipeline.report_dvc import dvc_sections
 
     root, commit = dvc_repo
     monkeypatch.chdir(root)
     fabricate(root)
     assert CliRunner().invoke(app, ["report"]).exit_code == 0
-    (root / "results" / "metrics" / "accuracy.json").write_text(json.dumps({"kd": {"top1": 0.8}}))  # evaluate's
+    (root / "results" / "metrics" / "accuracy.json").write_text(
+        json.dumps({"kd": {"top1": 0.8}})
+    )  # evaluate's
     p = load_params(root / "params.yaml")
     sections = dvc_sections(model_entries(p), list(p.export.students))
     (root / "dvc.yaml").write_text(yaml.safe_dump(sections, sort_keys=False))
@@ -404,4 +408,11 @@ def test_dvc_sections_render_offline(dvc_repo, monkeypatch):
     shown = json.loads(dvc(root, "metrics", "show", "--json"))
     files = next(iter(shown.values()))["data"]
     assert set(files) == set(sections["metrics"]), files
-    assert set(sections["artifacts"]) == {*TEACHERS, *STUDENTS, "kd-onnx", "kd-int8", "scratch-onnx", "scratch-int8"}
+    assert set(sections["artifacts"]) == {
+        *TEACHERS,
+        *STUDENTS,
+        "kd-onnx",
+        "kd-int8",
+        "scratch-onnx",
+        "scratch-int8",
+    }

@@ -3,6 +3,7 @@
 The candidates are tiny CIFAR ResNets at 16 px (4 classes, 1 channel), exported for real (TorchScript
 exporter: fast) and quantized; only the timer is stubbed, with latencies set per candidate label.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,14 @@ class StubTimer:
 
 
 def params(**kw) -> SelectParams:
-    base = {"candidates": SPACE, "exporter": "legacy", "runs": 3, "warmup": 1, "calib_images": 4,
-            "threads": 1}
+    base = {
+        "candidates": SPACE,
+        "exporter": "legacy",
+        "runs": 3,
+        "warmup": 1,
+        "calib_images": 4,
+        "threads": 1,
+    }
     return from_dict(SelectParams, base | kw, "select")
 
 
@@ -117,8 +124,12 @@ def test_impossible_budget_names_the_fastest(first_run):
 def test_cache_key_depends_on_the_environment():
     c = Candidate("resnet8", 16)
     base = environment(params(), RECIPE, FACTS)
-    keys = {cache_key(c, base), cache_key(c, base | {"threads": 2}), cache_key(c, base | {"cpu": "other"}),
-            cache_key(Candidate("resnet8", 16, {"width_mult": 0.5}), base)}
+    keys = {
+        cache_key(c, base),
+        cache_key(c, base | {"threads": 2}),
+        cache_key(c, base | {"cpu": "other"}),
+        cache_key(Candidate("resnet8", 16, {"width_mult": 0.5}), base),
+    }
     assert len(keys) == 4 and cache_key(c, dict(base)) in keys
 
 

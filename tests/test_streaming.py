@@ -1,4 +1,5 @@
-"""The loader factory: device-resident and streaming loaders give the same batches; on-device random-resized-crop."""
+"""The loader factory: device-resident and streaming loaders give the same batches; on-device
+random-resized-crop."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def test_streaming_equals_device_batches(crop, rank, world):
         dev.set_epoch(epoch)
         stream.set_epoch(epoch)
         a, b = batches(dev), batches(stream)
-        # 300 images, world 1: ceil(300 / 64) = 5 batches; world 2: 150 per rank, batch 32 -> ceil(150 / 32) = 5
+        # 300 images, world 1: ceil(300 / 64) = 5 batches; world 2: 150 per rank, batch 32 -> ceil(150 / 32) =
+        # 5
         assert len(a) == len(b) == len(dev) == len(stream) == 5
         for (xa, ya, ia), (xb, yb, ib) in zip(a, b):
             assert torch.equal(ia, ib) and torch.equal(ya, yb) and torch.equal(xa, xb)

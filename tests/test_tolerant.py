@@ -1,8 +1,8 @@
 """Tolerant teacher (TSD), KD in generations, generation ensembles and chain order."""
+
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import networkx as nx
@@ -13,6 +13,7 @@ import torch.nn as nn
 import yaml
 
 from pipeline import checkpoint
+from pipeline.checks import parse_params
 from pipeline.ensemble import EnsembleModel, load_ensemble, mean_prob_logits
 from pipeline.errors import KdpipeError
 from pipeline.evaluate import infer
@@ -25,12 +26,10 @@ from pipeline.methods.kd import KD
 from pipeline.methods.tolerant import Tolerant
 from pipeline.models import create_model
 from pipeline.params import ModelParams
-from pipeline.checks import parse_params
 from pipeline.sources import OnlineTeachers
 
 # Logits z = log p give softmax(z) = p exactly (Σp = 1), so the probabilities below are the inputs.
-P = torch.tensor([[0.50, 0.20, 0.15, 0.10, 0.05],
-                  [0.50, 0.20, 0.15, 0.10, 0.05]])
+P = torch.tensor([[0.50, 0.20, 0.15, 0.10, 0.05], [0.50, 0.20, 0.15, 0.10, 0.05]])
 Z = P.log()
 Y = torch.tensor([0, 2])  # sample 0: GT is the top class; sample 1: GT (0.15) is third
 
@@ -77,12 +76,21 @@ def test_tsd_gradient_lowers_gt_and_raises_runner_ups():
 def _ctx(num_classes: int = 5, teachers: list[nn.Module] | None = None, seed: int = 0) -> Context:
     torch.manual_seed(seed)
     student = nn.Sequential(nn.Flatten(), nn.Linear(12, num_classes))
-    return Context(student=student, source=OnlineTeachers(teachers) if teachers else None, num_classes=num_classes, in_channels=3)
+    return Context(
+        student=student,
+        source=OnlineTeachers(teachers) if teachers else None,
+        num_classes=num_classes,
+        in_channels=3,
+    )
 
 
 def _batch(num_classes: int = 5):
     g = torch.Generator().manual_seed(1)
-    return torch.randn(8, 3, 2, 2, generator=g), torch.randint(0, num_classes, (8,), generator=g), torch.arange(8)
+    return (
+        torch.randn(8, 3, 2, 2, generator=g),
+        torch.randint(0, num_classes, (8,), generator=g),
+        torch.arange(8),
+    )
 
 
 def test_tolerant_eta1_equals_ce():
@@ -149,9 +157,21 @@ def test_ensemble_is_mean_of_softmaxes():
 def _artifact(tmp_path, name: str, num_classes: int = 3, seed: int = 0):
     torch.manual_seed(seed)
     model = create_model("resnet8", num_classes, 1)
-    art = checkpoint.make_artifact(model, arch="resnet8", arch_kwargs={}, num_classes=num_classes, in_channels=1, input_size=8,
-                                   mean=[0.5], std=[0.25], class_names=[str(i) for i in range(num_classes)], params={},
-                                   metrics={}, kind="student", name=name)
+    art = checkpoint.make_artifact(
+        model,
+        arch="resnet8",
+        arch_kwargs={},
+        num_classes=num_classes,
+        in_channels=1,
+        input_size=8,
+        mean=[0.5],
+        std=[0.25],
+        class_names=[str(i) for i in range(num_classes)],
+        params={},
+        metrics={},
+        kind="student",
+        name=name,
+    )
     checkpoint.save(art, tmp_path / f"{name}.pt")
     return tmp_path / f"{name}.pt"
 
@@ -173,21 +193,35 @@ def test_ensemble_exports_as_one_onnx_graph(tmp_path):
     # The TorchScript exporter keeps this test fast (~0.2 s); the dynamo exporter gives the same graph
     # output (checked by hand: max |diff| 0 at batch 5) but takes ~15 s on a shared 2-core CPU.
     ens, _ = load_ensemble([_artifact(tmp_path, "a", seed=0), _artifact(tmp_path, "b", seed=1)])
-    torch.onnx.export(ens, (torch.rand(2, 1, 8, 8),), str(tmp_path / "ens.onnx"), input_names=["image"], output_names=["logits"],
-                      opset_version=18, dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        ens,
+        (torch.rand(2, 1, 8, 8),),
+        str(tmp_path / "ens.onnx"),
+        input_names=["image"],
+        output_names=["logits"],
+        opset_version=18,
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+    )
     x = torch.rand(5, 1, 8, 8)  # another batch size than the one exported with
-    got = ort.InferenceSession(str(tmp_path / "ens.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    got = ort.InferenceSession(str(tmp_path / "ens.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x.numpy()}
+    )[0]
     assert torch.allclose(torch.from_numpy(got), ens(x), atol=1e-5)
 
 
 def chain_yaml(gen1_teacher: str = "patriarchs/tol") -> str:
     """params.yaml text: a tolerant patriarch and three chained generations, listed out of order."""
+    gen1 = (
+        f"{{arch: resnet8, method: generation, teachers: [{gen1_teacher}], "
+        "generation: {lam: 0.5, temperature: 1.0}}"
+    )
     return f"""
 patriarchs:
   tol: {{arch: resnet8, method: tolerant, tolerant: {{eta: 0.6, k: 5}}}}
 generations:
   gen3: {{arch: resnet8, method: generation, teachers: [generations/gen2]}}
-  gen1: {{arch: resnet8, method: generation, teachers: [{gen1_teacher}], generation: {{lam: 0.5, temperature: 1.0}}}}
+  gen1: {gen1}
   gen2: {{arch: resnet8, method: generation, teachers: [generations/gen1]}}
 students:
   scratch: {{arch: resnet8}}
@@ -205,22 +239,37 @@ def test_generation_order_follows_the_chain():
 def test_generation_order_rejects_a_cycle():
     # gen1 taught by gen3, which descends from gen1: every link exists, so only the order check sees it
     raw = yaml.safe_load(chain_yaml("generations/gen3"))
-    with pytest.raises(KdpipeError, match="generations/gen3 <- generations/gen2 <- generations/gen1 <- generations/gen3 teach each other in a cycle"):
+    with pytest.raises(
+        KdpipeError,
+        match=(
+            "generations/gen3 <- generations/gen2 <- generations/gen1 <- generations/gen3 "
+            "teach each other in a cycle"
+        ),
+    ):
         parse_params(raw)  # the strict loader runs the order check, so a cycle fails when params load
-    gens = {n: ModelParams(**{k: v for k, v in spec.items() if k in ("arch", "method", "teachers")}) for n, spec in raw["generations"].items()}
+    gens = {
+        n: ModelParams(**{k: v for k, v in spec.items() if k in ("arch", "method", "teachers")})
+        for n, spec in raw["generations"].items()
+    }
     with pytest.raises(KdpipeError, match="cycle: gen3 <- gen2 <- gen1 <- gen3"):
         generation_order(gens, "generations")
 
 
-@pytest.mark.parametrize("gen1_teacher, match", [
-    ("generations/gen0", "no generations entry 'gen0'"),  # missing link inside the chain
-    ("patriarchs/typo", "not a model in params"),  # missing root
-])
+@pytest.mark.parametrize(
+    "gen1_teacher, match",
+    [
+        ("generations/gen0", "no generations entry 'gen0'"),  # missing link inside the chain
+        ("patriarchs/typo", "not a model in params"),  # missing root
+    ],
+)
 def test_generation_order_rejects_a_missing_link(gen1_teacher, match):
     raw = yaml.safe_load(chain_yaml(gen1_teacher))
     with pytest.raises(KdpipeError, match="not a model in params"):
         parse_params(raw)  # the strict loader refuses it first...
-    gens = {n: ModelParams(**{k: v for k, v in spec.items() if k in ("arch", "method", "teachers")}) for n, spec in raw["generations"].items()}
+    gens = {
+        n: ModelParams(**{k: v for k, v in spec.items() if k in ("arch", "method", "teachers")})
+        for n, spec in raw["generations"].items()
+    }
     with pytest.raises(KdpipeError, match=match):  # ...and the chain helper on its own, too
         generation_order(gens, "generations", known={"patriarchs/tol"})
 
@@ -232,7 +281,9 @@ def test_dvc_graph_orders_the_chain_and_isolates_it(tmp_path):
     root = Path(__file__).resolve().parents[1]
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw.update({k: v for k, v in yaml.safe_load(chain_yaml()).items() if k != "students"})
-    raw["evaluate"].pop("ensembles", None)  # the default profile's ensemble names generations this chain replaces
+    raw["evaluate"].pop(
+        "ensembles", None
+    )  # the default profile's ensemble names generations this chain replaces
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     from stages.dvc_yaml import expected
 
@@ -241,8 +292,11 @@ def test_dvc_graph_orders_the_chain_and_isolates_it(tmp_path):
     graph = Repo(str(tmp_path)).index.graph  # edges point from a stage to the stages it depends on
     name = {s: s.addressing.rpartition(":")[2] for s in graph.nodes}
     needs = {(name[u], name[v]) for u, v in graph.edges}
-    assert {("distill-gen1", "train-teacher-tol"), ("distill-gen2", "distill-gen1"),
-            ("distill-gen3", "distill-gen2")} <= needs
+    assert {
+        ("distill-gen1", "train-teacher-tol"),
+        ("distill-gen2", "distill-gen1"),
+        ("distill-gen3", "distill-gen2"),
+    } <= needs
     # what re-runs when the patriarch's η changes: the chain (and evaluate/report), never other models
     patriarch = next(s for s in graph.nodes if name[s] == "train-teacher-tol")
     downstream = {name[s] for s in nx.ancestors(graph, patriarch)}

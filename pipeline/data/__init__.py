@@ -6,7 +6,8 @@
 - `build`: validation held out of the training split by seed, subsets, mean/std; `prepare`, `prepare_to`.
 - `cache`: the prepared-data directory (`{split}.u8`, `{split}.labels`, `meta.json`): `load_prepared`.
 - `augment`: resizing and the on-device training augmentation (pad-crop, random-resized-crop, flip).
-- `loaders`: `make_loader` -> `DeviceLoader` (split resident on the device) or `StreamLoader` (memmap + workers).
+- `loaders`: `make_loader` -> `DeviceLoader` (split resident on the device) or `StreamLoader`
+  (memmap + workers).
 - `scan`: `kdpipe init-data` (class list, counts, sizes, a profile); `bench.throughput`: the loader benchmark.
 
 Names are imported lazily so `pipeline.params` can import `pipeline.data.params` without loading torch.

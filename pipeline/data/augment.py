@@ -42,7 +42,8 @@ def resize(x: torch.Tensor, size: int, policy: str = "shorter_center") -> torch.
 
 @dataclass(frozen=True)
 class Augment:
-    """What to draw per image: crop kind, pad-crop padding (px), flip, random-resized area and ratio ranges."""
+    """What to draw per image: crop kind, pad-crop padding (px), flip, random-resized area and ratio
+    ranges."""
 
     crop: str = "pad_crop"  # pad_crop | random_resized | none
     pad: int = 0
@@ -95,7 +96,8 @@ class Augment:
 
 
 def augments_data(data: dict) -> bool:
-    """Whether a training loader on this prepared data changes the images (cached targets are then inexact)."""
+    """Whether a training loader on this prepared data changes the images (cached targets are then
+    inexact)."""
     return from_data(data).active
 
 

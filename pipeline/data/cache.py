@@ -1,7 +1,8 @@
 """The prepared-data directory: memory-mappable uint8 images, int64 labels and meta.json.
 
 Layout of `data/prepared/`:
-    meta.json                  format, class_names, mean, std, source, augmentation keys, splits {name: {n, shape}}, notes
+    meta.json                  format, class_names, mean, std, source, augmentation keys,
+                               splits {name: {n, shape}}, notes
     {train,val,test}.u8        images, uint8, C-order (N, C, H, W), no header
     {train,val,test}.labels    labels, little-endian int64 (N,)
 The directory is built in a temporary sibling and renamed over the old one only when complete, so a
@@ -30,7 +31,8 @@ CHUNK = 1024  # images copied per step (bounded memory)
 
 @contextmanager
 def staging(out: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder next to `out`; on success it replaces `out`, on failure it is removed."""
+    """Yield an empty temporary folder next to `out`; on success it replaces `out`, on failure it is
+    removed."""
     out = Path(out)
     made = [d for d in reversed(out.parents) if not d.exists()]  # removed again if the build fails
     try:
@@ -62,7 +64,8 @@ def staging(out: Path) -> Iterator[Path]:
 
 
 def scratch_alloc(folder: Path) -> Callable[[tuple[int, ...]], torch.Tensor]:
-    """An allocator of uint8 buffers backed by memmap files in `folder` (decoding big sources without the RAM)."""
+    """An allocator of uint8 buffers backed by memmap files in `folder` (decoding big sources without the
+    RAM)."""
     folder.mkdir(parents=True, exist_ok=True)
     count = iter(range(1 << 30))
 
@@ -98,7 +101,8 @@ def write_meta(folder: Path, meta: dict) -> None:
 
 
 def load_prepared(path: str | Path) -> dict:
-    """Open a prepared-data directory: the dict prepare-data made, images memory-mapped (opening reads no pixels).
+    """Open a prepared-data directory: the dict prepare-data made, images memory-mapped (opening reads no
+    pixels).
 
     Also accepts `<dir>/data.pt`: that file if it exists (a torch-saved dict), else `<dir>`.
     """
@@ -115,7 +119,8 @@ def load_prepared(path: str | Path) -> dict:
     meta_path = path / "meta.json"
     if not meta_path.is_file():
         raise KdpipeError(
-            f"{path}: prepared data set not found (no meta.json); run prepare-data first (dvc repro prepare-data)"
+            f"{path}: prepared data set not found (no meta.json); run prepare-data first (dvc repro "
+            "prepare-data)"
         )
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:

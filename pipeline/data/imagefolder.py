@@ -78,7 +78,8 @@ def class_folders(folder: Path) -> tuple[dict[str, list[Path]], int]:
         ignored += len(files) - len(out[d.name])
     if not out:
         raise KdpipeError(
-            f"{folder}: no class folders; put each class's images in its own folder ({folder}/<class>/<image>)"
+            f"{folder}: no class folders; put each class's images in its own folder "
+            f"({folder}/<class>/<image>)"
         )
     return out, ignored
 
@@ -150,7 +151,8 @@ def _decode_resized(path: Path, rgb: bool, size: int, policy: str) -> tuple[bool
 
 
 def _decoded(pool: ThreadPoolExecutor, entries: list, rgb: bool, size: int, policy: str) -> Iterator:
-    """Decoded images in entry order, CHUNK jobs at a time on `pool` (torchvision and torch release the GIL)."""
+    """Decoded images in entry order, CHUNK jobs at a time on `pool` (torchvision and torch release the
+    GIL)."""
     for s in range(0, len(entries), CHUNK):
         jobs = [
             pool.submit(_decode_resized, f, rgb, size, policy) if head else None

@@ -106,7 +106,8 @@ class DeviceLoader(_Loader):
 
 
 class _Gather(Dataset):
-    """Item i = the uint8 images and labels of batch i (rows read in file order, then put back in batch order)."""
+    """Item i = the uint8 images and labels of batch i (rows read in file order, then put back in batch
+    order)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor]) -> None:
         self.x, self.y, self.batches = x, y, batches
@@ -123,7 +124,8 @@ class _Gather(Dataset):
 
 
 class StreamLoader(_Loader):
-    """Batches read from a CPU (memory-mapped) tensor by `workers` processes, pinned, then augmented on the device."""
+    """Batches read from a CPU (memory-mapped) tensor by `workers` processes, pinned, then augmented on the
+    device."""
 
     def __init__(
         self,
@@ -179,7 +181,8 @@ def make_loader(
     resident_max_mb: float | None = None,
     workers: int | None = None,
 ) -> _Loader:
-    """The loader for `data[split]`: shuffled and augmented (as the data asks) when `train`, else plain and in order.
+    """The loader for `data[split]`: shuffled and augmented (as the data asks) when `train`, else plain and in
+    order.
 
     `resident_max_mb` and `workers` default to the values prepare-data recorded (data params).
     """

@@ -51,7 +51,8 @@ class TorchvisionParams:
 
 @dataclass(frozen=True)
 class ImageFolderParams:
-    """A folder of class folders: root/{train,test}/<class>/*.png|jpg, or root/<class>/* (test split held out)."""
+    """A folder of class folders: root/{train,test}/<class>/*.png|jpg, or root/<class>/* (test split held
+    out)."""
 
     root: str = "data/raw/images"  # the folder
     strict: bool = False  # true: refuse unreadable or non-plain images; false: skip/convert them, counted

@@ -53,15 +53,16 @@ class Scan:
         if self.short_sides:
             out.append(
                 f"sizes (shorter side, {len(self.short_sides)} sampled): min {min(self.short_sides)}, median "
-                f"{statistics.median(self.short_sides):g}, max {max(self.short_sides)} px; modes {dict(self.modes)}"
-                + (f"; {self.unreadable} unreadable" if self.unreadable else "")
+                f"{statistics.median(self.short_sides):g}, max {max(self.short_sides)} px; modes "
+                f"{dict(self.modes)}" + (f"; {self.unreadable} unreadable" if self.unreadable else "")
             )
         out.append(f"suggested image_size: {self.suggested_size}")
         return out
 
 
 def scan_folder(root: str | Path, test_fraction: float = 0.2) -> Scan:
-    """Classes, per-class counts and sampled sizes of an ImageFolder (non-strict: empty classes are left out)."""
+    """Classes, per-class counts and sampled sizes of an ImageFolder (non-strict: empty classes are left
+    out)."""
     listing = list_images(ImageFolderParams(root=str(root), test_fraction=test_fraction))
     counts = {part: dict(Counter(listing.classes[c] for _, c in fs)) for part, fs in listing.files.items()}
     files = [f for fs in listing.files.values() for f, _ in fs]
@@ -112,6 +113,7 @@ def profile_text(s: Scan, image_size: int = 0) -> str:
     ]
     head = (
         f"# Own-data profile written by `kdpipe init-data {s.root}`: {k} classes, {n} training images\n"
-        f"# ({'RGB' if colour else 'grey'}, resized to {size} px). Use it: cp <this file> params.yaml && dvc repro\n"
+        f"# ({'RGB' if colour else 'grey'}, resized to {size} px). Use it: cp <this file> params.yaml && dvc "
+        "repro\n"
     )
     return head + "".join(f"{t.ljust(44)}  # {c}\n" if c else f"{t}\n" for t, c in rows)

@@ -167,4 +167,4 @@ def _synthetic(p: DataParams, seed: int, alloc: Alloc) -> Raw:
     return Raw(draw(s.train), draw(s.test), [f"class{i}" for i in range(s.classes)])
 
 
-from pipeline.data import imagefolder  # noqa: F401 - registers the imagefolder source
+from pipeline.data import imagefolder  # noqa: E402, F401 - registers the imagefolder source

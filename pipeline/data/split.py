@@ -8,7 +8,8 @@ from pipeline.errors import KdpipeError
 
 
 def balanced_subset(y: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
-    """Sorted positions of `n` items, as close to class-balanced as possible, chosen in a seeded random order."""
+    """Sorted positions of `n` items, as close to class-balanced as possible, chosen in a seeded random
+    order."""
     perm = torch.randperm(len(y), generator=g)
     order = torch.argsort(y[perm], stable=True)  # group by class, random within class
     ys = y[perm][order]

@@ -7,6 +7,7 @@ Framework"), stage 1 of the procedure: the teacher is frozen in eval mode and on
 students inherit from and explore away from. The artifact (kind "factor",
 models/knowledge/factor/<teacher>.pt) keeps only the encoder; the decoder is not needed later.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,9 +26,13 @@ from pipeline.errors import KdpipeError
 class FactorParams:
     """The `factor` section of params.yaml (the pretrain-factor stage; the factor_job method's Params)."""
 
-    teachers: list[str] = field(default_factory=list)  # teachers that get a factor (dvc.yaml foreach); the ie_kd student's first teacher must be one
+    teachers: list[str] = field(
+        default_factory=list
+    )  # teachers that get a factor (dvc.yaml foreach); the ie_kd student's first teacher must be one
     channels: int = bounded(32, ge=1)  # factor channels k of the encoder output (official code: 32)
-    epochs: int = bounded(3, ge=1)  # passes over the training split; official code 30, 3 keeps the CPU demo short
+    epochs: int = bounded(
+        3, ge=1
+    )  # passes over the training split; official code 30, 3 keeps the CPU demo short
     batch_size: int = bounded(128, ge=1)  # images per step (official code: 128)
     optimizer: Literal["sgd", "adam"] = "sgd"  # official code: SGD
     lr: float = bounded(0.1, gt=0)  # constant learning rate (official code: 0.1, no decay)
@@ -39,12 +44,21 @@ class FactorParams:
 
     def optim_args(self) -> dict[str, Any]:
         """The OptimParams fields `fit` trains with: the official constant schedule, no warm-up."""
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": self.optimizer, "lr": self.lr,
-                "momentum": self.momentum, "nesterov": self.nesterov, "weight_decay": self.weight_decay, "schedule": "constant"}
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+            "schedule": "constant",
+        }
 
 
 class Coder(nn.Module):
-    """LReLU(0.1) → [Conv3×3(cin→cin) → BN → LReLU] → [Conv3×3(cin→cout) → BN → LReLU] → [Conv3×3(cout→cout) → BN → LReLU].
+    """LReLU(0.1) → [Conv3×3(cin→cin) → BN → LReLU] → [Conv3×3(cin→cout) → BN → LReLU]
+    → [Conv3×3(cout→cout) → BN → LReLU].
 
     Stride 1, padding 1, no conv bias: spatial size is preserved (official model/auto_encoder.py).
     Init as in the official code: conv weights N(0, √(2/(9·C_out))), BN γ = 1, β = 0.
@@ -65,7 +79,8 @@ class Coder(nn.Module):
 
 
 class AutoEncoder(nn.Module):
-    """encoder Coder(cin, k) + decoder Coder(k, cin) (plain convs, not transposed); forward -> (factor, reconstruction)."""
+    """encoder Coder(cin, k) + decoder Coder(k, cin) (plain convs, not transposed); forward -> (factor,
+    reconstruction)."""
 
     def __init__(self, cin: int, channels: int = 32) -> None:
         super().__init__()
@@ -76,7 +91,9 @@ class AutoEncoder(nn.Module):
         return factor, self.decoder(factor)
 
 
-def split_indices(channels: int, split: float, divide: str = "natural", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def split_indices(
+    channels: int, split: float, divide: str = "natural", seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Channel indices (inheritance, exploration) of a C-channel feature.
 
     The inheritance part gets floor(C·split) channels (the official code's int(C/2) for 0.5);
@@ -84,7 +101,10 @@ def split_indices(channels: int, split: float, divide: str = "natural", seed: in
     """
     n = int(channels * split)
     if not 0 < n < channels:
-        raise KdpipeError(f"split {split} of {channels} channels leaves an empty inheritance or exploration part; use 0 < split < 1")
+        raise KdpipeError(
+            f"split {split} of {channels} channels leaves an empty inheritance or exploration part; use 0 < "
+            "split < 1"
+        )
     if divide == "natural":
         perm = torch.arange(channels)
     elif divide == "random":
@@ -95,16 +115,35 @@ def split_indices(channels: int, split: float, divide: str = "natural", seed: in
 
 
 def factor_fields(encoder: Coder) -> dict[str, Any]:
-    """The factor artifact's own fields (besides kind, name, params, metrics): sizes and the encoder weights."""
-    return {"in_channels": int(encoder.cin), "channels": int(encoder.cout), "state_dict": checkpoint.clean_state_dict(encoder)}
+    """The factor artifact's own fields (besides kind, name, params, metrics): sizes and the encoder
+    weights."""
+    return {
+        "in_channels": int(encoder.cin),
+        "channels": int(encoder.cout),
+        "state_dict": checkpoint.clean_state_dict(encoder),
+    }
 
 
-def make_factor(encoder: Coder, *, teacher: str, teacher_sha256: str, params: dict | None = None,
-                metrics: dict | None = None) -> dict:
+def make_factor(
+    encoder: Coder,
+    *,
+    teacher: str,
+    teacher_sha256: str,
+    params: dict | None = None,
+    metrics: dict | None = None,
+) -> dict:
     """A factor artifact (kind "factor") for `encoder`, weights_only-loadable."""
     f = factor_fields(encoder)
-    return checkpoint.make_artifact(kind="factor", name=teacher, params=params or {}, metrics=metrics or {},
-                                    state_dict=f.pop("state_dict"), teacher=teacher, teacher_sha256=teacher_sha256, **f)
+    return checkpoint.make_artifact(
+        kind="factor",
+        name=teacher,
+        params=params or {},
+        metrics=metrics or {},
+        state_dict=f.pop("state_dict"),
+        teacher=teacher,
+        teacher_sha256=teacher_sha256,
+        **f,
+    )
 
 
 def random_factor(in_channels: int, channels: int = 32, seed: int = 0) -> dict:
@@ -125,7 +164,10 @@ def load_factor(src: str | Path | dict, teacher_sha256: str | None = None) -> tu
     if not isinstance(art, dict) or art.get("kind") != "factor" or "state_dict" not in art:
         raise KdpipeError(f"{where}: not a kdpipe factor artifact; re-run pretrain-factor")
     if teacher_sha256 and art["teacher_sha256"] and art["teacher_sha256"] != teacher_sha256:
-        raise KdpipeError(f"factor of teacher {art['teacher']!r} was trained on another version of it; re-run pretrain-factor (dvc repro)")
+        raise KdpipeError(
+            f"factor of teacher {art['teacher']!r} was trained on another version of it; re-run "
+            "pretrain-factor (dvc repro)"
+        )
     enc = Coder(int(art["in_channels"]), int(art["channels"]))
     checkpoint.load_state(enc, art["state_dict"], where, f"a Coder({art['in_channels']}, {art['channels']})")
     for q in enc.parameters():

@@ -15,6 +15,7 @@ CIFAR ResNets). The gpac method indexes the student's stage list with the same i
 The artifact (kind "probes", models/knowledge/probes.pt) holds teachers, layers, acc[k][l], choice[l],
 pool, teacher_sha256 and the probes' weights.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,11 +35,19 @@ from pipeline.errors import KdpipeError
 class ProbesParams:
     """The `probes` section of params.yaml (the probe-teachers stage; the probes_job method's Params)."""
 
-    teachers: list[str] = field(default_factory=list)  # teachers to probe, in order (empty = every entry of params.teachers)
-    stages: list[int] = field(default_factory=list)  # stage indices probed (Python style, -1 = last); empty = last min_k(#stages)
-    pool: Literal["gap", "flatten"] = "gap"  # probe input: global average pool, or adaptive pool to pool_size² and flatten
+    teachers: list[str] = field(
+        default_factory=list
+    )  # teachers to probe, in order (empty = every entry of params.teachers)
+    stages: list[int] = field(
+        default_factory=list
+    )  # stage indices probed (Python style, -1 = last); empty = last min_k(#stages)
+    pool: Literal["gap", "flatten"] = (
+        "gap"  # probe input: global average pool, or adaptive pool to pool_size² and flatten
+    )
     pool_size: int = bounded(4, ge=1)  # flatten: side s of the s×s pooled map (pixels after pooling)
-    epochs: int = bounded(3, ge=1)  # probe training passes over the training split (CPU-sized; the paper's recipe: 30)
+    epochs: int = bounded(
+        3, ge=1
+    )  # probe training passes over the training split (CPU-sized; the paper's recipe: 30)
     lr: float = bounded(0.1, gt=0)  # SGD peak learning rate, cosine schedule
     batch_size: int = bounded(128, ge=1)  # images per step
     weight_decay: float = bounded(5e-4, ge=0)  # L2 penalty on the probes (project default)
@@ -46,8 +55,14 @@ class ProbesParams:
 
     def optim_args(self) -> dict[str, Any]:
         """OptimParams fields: SGD + cosine; validate (the probe ensemble) only after the last epoch."""
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
-                "compile": False, "eval_every": max(self.epochs, 1)}
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "compile": False,
+            "eval_every": max(self.epochs, 1),
+        }
 
 
 class LinearProbe(nn.Module):
@@ -73,12 +88,16 @@ class ProbeNet(nn.Module):
         super().__init__()
         self.__dict__["source"] = source  # plain attribute: not registered
         self.layers = list(layers)
-        self.probes = nn.ModuleList(nn.ModuleList(LinearProbe(t.stage_channels[l], num_classes, pool, pool_size) for l in layers)
-                                    for t in source.teachers)
+        self.probes = nn.ModuleList(
+            nn.ModuleList(LinearProbe(t.stage_channels[l], num_classes, pool, pool_size) for l in layers)
+            for t in source.teachers
+        )
 
     def forward(self, x: torch.Tensor, every: bool = False) -> torch.Tensor:
         feats, _ = self.source.features((x,))  # no grad, eval mode
-        z = torch.stack([p(feats[k][l]) for k, row in enumerate(self.probes) for p, l in zip(row, self.layers)])
+        z = torch.stack(
+            [p(feats[k][l]) for k, row in enumerate(self.probes) for p, l in zip(row, self.layers)]
+        )
         return z if every else z.mean(0)
 
 
@@ -88,7 +107,10 @@ def probe_layers(stage_counts: list[int], stages: list[int]) -> list[int]:
     layers = list(stages) or list(range(-n, 0))
     bad = [l for l in layers if not -n <= l < n]
     if bad:
-        raise KdpipeError(f"probes.stages: {bad[0]} is out of range for a teacher with {n} stages; use indices in [-{n}, {n - 1}]")
+        raise KdpipeError(
+            f"probes.stages: {bad[0]} is out of range for a teacher with {n} stages; use indices in [-{n}, "
+            f"{n - 1}]"
+        )
     return layers
 
 
@@ -102,7 +124,9 @@ def probe_accuracy(net: ProbeNet, loader) -> list[list[float]]:
         correct = hit if correct is None else correct + hit
         count += len(y)
     if not count:
-        raise KdpipeError("the validation split is empty; probes are measured on it, so set data.val_size > 0")
+        raise KdpipeError(
+            "the validation split is empty; probes are measured on it, so set data.val_size > 0"
+        )
     acc = (correct / count).view(len(net.probes), len(net.layers))
     return [[float(a) for a in row] for row in acc]
 
@@ -113,14 +137,20 @@ def choose(acc: list[list[float]]) -> list[int]:
 
 
 def load_probes(obj: Any) -> dict:
-    """A probe table from a probes artifact path or a dict (teachers, layers, acc, choice), checked for consistent shapes."""
+    """A probe table from a probes artifact path or a dict (teachers, layers, acc, choice), checked for
+    consistent shapes."""
     d = checkpoint.load_artifact(obj, ("probes",)) if isinstance(obj, (str, Path)) else obj
     keys = ("teachers", "layers", "acc", "choice")
     if not isinstance(d, dict) or any(k not in d for k in keys):
-        raise KdpipeError(f"{obj if isinstance(obj, (str, Path)) else 'probe asset'}: not a probe table (needs {', '.join(keys)}); re-run probe-teachers")
+        raise KdpipeError(
+            f"{obj if isinstance(obj, (str, Path)) else 'probe asset'}: not a probe table (needs "
+            f"{', '.join(keys)}); re-run probe-teachers"
+        )
     K, L = len(d["teachers"]), len(d["layers"])
     if len(d["choice"]) != L or len(d["acc"]) != K or any(not 0 <= c < K for c in d["choice"]):
-        raise KdpipeError("probe table is inconsistent (choice/acc do not match teachers × layers); re-run probe-teachers")
+        raise KdpipeError(
+            "probe table is inconsistent (choice/acc do not match teachers × layers); re-run probe-teachers"
+        )
     return d
 
 
@@ -131,9 +161,11 @@ def layer_label(l: int) -> str:
 def probe_metrics(result: dict) -> dict:
     """metrics.json view: acc[teacher][stage] numbers, the chosen teacher index and name per stage."""
     labels = [layer_label(l) for l in result["layers"]]
-    return {"acc": {n: dict(zip(labels, row)) for n, row in zip(result["teachers"], result["acc"])},
-            "choice": dict(zip(labels, result["choice"])),
-            "choice_teacher": {lab: result["teachers"][c] for lab, c in zip(labels, result["choice"])}}
+    return {
+        "acc": {n: dict(zip(labels, row)) for n, row in zip(result["teachers"], result["acc"])},
+        "choice": dict(zip(labels, result["choice"])),
+        "choice_teacher": {lab: result["teachers"][c] for lab, c in zip(labels, result["choice"])},
+    }
 
 
 def plot_heatmap(result: dict, path: str | Path) -> None:
@@ -152,7 +184,15 @@ def plot_heatmap(result: dict, path: str | Path) -> None:
     im = ax.imshow(acc, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for k in range(K):
         for l in range(L):
-            ax.text(l, k, f"{acc[k, l]:.3f}", ha="center", va="center", color="w" if acc[k, l] < 0.6 else "k", fontsize=9)
+            ax.text(
+                l,
+                k,
+                f"{acc[k, l]:.3f}",
+                ha="center",
+                va="center",
+                color="w" if acc[k, l] < 0.6 else "k",
+                fontsize=9,
+            )
     for l, k in enumerate(result["choice"]):
         ax.add_patch(Rectangle((l - 0.5, k - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     ax.set_xticks(range(L), [layer_label(l) for l in result["layers"]])
@@ -161,4 +201,6 @@ def plot_heatmap(result: dict, path: str | Path) -> None:
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     with checkpoint.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})  # no matplotlib version stamp: same bytes
+        fig.savefig(
+            tmp, format="png", dpi=100, metadata={"Software": None}
+        )  # no matplotlib version stamp: same bytes

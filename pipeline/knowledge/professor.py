@@ -8,6 +8,7 @@ inter-class structure. Losses: pipeline/losses/professor.py; training: pipeline/
 The artifact (kind "professor", models/knowledge/professor/<teacher>.pt) holds E_P + G_P; the cached
 refined logits of the un-augmented train/val splits sit next to it in <teacher>.targets.pt.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,19 +28,28 @@ from pipeline.sources import CachedLogits, KnowledgeSource
 
 @dataclass(frozen=True)
 class ProfessorParams:
-    """The `professor` section of params.yaml (the refine-targets stage; the professor_job method's Params)."""
+    """The `professor` section of params.yaml (the refine-targets stage; the professor_job method's
+    Params)."""
 
-    teachers: list[str] = field(default_factory=list)  # teachers that get a professor (dvc.yaml `foreach`); names as in distill
-    temperature: float = bounded(4.0, gt=0)  # τ of p^τ = softmax(z/τ): encoder input log p^τ(z_t), L_rec, D_p inputs [GUESS]
+    teachers: list[str] = field(
+        default_factory=list
+    )  # teachers that get a professor (dvc.yaml `foreach`); names as in distill
+    temperature: float = bounded(
+        4.0, gt=0
+    )  # τ of p^τ = softmax(z/τ): encoder input log p^τ(z_t), L_rec, D_p inputs [GUESS]
     latent_dim: int = bounded(64, ge=1)  # d_z, size of E_P's tanh latent and of the U[−1,1] prior [GUESS]
     encoder_hidden: list[int] = bounded([512, 256], ge=1)  # E_P widths C → … → d_z [GUESS]
     generator_hidden: list[int] = bounded([256, 512], ge=1)  # G_P widths [z, tiled y] → … → C [GUESS]
-    batch_norm: bool = True  # BN in the hidden layers of E_P and G_P (E_P has BN in the spec; G_P the same, our choice)
+    batch_norm: bool = (
+        True  # BN in the hidden layers of E_P and G_P (E_P has BN in the spec; G_P the same, our choice)
+    )
     latent_disc_hidden: list[int] = bounded([64, 32, 16], ge=1)  # D_z widths, BN + ReLU (CAAE sizes [CODE])
     cond_disc_hidden: list[int] = bounded([256, 64], ge=1)  # D_p widths on [p, onehot(y)], LeakyReLU [GUESS]
     lambda_rec: float = bounded(1.0, ge=0)  # λ_rec, weight of the L1 fidelity to the teacher's p^τ [GUESS]
     lambda_acc: float = bounded(1.0, ge=0)  # λ_acc, weight of CE(z_P, y); sweep {0.1, 0.5, 1} [GUESS]
-    lambda_z: float = bounded(0.01, ge=0)  # λ_z, weight of E_P's adversarial term vs D_z (CAAE keeps these small) [GUESS]
+    lambda_z: float = bounded(
+        0.01, ge=0
+    )  # λ_z, weight of E_P's adversarial term vs D_z (CAAE keeps these small) [GUESS]
     lambda_p: float = bounded(0.01, ge=0)  # λ_p, weight of G_P's adversarial term vs D_p [GUESS]
     epochs: int = bounded(30, ge=1)  # passes over the training split [GUESS]
     batch_size: int = bounded(128, ge=2)  # samples per Adam step (batch norm needs >= 2) [GUESS]
@@ -51,13 +61,22 @@ class ProfessorParams:
 
     def optim_args(self) -> dict[str, Any]:
         """The OptimParams fields `fit` runs with: Adam at a constant lr, no Nesterov."""
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": "adam", "lr": self.lr,
-                "momentum": self.beta1, "nesterov": False, "weight_decay": self.weight_decay, "schedule": "constant",
-                "channels_last": False}
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "optimizer": "adam",
+            "lr": self.lr,
+            "momentum": self.beta1,
+            "nesterov": False,
+            "weight_decay": self.weight_decay,
+            "schedule": "constant",
+            "channels_last": False,
+        }
 
 
 def mlp(sizes: list[int], act: nn.Module, bn: bool, out: nn.Module | None = None) -> nn.Sequential:
-    """Linear layers sizes[0] → … → sizes[-1]; hidden layers get [BN] + act, the last gets `out` (or nothing)."""
+    """Linear layers sizes[0] → … → sizes[-1]; hidden layers get [BN] + act, the last gets `out` (or
+    nothing)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
@@ -74,10 +93,14 @@ class ProfessorNet(nn.Module):
     def __init__(self, num_classes: int, p: ProfessorParams) -> None:
         super().__init__()
         self.num_classes, self.temperature = num_classes, p.temperature
-        self.repeat = math.ceil(p.latent_dim / num_classes)  # r: copies of the one-hot label, like CAAE's tiling
+        self.repeat = math.ceil(
+            p.latent_dim / num_classes
+        )  # r: copies of the one-hot label, like CAAE's tiling
         lrelu = nn.LeakyReLU(0.2)
         self.encoder = mlp([num_classes, *p.encoder_hidden, p.latent_dim], lrelu, p.batch_norm, nn.Tanh())
-        self.generator = mlp([p.latent_dim + self.repeat * num_classes, *p.generator_hidden, num_classes], lrelu, p.batch_norm)
+        self.generator = mlp(
+            [p.latent_dim + self.repeat * num_classes, *p.generator_hidden, num_classes], lrelu, p.batch_norm
+        )
 
     def forward(self, z_t: torch.Tensor, y: torch.Tensor, with_latent: bool = False):
         latent = self.encoder(F.log_softmax(z_t.float() / self.temperature, dim=1))
@@ -96,12 +119,19 @@ class ProfessorSource(KnowledgeSource):
     def __init__(self, teachers: KnowledgeSource, professors: list[nn.Module]) -> None:
         super().__init__()
         if teachers.num_teachers != len(professors):
-            raise KdpipeError(f"{teachers.num_teachers} teacher(s) but {len(professors)} professor(s); give one professor per teacher")
-        self.teachers, self.professors, self.num_teachers = teachers, nn.ModuleList(professors), len(professors)
+            raise KdpipeError(
+                f"{teachers.num_teachers} teacher(s) but {len(professors)} professor(s); give one professor "
+                "per teacher"
+            )
+        self.teachers, self.professors, self.num_teachers = (
+            teachers,
+            nn.ModuleList(professors),
+            len(professors),
+        )
         self.professors.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "ProfessorSource":
+    def train(self, mode: bool = True) -> ProfessorSource:
         return super().train(False)  # always eval: BN running statistics, never batch statistics
 
     @torch.no_grad()
@@ -114,7 +144,8 @@ class ProfessorSource(KnowledgeSource):
 
 
 def targets_file(professor_path: str | Path) -> Path:
-    """models/knowledge/professor/T.pt → models/knowledge/professor/T.targets.pt (the cached refined logits next to it)."""
+    """models/knowledge/professor/T.pt → models/knowledge/professor/T.targets.pt (the cached refined logits
+    next to it)."""
     path = Path(professor_path)
     return path.with_name(f"{path.stem}.targets.pt")
 
@@ -133,24 +164,34 @@ def load_professor(path: str | Path) -> tuple[ProfessorNet, dict]:
 
 
 def refined_source(teachers: KnowledgeSource, professors: Any) -> KnowledgeSource:
-    """Refined targets for a student: cached (targets_file(path)["train"]) when the teacher source is cached, else online.
+    """Refined targets for a student: cached (targets_file(path)["train"]) when the teacher source is cached,
+    else online.
 
-    `professors`: one per teacher (a bare one is allowed), each a professor artifact path or a ready module (tests).
+    `professors`: one per teacher (a bare one is allowed), each a professor artifact path or a ready module
+    (tests).
     """
     items = list(professors) if isinstance(professors, (list, tuple)) else [professors]
     if isinstance(teachers, CachedLogits):
         if not all(isinstance(i, (str, Path)) for i in items):
-            raise KdpipeError("cached refined targets need professor artifact paths; pass assets['professor'] as paths")
+            raise KdpipeError(
+                "cached refined targets need professor artifact paths; pass assets['professor'] as paths"
+            )
         tables = [checkpoint.load(targets_file(i), "cached refined targets")["train"] for i in items]
         if any(t.shape != teachers.table.shape[1:] for t in tables) or len(tables) != teachers.num_teachers:
-            raise KdpipeError("cached refined targets do not match the cached teacher logits; re-run refine-targets (dvc repro)")
+            raise KdpipeError(
+                "cached refined targets do not match the cached teacher logits; re-run refine-targets (dvc "
+                "repro)"
+            )
         return CachedLogits(torch.stack(tables))
     nets = [load_professor(i)[0] if isinstance(i, (str, Path)) else i for i in items]
     return ProfessorSource(teachers, nets)
 
 
-def target_metrics(z_p: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, temperature: float) -> dict[str, float]:
-    """Refined vs teacher targets on one split (label-conditioned: G_P sees y, so this is no classifier accuracy).
+def target_metrics(
+    z_p: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, temperature: float
+) -> dict[str, float]:
+    """Refined vs teacher targets on one split (label-conditioned: G_P sees y, so this is no classifier
+    accuracy).
 
     teacher_top1 / refined_top1: how often argmax ranks the true class first; kl_refined_teacher:
     mean KL(p^τ(z_P) ‖ p^τ(z_t)) in nats; nontarget_corr: mean over samples of the Pearson correlation
@@ -163,19 +204,27 @@ def target_metrics(z_p: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, temper
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
     den = a.norm(dim=1) * b.norm(dim=1)
     r = (a * b).sum(1)[den > 0] / den[den > 0]
-    return {"teacher_top1": (z_t.argmax(1) == y).float().mean().item(), "refined_top1": (z_p.argmax(1) == y).float().mean().item(),
-            "kl_refined_teacher": (lp.exp() * (lp - lt)).sum(1).mean().item(), "nontarget_corr": r.mean().item() if len(r) else float("nan")}
+    return {
+        "teacher_top1": (z_t.argmax(1) == y).float().mean().item(),
+        "refined_top1": (z_p.argmax(1) == y).float().mean().item(),
+        "kl_refined_teacher": (lp.exp() * (lp - lt)).sum(1).mean().item(),
+        "nontarget_corr": r.mean().item() if len(r) else float("nan"),
+    }
 
 
 @torch.no_grad()
 def refine_splits(source: ProfessorSource, loaders: dict[str, Any], num_classes: int) -> dict:
-    """{split: (N, C)} refined float32 logits of non-shuffled, un-augmented `loaders` (data-set order), plus the
-    teacher's logits under "teacher_<split>" and the labels under "y_<split>" (for the metrics; not stored
+    """{split: (N, C)} refined float32 logits of non-shuffled, un-augmented `loaders` (data-set order), plus
+    the teacher's logits under "teacher_<split>" and the labels under "y_<split>" (for the metrics; not stored
     in the targets file)."""
     source.eval()
     out = {}
     for split, loader in loaders.items():
-        zts, zps, ys = [torch.zeros(0, num_classes)], [torch.zeros(0, num_classes)], [torch.zeros(0, dtype=torch.long)]
+        zts, zps, ys = (
+            [torch.zeros(0, num_classes)],
+            [torch.zeros(0, num_classes)],
+            [torch.zeros(0, dtype=torch.long)],
+        )
         for batch in loader:
             zt = source.teachers.logits(batch)  # (1, B, C)
             zts.append(zt[0].cpu())

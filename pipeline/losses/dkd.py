@@ -1,4 +1,5 @@
-"""Decoupled knowledge distillation (Zhao, Cui, Song, Qiu, Liang, "Decoupled Knowledge Distillation", CVPR 2022).
+"""Decoupled knowledge distillation (Zhao, Cui, Song, Qiu, Liang, "Decoupled Knowledge Distillation", CVPR
+2022).
 
 KD's KL splits into a target-class part and a non-target-class part, re-weighted separately:
 
@@ -15,6 +16,7 @@ Choices where the reference is loose:
 - log(1 − p_gt) is computed as logsumexp of the non-target log-probabilities rather than
   log(sum of probabilities), so it stays finite when p_gt → 1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,7 +40,9 @@ def _kl_from_logs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(dim=1)
 
 
-def dkd_parts(z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def dkd_parts(
+    z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(TCKD, NCKD), each T²-scaled and batch-averaged; z_s, z_t (B, C) logits, y (B,) labels, C ≥ 2."""
     bin_s, rest_s = _split(z_s, y, temperature)
     bin_t, rest_t = _split(z_t.detach(), y, temperature)
@@ -48,8 +52,14 @@ def dkd_parts(z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, temperature
     return tckd, nckd
 
 
-def dkd_loss(z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, temperature: float = 4.0,
-             alpha: float = 1.0, beta: float = 8.0) -> torch.Tensor:
+def dkd_loss(
+    z_s: torch.Tensor,
+    z_t: torch.Tensor,
+    y: torch.Tensor,
+    temperature: float = 4.0,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+) -> torch.Tensor:
     """L_DKD = α·TCKD + β·NCKD (without CE and without the warm-up factor, which the method applies)."""
     tckd, nckd = dkd_parts(z_s, z_t, y, temperature)
     return alpha * tckd + beta * nckd

@@ -9,38 +9,51 @@ Only the abstract is available. Every formula below is a [GUESS] traced to an ab
 predicted direction", and "a piecewise function of the epoch" scaling the spatial-attention loss.
 Notation: p^τ(z) = softmax(z/τ); KL(p‖q) = Σ_c p_c (log p_c − log q_c).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 
 def per_sample_kl(p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(p ‖ q) per row over the last dim, from probabilities p and log-probabilities log q (xlogy: 0·log 0 = 0)."""
+    """KL(p ‖ q) per row over the last dim, from probabilities p and log-probabilities log q (xlogy: 0·log 0 =
+    0)."""
     return (torch.special.xlogy(p, p) - p * log_q).sum(-1)
 
 
 def teacher_kl(z_s: torch.Tensor, z_t: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL_k = KL(p^τ(z_{T_k}) ‖ p^τ(z_s)) per teacher and sample, detached: (K, B, C), (B, C) -> (K, B)."""
     with torch.no_grad():
-        return per_sample_kl(F.softmax(z_t.float() / temperature, -1), F.log_softmax(z_s.float() / temperature, -1)[None])
+        return per_sample_kl(
+            F.softmax(z_t.float() / temperature, -1), F.log_softmax(z_s.float() / temperature, -1)[None]
+        )
 
 
 def instruction_weights(kl: torch.Tensor, t_w: float) -> torch.Tensor:
-    """w_k = softmax_k(−KL_k / t_w) per sample: teachers closer to the student weigh more. (K, B) -> (K, B), Σ_k w_k = 1."""
+    """w_k = softmax_k(−KL_k / t_w) per sample: teachers closer to the student weigh more. (K, B) -> (K, B),
+    Σ_k w_k = 1."""
     return F.softmax(-kl / t_w, dim=0)
 
 
 def corrector_rho(kl: torch.Tensor, rho_max: float) -> torch.Tensor:
-    """ρ_k = ρ_max · KL_k / max_j KL_j per sample (0 where every KL is 0): the farthest teacher is corrected most."""
+    """ρ_k = ρ_max · KL_k / max_j KL_j per sample (0 where every KL is 0): the farthest teacher is corrected
+    most."""
     return rho_max * kl / kl.amax(0, keepdim=True).clamp_min(1e-12)
 
 
-def gpac_kl(z_s: torch.Tensor, z_t: torch.Tensor, temperature: float, t_w: float = 1.0, rho_max: float = 0.2,
-            use_weights: bool = True, use_corrector: bool = True) -> torch.Tensor:
+def gpac_kl(
+    z_s: torch.Tensor,
+    z_t: torch.Tensor,
+    temperature: float,
+    t_w: float = 1.0,
+    rho_max: float = 0.2,
+    use_weights: bool = True,
+    use_corrector: bool = True,
+) -> torch.Tensor:
     """L_MT = τ² · mean_batch Σ_k w_k · KL(q_k ‖ p^τ(z_s)), z_s (B, C), z_t (K, B, C).
 
     q_k = normalize((1 − ρ_k)·p^τ(z_{T_k}) + ρ_k·p^τ(z_s).detach()); w_k and ρ_k come from the detached
@@ -64,7 +77,8 @@ def gpac_kl(z_s: torch.Tensor, z_t: torch.Tensor, temperature: float, t_w: float
 
 
 def beta_at(epoch: int, epochs: int, levels: Sequence[float], breakpoints: Sequence[float]) -> float:
-    """β(e) = levels[i] on the i-th interval of [0, E) cut at e_j = round(breakpoints[j]·E) (fractions of E epochs).
+    """β(e) = levels[i] on the i-th interval of [0, E) cut at e_j = round(breakpoints[j]·E) (fractions of E
+    epochs).
 
     Three levels with breakpoints (150/240, 210/240) give the §3.3 default for the 240-epoch recipe:
     β1 for e < 150, β2 for 150 ≤ e < 210, β3 for e ≥ 210 (e is the 0-based epoch). Fractions make the

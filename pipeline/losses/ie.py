@@ -20,6 +20,7 @@ Choices where the paper and its code differ or are silent (spec §4.3, §4.8):
 - φ is computed in float32 whatever the autocast dtype, since d ≈ 2048 elements of size ~1/√d
   lose most of their precision in bf16.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -46,7 +47,8 @@ def inheritance_loss(f_inh: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
 
 
 def exploration_loss(f_exp: torch.Tensor, f_t: torch.Tensor, form: ExplorationForm = "l1") -> torch.Tensor:
-    """L_exp (to be minimised with λ_exp > 0): "l1" = −D₁(F_exp, F_T); "cos" = mean_b |cos(φ(F_exp)_b, φ(F_T)_b)|."""
+    """L_exp (to be minimised with λ_exp > 0): "l1" = −D₁(F_exp, F_T); "cos" = mean_b |cos(φ(F_exp)_b,
+    φ(F_T)_b)|."""
     if form == "l1":
         return -d1(f_exp, f_t)
     if form == "cos":

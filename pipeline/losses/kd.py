@@ -1,4 +1,5 @@
 """Logit distillation losses (Hinton, Vinyals, Dean 2015, "Distilling the Knowledge in a Neural Network")."""
+
 from __future__ import annotations
 
 import torch
@@ -23,6 +24,8 @@ def kd_kl(z_student: torch.Tensor, z_teacher: torch.Tensor, temperature: float) 
     return kl_to_target(F.softmax(z_teacher / temperature, dim=1), z_student, temperature)
 
 
-def kd_loss(z_student: torch.Tensor, z_teacher: torch.Tensor, y: torch.Tensor, temperature: float, alpha: float) -> torch.Tensor:
+def kd_loss(
+    z_student: torch.Tensor, z_teacher: torch.Tensor, y: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
     """Hinton KD: (1 − α)·CE(z_s, y) + α·T²·KL(p_t^T ‖ p_s^T)."""
     return (1 - alpha) * F.cross_entropy(z_student, y) + alpha * kd_kl(z_student, z_teacher, temperature)

@@ -3,9 +3,10 @@
 Each rule maps (z_s (B,C), z_t (K,B,C), y (B,), T) to a scalar already scaled by T². With K
 identical teachers every rule equals single-teacher `kd_kl`.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,8 @@ def ebkd_weights(z_t: torch.Tensor) -> torch.Tensor:
 
 @register_rule("ebkd")
 def ebkd(z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, T: float) -> torch.Tensor:
-    """EBKD: mean_b Σ_k w_kb·T²·KL_kb with entropy-based per-sample weights (`ebkd_weights`); K = 1 is plain KD."""
+    """EBKD: mean_b Σ_k w_kb·T²·KL_kb with entropy-based per-sample weights (`ebkd_weights`); K = 1 is plain
+    KD."""
     if z_t.shape[0] == 1:
         return _kl_per_sample(z_s, z_t, T).mean()
     return _weighted(z_s, z_t, ebkd_weights(z_t), T)

@@ -16,6 +16,7 @@ Zhang, Song, Qi, CVPR 2017 (L1 reconstruction + two adversarial BCE games):
 with p^τ(z) = softmax(z/τ). Discriminators output logits; BCE is `binary_cross_entropy_with_logits`
 (mean over the batch). CE is at temperature 1, as the spec writes it.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,15 @@ def mix_logits(z_t: torch.Tensor, z_p: torch.Tensor, weight: float, temperature:
     (the constant does not depend on s), so KD on the mixture has exactly the gradients of the spec's
     w·KL(p_T ‖ p_S) + (1−w)·KL(p_P ‖ p_S). Computed with logsumexp so w ∈ {0, 1} stays finite.
     """
-    lw = torch.tensor([math.log(weight) if weight > 0 else -math.inf,
-                       math.log(1 - weight) if weight < 1 else -math.inf], device=z_t.device, dtype=torch.float32)
-    parts = torch.stack([F.log_softmax(z_t.float() / temperature, dim=-1) + lw[0],
-                         F.log_softmax(z_p.float() / temperature, dim=-1) + lw[1]])
+    lw = torch.tensor(
+        [math.log(weight) if weight > 0 else -math.inf, math.log(1 - weight) if weight < 1 else -math.inf],
+        device=z_t.device,
+        dtype=torch.float32,
+    )
+    parts = torch.stack(
+        [
+            F.log_softmax(z_t.float() / temperature, dim=-1) + lw[0],
+            F.log_softmax(z_p.float() / temperature, dim=-1) + lw[1],
+        ]
+    )
     return temperature * torch.logsumexp(parts, dim=0)

@@ -25,6 +25,7 @@ Choices where the public material is silent (each is an argument, default first)
 - Probabilities at τ = 1, as in the reimplementation [CODE]: TSD then lies in [−1, 1], whereas a
   gap of logits is unbounded and would fight CE without limit. Not a parameter for that reason.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -34,8 +35,14 @@ import torch
 from pipeline.errors import KdpipeError
 
 
-def top_score_difference(z: torch.Tensor, y: torch.Tensor, k: int, primary: Literal["gt", "top1"] = "gt",
-                         divisor: Literal["k_minus_1", "k"] = "k_minus_1", reduction: Literal["mean", "none"] = "mean") -> torch.Tensor:
+def top_score_difference(
+    z: torch.Tensor,
+    y: torch.Tensor,
+    k: int,
+    primary: Literal["gt", "top1"] = "gt",
+    divisor: Literal["k_minus_1", "k"] = "k_minus_1",
+    reduction: Literal["mean", "none"] = "mean",
+) -> torch.Tensor:
     """TSD of logits `z` (B, C) with labels `y` (B,): p_a1 − mean of the K−1 best other probabilities.
 
     Returns the batch mean (a scalar to minimise), or the per-sample values with reduction="none".
@@ -43,9 +50,13 @@ def top_score_difference(z: torch.Tensor, y: torch.Tensor, k: int, primary: Lite
     """
     c = z.shape[1]
     if not 2 <= k <= c:
-        raise KdpipeError(f"tsd: K must be between 2 and the number of classes ({c}), got {k}; fix the method's k")
+        raise KdpipeError(
+            f"tsd: K must be between 2 and the number of classes ({c}), got {k}; fix the method's k"
+        )
     if primary not in ("gt", "top1") or divisor not in ("k_minus_1", "k"):
-        raise KdpipeError(f"tsd: primary must be gt|top1 and divisor k_minus_1|k, got {primary!r}, {divisor!r}")
+        raise KdpipeError(
+            f"tsd: primary must be gt|top1 and divisor k_minus_1|k, got {primary!r}, {divisor!r}"
+        )
     p = z.float().softmax(dim=1)
     a1 = y if primary == "gt" else p.argmax(dim=1)
     p1 = p.gather(1, a1[:, None]).squeeze(1)

@@ -1,7 +1,8 @@
 """Training methods: one small class per method, one contract, one registry.
 
 Contract (what `pipeline.train.fit` relies on):
-- `forward(batch, epoch) -> {"loss": weighted total, "logits": logits of `student` (optional), <part>: unweighted part}`;
+- `forward(batch, epoch) -> {"loss": weighted total, "logits": logits of `student` (optional),
+  <part>: unweighted part}`;
   `epoch` is the 0-based integer epoch; `fit` sets `method.progress` (epochs done after this step, a float
   e + (i + 1)/steps) before each training step, so schedules need no step counters of their own
 - `student`: the network being trained and validated; `trainable_parameters()`: it plus the method's own
@@ -16,19 +17,21 @@ strictly from the student's params block named after the method. Knowledge jobs 
 factor trainers) register with `job=True`: they are no student method (params refuses them in a model
 block); they write one knowledge artifact of kind `kind` through `outputs()` instead of `exported()`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch.nn as nn
 
 from pipeline.errors import KdpipeError
 
-REGISTRY: dict[str, type["Method"]] = {}
+REGISTRY: dict[str, type[Method]] = {}
 
 
-def register_method(name: str, job: bool = False) -> Callable[[type["Method"]], type["Method"]]:
+def register_method(name: str, job: bool = False) -> Callable[[type[Method]], type[Method]]:
     """Register a method class under `name`; `job=True` marks a knowledge job (never a student method)."""
 
     def deco(cls: type[Method]) -> type[Method]:
@@ -57,8 +60,12 @@ class Context:
     input_size: int = 32
     epochs: int = 1
     make_student: Callable[[], nn.Module] | None = None  # another fresh student (DML peers)
-    assets: dict[str, Any] = field(default_factory=dict)  # stage-provided extras (factor encoder, probe choice, teacher names...)
-    teachers: Any = None  # the online teachers (pipeline.sources.OnlineTeachers) even when `source` serves cached logits
+    assets: dict[str, Any] = field(
+        default_factory=dict
+    )  # stage-provided extras (factor encoder, probe choice, teacher names...)
+    teachers: Any = (
+        None  # the online teachers (pipeline.sources.OnlineTeachers) even when `source` serves cached logits
+    )
     train_size: int = 0  # images in the training split (0 = unknown)
     val_size: int = 0  # images in the validation split
 
@@ -80,9 +87,13 @@ class Method(nn.Module):
     kind: str | None = None  # knowledge jobs: the artifact kind they write (professor | probes | factor)
     needs_teachers = False  # the job refuses a model with this method and no teachers
     needs_features = False  # the source must return teacher stage features
-    uses_assets: tuple[str, ...] = ()  # ctx.assets entries (stage-made files) the method reads: part of the run's identity
+    uses_assets: tuple[
+        str, ...
+    ] = ()  # ctx.assets entries (stage-made files) the method reads: part of the run's identity
     splits: tuple[str, ...] = ("train", "val")  # loaders the job builds; without "val" fit validates nothing
-    precompute_targets = False  # without augmentation, serve the teachers' logits from one pass over the train split
+    precompute_targets = (
+        False  # without augmentation, serve the teachers' logits from one pass over the train split
+    )
     progress: float | None = None  # set by fit before each training step: epochs done after it (float)
 
     @dataclass(frozen=True)
@@ -92,14 +103,17 @@ class Method(nn.Module):
     def __init__(self, ctx: Context, p: Any) -> None:
         super().__init__()
         if self.needs_teachers and ctx.source is None:
-            raise KdpipeError(f"method {self.name!r} needs at least one teacher; list them under the student's 'teachers'")
+            raise KdpipeError(
+                f"method {self.name!r} needs at least one teacher; list them under the student's 'teachers'"
+            )
         self.student = ctx.student
         self.source = ctx.source
         self.p = p
 
     @classmethod
     def uses(cls, p: Any) -> list[str]:
-        """Other registered methods this one runs (their code is part of a job's code), e.g. professor's base."""
+        """Other registered methods this one runs (their code is part of a job's code), e.g. professor's
+        base."""
         return []
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -107,7 +121,11 @@ class Method(nn.Module):
 
     def ddp_modules(self) -> list[str]:
         """Attribute names of the trainable modules that DDP wraps (the source never is)."""
-        return [n for n, m in self.named_children() if n != "source" and any(q.requires_grad for q in m.parameters())]
+        return [
+            n
+            for n, m in self.named_children()
+            if n != "source" and any(q.requires_grad for q in m.parameters())
+        ]
 
     def exported(self) -> dict[str, nn.Module]:
         return {} if self.job else {"": self.student}
@@ -116,7 +134,7 @@ class Method(nn.Module):
         """Knowledge jobs: artifact fields, metrics and extra files; `loader(split)` gives a plain loader."""
         raise NotImplementedError(f"{self.name} is not a knowledge job")
 
-    def train(self, mode: bool = True) -> "Method":
+    def train(self, mode: bool = True) -> Method:
         super().train(mode)
         if isinstance(self.source, nn.Module):
             self.source.eval()  # teachers always in eval mode: their BN statistics never move

@@ -1,4 +1,5 @@
 """Plain supervised training with cross-entropy: teachers and scratch students."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

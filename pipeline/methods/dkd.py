@@ -1,4 +1,5 @@
 """Decoupled knowledge distillation (Zhao et al., CVPR 2022) with an epoch warm-up."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ class DKD(Method):
         alpha: float = bounded(1.0, ge=0)  # weight α of TCKD (mdistiller DKD.ALPHA)
         beta: float = bounded(8.0, ge=0)  # weight β of NCKD (mdistiller DKD.BETA, CIFAR-100 default)
         temperature: float = bounded(4.0, gt=0)  # softmax temperature T (mdistiller DKD.T)
-        warmup: float = bounded(20.0, ge=0)  # epochs over which the KD weight ramps linearly to 1 (mdistiller DKD.WARMUP); 0 = none
+        warmup: float = bounded(
+            20.0, ge=0
+        )  # epochs over which the KD weight ramps linearly to 1 (mdistiller DKD.WARMUP); 0 = none
         ce_weight: float = bounded(1.0, ge=0)  # weight of CE (mdistiller DKD.CE_WEIGHT)
         teachers: Literal["mean_logits", "first"] = "mean_logits"  # how several teachers become one target
 
@@ -46,7 +49,8 @@ class DKD(Method):
             raise KdpipeError("dkd needs at least 2 classes (NCKD is over the non-target classes)")
 
     def ramp(self, progress: float) -> float:
-        """Warm-up factor min(progress/W, 1); `progress` in epochs (e.g. e + (i + 1)/steps, or e + 1 per epoch)."""
+        """Warm-up factor min(progress/W, 1); `progress` in epochs (e.g. e + (i + 1)/steps, or e + 1 per
+        epoch)."""
         if self.p.warmup == 0:
             return 1.0
         return min(progress / self.p.warmup, 1.0)

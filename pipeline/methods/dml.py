@@ -1,4 +1,5 @@
 """Deep mutual learning: K peer students teach each other (Zhang, Xiang, Hospedales, Lu, CVPR 2018)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,16 +38,27 @@ class DML(Method):
     @dataclass(frozen=True)
     class Params:
         peers: int = bounded(2, ge=2)  # number K of peer students trained together (paper: 2 or more)
-        kl_weight: float = bounded(1.0, ge=0)  # weight w of the mutual KL term (IE-KD resnet56-20.yaml sets 1; never rely on a 0 default)
-        teacher_weight: float = bounded(0.0, ge=0)  # optional extra KD from teachers per peer; 0 = pure DML (paper)
-        temperature: float = bounded(4.0, gt=0)  # temperature of the optional teacher KD term only (mutual KL is at τ = 1)
+        kl_weight: float = bounded(
+            1.0, ge=0
+        )  # weight w of the mutual KL term (IE-KD resnet56-20.yaml sets 1; never rely on a 0 default)
+        teacher_weight: float = bounded(
+            0.0, ge=0
+        )  # optional extra KD from teachers per peer; 0 = pure DML (paper)
+        temperature: float = bounded(
+            4.0, gt=0
+        )  # temperature of the optional teacher KD term only (mutual KL is at τ = 1)
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
         if ctx.make_student is None:
-            raise KdpipeError("dml needs a way to build peer students (Context.make_student); run it through distill")
+            raise KdpipeError(
+                "dml needs a way to build peer students (Context.make_student); run it through distill"
+            )
         if p.teacher_weight > 0 and ctx.source is None:
-            raise KdpipeError("dml.teacher_weight > 0 needs teachers; list them under the student's 'teachers' or set it to 0")
+            raise KdpipeError(
+                "dml.teacher_weight > 0 needs teachers; list them under the student's 'teachers' or set it "
+                "to 0"
+            )
         for k in range(1, p.peers):
             setattr(self, f"peer{k}", ctx.make_student())
 
@@ -78,8 +90,13 @@ class DML(Method):
             ces.append(ce)
             kls.append(kl)
             total = total + loss_i
-        out = {"loss": total, "logits": zs[0], "ce": torch.stack(ces).mean(), "kl": torch.stack(kls).mean(),
-               "ce_peer0": ces[0]}
+        out = {
+            "loss": total,
+            "logits": zs[0],
+            "ce": torch.stack(ces).mean(),
+            "kl": torch.stack(kls).mean(),
+            "ce_peer0": ces[0],
+        }
         if kds:
             out["kd"] = torch.stack(kds).mean()
         return out

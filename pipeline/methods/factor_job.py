@@ -5,9 +5,10 @@ frozen knowledge source (eval mode, no grad, never in DDP). forward -> {"loss": 
 with L_rec the ℓ1 mean of pipeline.losses.ie; no logits, so fit logs no train/acc. `validate` reports
 the validation L_rec (eval-mode BN) and the teacher's own validation top-1 as a sanity check.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -55,10 +56,16 @@ class FactorTrainer(Method):
     def outputs(self, loader: Callable[[str], Iterable], final: dict) -> Outputs:
         ae = getattr(self.student, "module", self.student)
         nan = float("nan")
-        metrics = {"train/rec": final.get("train/rec", nan), "teacher_val_acc": final.get("val/teacher_acc", nan),
-                   "epochs": float(self.p.epochs)}
+        metrics = {
+            "train/rec": final.get("train/rec", nan),
+            "teacher_val_acc": final.get("val/teacher_acc", nan),
+            "epochs": float(self.p.epochs),
+        }
         if "val/rec" in final:
             metrics["val/rec"] = final["val/rec"]
-        fields = {"teacher": self.assets["teacher_names"][0], "teacher_sha256": self.assets["teacher_sha256"][0],
-                  **factor_fields(ae.encoder)}
+        fields = {
+            "teacher": self.assets["teacher_names"][0],
+            "teacher_sha256": self.assets["teacher_sha256"][0],
+            **factor_fields(ae.encoder),
+        }
         return Outputs(fields=fields, metrics=metrics)

@@ -1,4 +1,5 @@
 """A generation m >= 1 of a born-again / tolerant-teacher chain, taught by generation m − 1."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,18 +36,28 @@ class Generation(Method):
 
     @dataclass(frozen=True)
     class Params:
-        lam: float = bounded(0.5, ge=0, le=1)  # λ: weight of CE; the KL to the previous generation gets 1 − λ [GUESS]
+        lam: float = bounded(
+            0.5, ge=0, le=1
+        )  # λ: weight of CE; the KL to the previous generation gets 1 − λ [GUESS]
         temperature: float = bounded(1.0, gt=0)  # τ of both softmaxes in the KL (scaled by τ²) [GUESS]
-        eta: float = bounded(1.0, ge=0, le=1)  # η_s: weight of the CE+KL mix; TSD on the student gets 1 − η_s (1 = off); ablation
-        k: int = bounded(5, ge=2)  # K of the student's TSD term (used only when eta < 1); as the patriarch's [MEM]
+        eta: float = bounded(
+            1.0, ge=0, le=1
+        )  # η_s: weight of the CE+KL mix; TSD on the student gets 1 − η_s (1 = off); ablation
+        k: int = bounded(
+            5, ge=2
+        )  # K of the student's TSD term (used only when eta < 1); as the patriarch's [MEM]
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
         if ctx.source.num_teachers != 1:
-            raise KdpipeError(f"method 'generation' takes exactly one teacher (the previous generation), got "
-                              f"{ctx.source.num_teachers}; list one under teachers, or use method kd for several")
+            raise KdpipeError(
+                f"method 'generation' takes exactly one teacher (the previous generation), got "
+                f"{ctx.source.num_teachers}; list one under teachers, or use method kd for several"
+            )
         if p.eta < 1.0 and p.k > ctx.num_classes:  # k >= 2 is checked when params load
-            raise KdpipeError(f"generation.k must be between 2 and the number of classes ({ctx.num_classes}), got {p.k}")
+            raise KdpipeError(
+                f"generation.k must be between 2 and the number of classes ({ctx.num_classes}), got {p.k}"
+            )
 
     def forward(self, batch, epoch: int) -> dict:
         x, y, _ = batch

@@ -1,4 +1,5 @@
 """GPAC: multi-teacher KD guided by linear probes and an adaptive corrector (Neural Networks 164, 2023)."""
+
 from __future__ import annotations
 
 import logging
@@ -39,12 +40,22 @@ class GPAC(Method):
 
     @dataclass(frozen=True)
     class Params:
-        alpha: float = bounded(1.0, ge=0)  # weight of the adaptive multi-teacher KL L_MT; 0 switches it off (α=1)
+        alpha: float = bounded(
+            1.0, ge=0
+        )  # weight of the adaptive multi-teacher KL L_MT; 0 switches it off (α=1)
         temperature: float = bounded(4.0, gt=0)  # softmax temperature τ of L_MT (default, yardstick τ=4)
-        t_w: float = bounded(1.0, gt=0)  # temperature of the instruction weights softmax_k(−KL_k/t_w) ([GUESS])
-        rho_max: float = bounded(0.2, ge=0, le=1)  # corrector strength: the farthest teacher's target mixes in ρ_max of the student ([GUESS])
-        beta_levels: list[float] = bounded([1000.0, 500.0, 100.0], ge=0)  # β(e) per interval ([GUESS]; AT's β=1000)
-        beta_breakpoints: list[float] = bounded([150 / 240, 210 / 240], ge=0, le=1)  # interval ends as fractions of the epochs, rounded to whole epochs (the paper: 150, 210 of 240)
+        t_w: float = bounded(
+            1.0, gt=0
+        )  # temperature of the instruction weights softmax_k(−KL_k/t_w) ([GUESS])
+        rho_max: float = bounded(
+            0.2, ge=0, le=1
+        )  # corrector strength: the farthest teacher's target mixes in ρ_max of the student ([GUESS])
+        beta_levels: list[float] = bounded(
+            [1000.0, 500.0, 100.0], ge=0
+        )  # β(e) per interval ([GUESS]; AT's β=1000)
+        beta_breakpoints: list[float] = bounded(
+            [150 / 240, 210 / 240], ge=0, le=1
+        )  # interval ends as fractions of the epochs, rounded to whole epochs (the paper: 150, 210 of 240)
         use_probe: bool = True  # False: teacher 0 for every layer instead of the probe choice (ablation)
         use_weights: bool = True  # False: uniform teacher weights 1/K (ablation)
         use_corrector: bool = True  # False: ρ = 0, targets are the teachers' own (ablation)
@@ -54,7 +65,9 @@ class GPAC(Method):
         super().__init__(ctx, p)
         bp = list(p.beta_breakpoints)
         if len(p.beta_levels) != len(bp) + 1 or bp != sorted(bp):  # each in [0, 1]: checked when params load
-            raise KdpipeError("gpac.beta_breakpoints must be ascending fractions in [0, 1], one fewer than gpac.beta_levels")
+            raise KdpipeError(
+                "gpac.beta_breakpoints must be ascending fractions in [0, 1], one fewer than gpac.beta_levels"
+            )
         self.epochs = ctx.epochs
         pairs = self._layer_teachers(ctx) if p.use_attention else []  # [(stage index, teacher index)]
         depth = [len(t.stage_channels) for t in getattr(self.source, "teachers", [])]
@@ -67,16 +80,25 @@ class GPAC(Method):
         if not self.p.use_probe:
             return [(l, 0) for l in range(-n_s, 0)]
         if "probes" not in ctx.assets:
-            raise KdpipeError("gpac needs the probe table (run probe-teachers; distill passes models/knowledge/probes.pt), or set gpac.use_probe: false")
+            raise KdpipeError(
+                "gpac needs the probe table (run probe-teachers; distill passes models/knowledge/probes.pt), "
+                "or set gpac.use_probe: false"
+            )
         probes, names = load_probes(ctx.assets["probes"]), ctx.assets.get("teacher_names")
         if names is None or len(names) != K:
-            raise KdpipeError(f"gpac needs the student's {K} teacher names in assets['teacher_names'] to map the probe choice")
+            raise KdpipeError(
+                f"gpac needs the student's {K} teacher names in assets['teacher_names'] to map the probe "
+                "choice"
+            )
         pairs = []
         for l, c in zip(probes["layers"], probes["choice"]):
             chosen = probes["teachers"][c]
             if chosen not in names:
-                raise KdpipeError(f"probe-teachers chose {chosen!r} for stage[{l}] but the student's teachers are {list(names)}; "
-                                  "list the same teachers in probes.teachers and the student's teachers")
+                raise KdpipeError(
+                    f"probe-teachers chose {chosen!r} for stage[{l}] but the student's teachers are "
+                    f"{list(names)}; "
+                    "list the same teachers in probes.teachers and the student's teachers"
+                )
             if not -n_s <= l < n_s:
                 log.warning("gpac: the student has %d stages; probe layer stage[%d] is skipped", n_s, l)
                 continue
@@ -92,7 +114,15 @@ class GPAC(Method):
         if self.p.alpha or beta:
             ft, zt = self.source.features(batch)  # per-teacher stage features and (K, B, C) logits, no grad
         if self.p.alpha:
-            mt = gpac_kl(z, zt, self.p.temperature, self.p.t_w, self.p.rho_max, self.p.use_weights, self.p.use_corrector)
+            mt = gpac_kl(
+                z,
+                zt,
+                self.p.temperature,
+                self.p.t_w,
+                self.p.rho_max,
+                self.p.use_weights,
+                self.p.use_corrector,
+            )
             loss, out["mt"] = loss + self.p.alpha * mt, mt
         if beta:
             sa = sum(at_loss(fs[l], ft[k][l]) for l, k in self.pairs)

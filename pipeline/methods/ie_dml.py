@@ -1,4 +1,5 @@
 """IE-DML: deep mutual learning with inheritance and exploration (Huang et al., CVPR 2021, DML extension)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from pipeline.methods import Context, Method, register_method
 class IEDML(Method):
     """Two networks A (the student) and B (its peer), each taught by the other (the IE-DML extension).
 
-        L_A = CE(z_A, y) + w·KL(p_B ‖ p_A) + λ_inh·D₁(E_inh^A(f_A,inh), F_B) + λ_exp·L_exp(E_exp^A(f_A,exp), F_B)
+        L_A = CE(z_A, y) + w·KL(p_B ‖ p_A) + λ_inh·D₁(E_inh^A(f_A,inh), F_B)
+              + λ_exp·L_exp(E_exp^A(f_A,exp), F_B)
         F_B = E^B(f_B), detached; L_B symmetrically; L = L_A + L_B + λ_rec·(L_rec^A + L_rec^B)
 
     DML: Zhang, Xiang, Hospedales, Lu, CVPR 2018; IE: Huang et al., CVPR 2021 (pipeline.losses.ie).
@@ -38,16 +40,28 @@ class IEDML(Method):
 
     @dataclass(frozen=True)
     class Params:
-        dml_weight: float = bounded(1.0, ge=0)  # w of each network's KL(p_other ‖ p_self) at τ = 1 (DML; the spec: set 1 explicitly)
-        lambda_inh: float = bounded(500.0, ge=0)  # weight of L_inh against the other network's factor; [GUESS]
-        lambda_exp: float = bounded(500.0, ge=0)  # weight of L_exp against the other network's factor; [GUESS]
-        exploration: Literal["l1", "cos"] = "l1"  # L_exp form: l1 = −D₁ | cos = mean |cos| (~20× larger than D₁, so lower λ_exp)
+        dml_weight: float = bounded(
+            1.0, ge=0
+        )  # w of each network's KL(p_other ‖ p_self) at τ = 1 (DML; the spec: set 1 explicitly)
+        lambda_inh: float = bounded(
+            500.0, ge=0
+        )  # weight of L_inh against the other network's factor; [GUESS]
+        lambda_exp: float = bounded(
+            500.0, ge=0
+        )  # weight of L_exp against the other network's factor; [GUESS]
+        exploration: Literal["l1", "cos"] = (
+            "l1"  # L_exp form: l1 = −D₁ | cos = mean |cos| (~20× larger than D₁, so lower λ_exp)
+        )
         split: float = bounded(0.5, gt=0, lt=1)  # fraction of last-stage channels that inherit (spec: 50/50)
         divide: Literal["natural", "random"] = "natural"  # channel order of the split
         divide_seed: int = bounded(0, ge=0)  # seed of the random permutation (divide: random)
         factor_channels: int = bounded(32, ge=1)  # channels k of every factor
-        factor_input: Literal["full", "inh"] = "full"  # what each network's factor encodes: full feature (spec) | inheritance half [GUESS]
-        rec_weight: float = bounded(1.0, ge=0)  # weight of the ℓ1 reconstruction loss of the on-the-fly auto-encoders [GUESS]
+        factor_input: Literal["full", "inh"] = (
+            "full"  # what each network's factor encodes: full feature (spec) | inheritance half [GUESS]
+        )
+        rec_weight: float = bounded(
+            1.0, ge=0
+        )  # weight of the ℓ1 reconstruction loss of the on-the-fly auto-encoders [GUESS]
 
     def __init__(self, ctx: Context, p: Params) -> None:
         super().__init__(ctx, p)
@@ -56,7 +70,10 @@ class IEDML(Method):
         self.peer = ctx.make_student()
         c = int(ctx.student.stage_channels[-1])
         if int(self.peer.stage_channels[-1]) != c:
-            raise KdpipeError("ie_dml: make_student built a peer with other last-stage channels; both networks must share the arch")
+            raise KdpipeError(
+                "ie_dml: make_student built a peer with other last-stage channels; both networks must share "
+                "the arch"
+            )
         inh, exp = split_indices(c, p.split, p.divide, p.divide_seed)
         self.register_buffer("inh_index", inh)
         self.register_buffer("exp_index", exp)
@@ -66,18 +83,27 @@ class IEDML(Method):
         self.inh_b, self.exp_b, self.ae_b = Coder(len(inh), k), Coder(len(exp), k), AutoEncoder(c_ae, k)
 
     def exported(self) -> dict[str, nn.Module]:
-        return {"": self.student, "_peer1": self.peer}  # same names as `dml` (models/students/<name>_peer1.pt)
+        return {
+            "": self.student,
+            "_peer1": self.peer,
+        }  # same names as `dml` (models/students/<name>_peer1.pt)
 
     def _side(self, f, enc_inh: nn.Module, enc_exp: nn.Module, ae: nn.Module):
         """(F_inh, F_exp, own factor detached, L_rec) of one network's last-stage feature f."""
         src = f.detach() if self.p.factor_input == "full" else f.detach().index_select(1, self.inh_index)
         factor, rec = ae(src)
-        return (enc_inh(f.index_select(1, self.inh_index)), enc_exp(f.index_select(1, self.exp_index)),
-                factor.detach(), reconstruction_l1(src, rec))
+        return (
+            enc_inh(f.index_select(1, self.inh_index)),
+            enc_exp(f.index_select(1, self.exp_index)),
+            factor.detach(),
+            reconstruction_l1(src, rec),
+        )
 
     def _ie(self, f_inh, f_exp, f_other) -> tuple:
-        return (inheritance_loss(*match_spatial(f_inh, f_other)),
-                exploration_loss(*match_spatial(f_exp, f_other), form=self.p.exploration))
+        return (
+            inheritance_loss(*match_spatial(f_inh, f_other)),
+            exploration_loss(*match_spatial(f_exp, f_other), form=self.p.exploration),
+        )
 
     def forward(self, batch, epoch: int) -> dict:
         x, y, _ = batch
@@ -93,5 +119,17 @@ class IEDML(Method):
         loss_b = ce_b + p.dml_weight * kl_b + p.lambda_inh * inh_b + p.lambda_exp * exp_b
         rec = rec_a + rec_b
         acc_peer = (zb.detach().argmax(1) == y).float().mean()
-        return {"loss": loss_a + loss_b + p.rec_weight * rec, "logits": za, "ce": ce_a, "ce_peer": ce_b, "kl": kl_a,
-                "kl_peer": kl_b, "inh": inh_a, "inh_peer": inh_b, "exp": exp_a, "exp_peer": exp_b, "rec": rec, "acc_peer": acc_peer}
+        return {
+            "loss": loss_a + loss_b + p.rec_weight * rec,
+            "logits": za,
+            "ce": ce_a,
+            "ce_peer": ce_b,
+            "kl": kl_a,
+            "kl_peer": kl_b,
+            "inh": inh_a,
+            "inh_peer": inh_b,
+            "exp": exp_a,
+            "exp_peer": exp_b,
+            "rec": rec,
+            "acc_peer": acc_peer,
+        }

@@ -1,4 +1,5 @@
 """Hinton KD with one or more teachers and a named multi-teacher aggregation rule."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ class KD(Method):
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
         if p.aggregate not in RULES:
-            raise KdpipeError(f"kd.aggregate: unknown rule {p.aggregate!r}; known: {', '.join(sorted(RULES))}")
+            raise KdpipeError(
+                f"kd.aggregate: unknown rule {p.aggregate!r}; known: {', '.join(sorted(RULES))}"
+            )
 
     def forward(self, batch, epoch: int) -> dict:
         x, y, _ = batch

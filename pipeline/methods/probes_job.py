@@ -4,10 +4,11 @@ loss = Σ_{k,l} CE(probe_{k,l}); `student` is the ProbeNet. fit validates the Pr
 split after the last epoch (its plain forward is the mean of all probe logits, so `val/acc` is the
 probe ensemble's top-1); `outputs` then measures every probe on its own and chooses k*(l).
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch.nn.functional as F
 
@@ -38,7 +39,9 @@ class ProbeTrainer(Method):
     def __init__(self, ctx: Context, p: ProbesParams) -> None:
         super().__init__(ctx, p)
         if not ctx.val_size:
-            raise KdpipeError("the validation split is empty; probes are measured on it, so set data.val_size > 0")
+            raise KdpipeError(
+                "the validation split is empty; probes are measured on it, so set data.val_size > 0"
+            )
         teachers = list(self.source.teachers)
         self.names = list(ctx.assets.get("teacher_names") or [f"teacher{k}" for k in range(len(teachers))])
         self.__dict__["shas"] = list(ctx.assets.get("teacher_sha256") or [""] * len(teachers))
@@ -52,7 +55,11 @@ class ProbeTrainer(Method):
     def forward(self, batch, epoch: int) -> dict:
         x, y, _ = batch
         z = self.student(x, every=True)  # (P, B, C)
-        ce = F.cross_entropy(z.float().flatten(0, 1), y.repeat(z.shape[0]), reduction="none").view(z.shape[:2]).mean(1)
+        ce = (
+            F.cross_entropy(z.float().flatten(0, 1), y.repeat(z.shape[0]), reduction="none")
+            .view(z.shape[:2])
+            .mean(1)
+        )
         n = self.n_layers
         parts = {f"ce_{self.names[i // n]}_l{i % n}": ce[i] for i in range(len(ce))}
         return {"loss": ce.sum(), "logits": z.detach().mean(0), **parts}
@@ -62,8 +69,15 @@ class ProbeTrainer(Method):
         acc = probe_accuracy(net, loader("val"))
         choice, layers = choose(acc), net.layers
         for j, l in enumerate(layers):
-            log.info("probes: stage[%d] -> %s (%s)", l, self.names[choice[j]],
-                     ", ".join(f"{n}={a[j]:.4f}" for n, a in zip(self.names, acc)))
+            log.info(
+                "probes: stage[%d] -> %s (%s)",
+                l,
+                self.names[choice[j]],
+                ", ".join(f"{n}={a[j]:.4f}" for n, a in zip(self.names, acc)),
+            )
         table = {"teachers": self.names, "layers": layers, "acc": acc, "choice": choice, "pool": self.p.pool}
-        fields = table | {"teacher_sha256": dict(zip(self.names, self.shas)), "state_dict": checkpoint.clean_state_dict(net)}
+        fields = table | {
+            "teacher_sha256": dict(zip(self.names, self.shas)),
+            "state_dict": checkpoint.clean_state_dict(net),
+        }
         return Outputs(fields=fields, metrics=probe_metrics(table))

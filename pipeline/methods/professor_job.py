@@ -9,9 +9,10 @@ one Adam over the three disjoint groups equals the CAAE's three Adams (same lr, 
 updates. The refined target is label-conditioned, so fit validates nothing; `outputs` measures the
 refined targets on the un-augmented train and val splits after training and caches them.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -59,16 +60,22 @@ class ProfessorTrainer(Method):
     def __init__(self, ctx: Context, p: ProfessorParams) -> None:
         super().__init__(ctx, p)
         if ctx.train_size % p.batch_size == 1:
-            raise KdpipeError(f"professor.batch_size={p.batch_size} leaves a last batch of 1 sample, "
-                              "which batch norm cannot train on; change it")
+            raise KdpipeError(
+                f"professor.batch_size={p.batch_size} leaves a last batch of 1 sample, "
+                "which batch norm cannot train on; change it"
+            )
         if self.source.num_teachers != 1:
-            raise KdpipeError(f"a professor refines one teacher, got {self.source.num_teachers}; "
-                              "run refine-targets once per teacher")
+            raise KdpipeError(
+                f"a professor refines one teacher, got {self.source.num_teachers}; "
+                "run refine-targets once per teacher"
+            )
         c = ctx.num_classes
         self.student = ctx.student if ctx.student is not None else ProfessorNet(c, p)
         self.d_z = mlp([p.latent_dim, *p.latent_disc_hidden, 1], nn.ReLU(), True)
         self.d_p = mlp([2 * c, *p.cond_disc_hidden, 1], nn.LeakyReLU(0.2), False)
-        self.__dict__["teachers"] = ctx.teachers  # plain attribute: the online teacher, for the cached targets
+        self.__dict__["teachers"] = (
+            ctx.teachers
+        )  # plain attribute: the online teacher, for the cached targets
         self.__dict__["assets"] = ctx.assets
 
     def forward(self, batch, epoch: int) -> dict:
@@ -79,30 +86,57 @@ class ProfessorTrainer(Method):
         p_t, p_p = F.softmax(z_t / p.temperature, dim=1), F.softmax(z_p.float() / p.temperature, dim=1)
         rec, acc = L.rec_loss(z_p.float(), z_t, p.temperature), L.acc_loss(z_p.float(), y)
         adv_z = L.adv_gen_loss(frozen_call(self.d_z, latent).float())  # reaches E_P only
-        adv_p = L.adv_gen_loss(frozen_call(self.d_p, torch.cat([p_p, onehot], 1)).float())  # reaches E_P and G_P
+        adv_p = L.adv_gen_loss(
+            frozen_call(self.d_p, torch.cat([p_p, onehot], 1)).float()
+        )  # reaches E_P and G_P
         # discriminators: one pass each on [real; detached fake], so they reach only their own parameters
         prior = torch.rand_like(latent) * 2 - 1  # u ~ U[−1, 1]^d_z
         dz = self.d_z(torch.cat([prior, latent.detach()])).float()
-        disc_z = L.adv_disc_loss(dz[: len(y)], dz[len(y):])
+        disc_z = L.adv_disc_loss(dz[: len(y)], dz[len(y) :])
         ok = z_t.argmax(1) == y  # "real" targets: the teacher's correctly classified samples
-        dp = self.d_p(torch.cat([torch.cat([p_t[ok], onehot[ok]], 1), torch.cat([p_p.detach(), onehot], 1)])).float()
-        disc_p = L.adv_disc_loss(dp[: int(ok.sum())], dp[int(ok.sum()):])
+        dp = self.d_p(
+            torch.cat([torch.cat([p_t[ok], onehot[ok]], 1), torch.cat([p_p.detach(), onehot], 1)])
+        ).float()
+        disc_p = L.adv_disc_loss(dp[: int(ok.sum())], dp[int(ok.sum()) :])
         gen = p.lambda_rec * rec + p.lambda_acc * acc + p.lambda_z * adv_z + p.lambda_p * adv_p
-        return {"loss": gen + disc_z + disc_p, "logits": z_p, "rec": rec, "acc_ce": acc, "adv_z": adv_z, "adv_p": adv_p,
-                "disc_z": disc_z, "disc_p": disc_p}
+        return {
+            "loss": gen + disc_z + disc_p,
+            "logits": z_p,
+            "rec": rec,
+            "acc_ce": acc,
+            "adv_z": adv_z,
+            "adv_p": adv_p,
+            "disc_z": disc_z,
+            "disc_p": disc_p,
+        }
 
     def outputs(self, loader: Callable[[str], Iterable], final: dict) -> Outputs:
         """Refined targets of the un-augmented splits (cached next to the artifact) and their metrics."""
         net, teachers = self.student, self.teachers if self.teachers is not None else self.source
-        tables = refine_splits(ProfessorSource(teachers, [net]), {s: loader(s) for s in ("train", "val")}, net.num_classes)
+        tables = refine_splits(
+            ProfessorSource(teachers, [net]), {s: loader(s) for s in ("train", "val")}, net.num_classes
+        )
         name, sha = self.assets["teacher_names"][0], self.assets["teacher_sha256"][0]
-        summary: dict = {"step": self.p.epochs, "professor_params": sum(q.numel() for q in net.parameters()),
-                         "train": {k.removeprefix("train/"): v for k, v in final.items() if k.startswith("train/")}}
+        summary: dict = {
+            "step": self.p.epochs,
+            "professor_params": sum(q.numel() for q in net.parameters()),
+            "train": {k.removeprefix("train/"): v for k, v in final.items() if k.startswith("train/")},
+        }
         for s in ("train", "val"):
             if len(tables[s]):
                 m = target_metrics(tables[s], tables[f"teacher_{s}"], tables[f"y_{s}"], self.p.temperature)
                 summary.setdefault(s, {}).update(m)
-        targets = {"train": tables["train"], "val": tables["val"], "teacher": name, "teacher_sha256": sha, "augmented": False}
-        fields = {"num_classes": net.num_classes, "teacher": name, "teacher_sha256": sha,
-                  "state_dict": checkpoint.clean_state_dict(net)}
+        targets = {
+            "train": tables["train"],
+            "val": tables["val"],
+            "teacher": name,
+            "teacher_sha256": sha,
+            "augmented": False,
+        }
+        fields = {
+            "num_classes": net.num_classes,
+            "teacher": name,
+            "teacher_sha256": sha,
+            "state_dict": checkpoint.clean_state_dict(net),
+        }
         return Outputs(fields=fields, metrics=summary, extras={".targets": targets})

@@ -1,4 +1,5 @@
 """Tolerant teacher: the patriarch of a generation chain, trained with CE plus the TSD term."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,14 +33,22 @@ class Tolerant(Method):
     class Params:
         eta: float = bounded(0.6, ge=0, le=1)  # weight η of CE; TSD gets 1 − η (1 = plain CE) [MEM]
         k: int = bounded(5, ge=2)  # K: the primary class plus K − 1 secondaries in TSD (2..classes) [MEM]
-        start_epoch: int = bounded(0, ge=0)  # 0-based epoch from which TSD is on (warm-up with CE before it); [GUESS]
-        primary: Literal["gt", "top1"] = "gt"  # a1 = ground truth (v1 abstract) or the top-1 prediction (reimplementation)
-        divisor: Literal["k_minus_1", "k"] = "k_minus_1"  # TSD secondaries: mean over K−1 [GUESS] or sum/K (reimplementation)
+        start_epoch: int = bounded(
+            0, ge=0
+        )  # 0-based epoch from which TSD is on (warm-up with CE before it); [GUESS]
+        primary: Literal["gt", "top1"] = (
+            "gt"  # a1 = ground truth (v1 abstract) or the top-1 prediction (reimplementation)
+        )
+        divisor: Literal["k_minus_1", "k"] = (
+            "k_minus_1"  # TSD secondaries: mean over K−1 [GUESS] or sum/K (reimplementation)
+        )
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
         if p.k > ctx.num_classes:  # k >= 2 is checked when params load; the class count is a run fact
-            raise KdpipeError(f"tolerant.k must be between 2 and the number of classes ({ctx.num_classes}), got {p.k}")
+            raise KdpipeError(
+                f"tolerant.k must be between 2 and the number of classes ({ctx.num_classes}), got {p.k}"
+            )
 
     def forward(self, batch, epoch: int) -> dict:
         x, y, _ = batch
