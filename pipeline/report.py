@@ -6,19 +6,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pipeline.evaluate import Entry
+from pipeline.evaluate import ACCURACY_KEYS, DIGITS, Entry, accuracy_metrics  # noqa: F401 - re-exported
+from pipeline.evaluate import rounded as _r
 from pipeline.plots import Curve
 from pipeline.stats import Paired, Summary, kl_teacher_student, paired_difference, summarize, top1_agreement
-
-ACCURACY_KEYS = ("top1", "top5", "ece", "nll")  # results/metrics/accuracy.json, per model
-DIGITS = 4  # metrics are rounded so that `dvc exp show` columns stay narrow (0.8461, not 0.846099972)
 
 
 def read_json(path: Path) -> dict:
@@ -42,17 +39,8 @@ def read_history(tsv: Path) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
-def _r(x: float | None) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, DIGITS)
-
-
 def _drop_none(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
-
-
-def accuracy_metrics(evaluation: dict[str, dict]) -> dict[str, dict]:
-    """{model: {top1, top5, ece, nll}}: the one metrics file evaluate declares."""
-    return {name: {k: _r(m[k]) for k in ACCURACY_KEYS} for name, m in evaluation.items()}
 
 
 def latency(ex: dict, runtime: str) -> float | None:

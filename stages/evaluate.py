@@ -11,8 +11,7 @@ import typer
 from pipeline import checkpoint
 from pipeline.checks import load_params
 from pipeline.errors import KdpipeError
-from pipeline.evaluate import confusion_rows, evaluate_model, model_entries
-from pipeline.report import accuracy_metrics
+from pipeline.evaluate import accuracy_metrics, confusion_rows, evaluate_model, model_entries
 from stages import DATA, MODELS, RESULTS, command, model_path
 
 OUT = RESULTS / "evaluate"
