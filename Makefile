@@ -7,7 +7,7 @@ export PYTHONUNBUFFERED := 1
 # dvc.yaml runs `python -m stages ...`: the venv's python must come first on PATH
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint bench data env clean-env dvc.yaml
+.PHONY: demo test lint bench bench-families data env clean-env dvc.yaml
 
 $(BIN)/kdpipe: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,3 +47,6 @@ dvc.yaml: env  ## regenerate the stage file from params.yaml (after adding, remo
 
 bench: env data  ## fit vs a plain PyTorch loop, KD epoch cost, ORT INT8 vs torch fp32; writes bench/results.md
 	$(BIN)/python -m stages bench
+
+bench-families: env data  ## INT8 vs fp32 per model family at 96 px (about 15 min); writes bench/results_int8_families.md
+	$(BIN)/python -m stages bench --families
