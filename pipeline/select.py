@@ -44,6 +44,7 @@ from pipeline.select_space import (  # noqa: F401 - resolve_selected re-exported
     describe,
     expand,
     resolve_selected,
+    violations,
 )
 
 __all__ = ["SelectParams", "SpaceParams", "measure", "choose", "run_selection", "resolve_selected"]
@@ -246,18 +247,6 @@ def measure(
         fresh[c.label] | {"cached": False} if c.label in fresh else entries[keys[c.label]] | {"cached": True}
         for c in cands
     ]
-
-
-def violations(row: dict, sp: SelectParams) -> list[str]:
-    """The limits of the budget that a measured row breaks ([] = it fits)."""
-    stat = f"{sp.latency_stat}_ms"
-    checks = [
-        (sp.latency_ms, row[stat], f"{sp.latency_stat} {row[stat]:.3f} ms > {sp.latency_ms:g} ms"),
-        (sp.max_mb, row["size_mb"], f"{row['size_mb']:.3f} MB > {sp.max_mb:g} MB"),
-        (sp.max_params, row["params"], f"{row['params']:,} params > {sp.max_params:,}"),
-        (sp.max_macs, row["macs"], f"{row['macs']:,} MACs > {sp.max_macs:,.0f}"),
-    ]
-    return [why for limit, value, why in checks if limit and value > limit]
 
 
 def _budget_text(sp: SelectParams) -> str:

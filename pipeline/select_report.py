@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.select_space import SelectParams
+from pipeline.select_space import SelectParams, violations
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,6 @@ def pareto(rows: list[dict], stat: str) -> list[dict]:
 
 def markdown(rows: list[dict], sp: SelectParams, env: dict, budget: str) -> str:
     """One row per candidate, largest proxy first; the chosen one in bold, misfits say why."""
-    from pipeline.select import violations
 
     stat = f"{sp.latency_stat}_ms"
     lines = [
@@ -144,7 +143,6 @@ def plot_pareto(rows: list[dict], sp: SelectParams, out: Path, budget: str) -> N
     import matplotlib.pyplot as plt
 
     from pipeline import checkpoint
-    from pipeline.select import violations
 
     stat = f"{sp.latency_stat}_ms"
     ok = [r for r in rows if "error" not in r]

@@ -218,3 +218,15 @@ def resolve_selected(path: str | Path) -> tuple[str, dict, int]:
             f"input_size {size!r}); delete it and run select-student (dvc repro)"
         )
     return arch, kwargs, size
+
+
+def violations(row: dict, sp: SelectParams) -> list[str]:
+    """The limits of the budget that a measured row breaks ([] = it fits)."""
+    stat = f"{sp.latency_stat}_ms"
+    checks = [
+        (sp.latency_ms, row[stat], f"{sp.latency_stat} {row[stat]:.3f} ms > {sp.latency_ms:g} ms"),
+        (sp.max_mb, row["size_mb"], f"{row['size_mb']:.3f} MB > {sp.max_mb:g} MB"),
+        (sp.max_params, row["params"], f"{row['params']:,} params > {sp.max_params:,}"),
+        (sp.max_macs, row["macs"], f"{row['macs']:,} MACs > {sp.max_macs:,.0f}"),
+    ]
+    return [why for limit, value, why in checks if limit and value > limit]

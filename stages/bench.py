@@ -12,14 +12,8 @@ import torch
 import typer
 
 from pipeline import checkpoint
-from pipeline.bench import (
-    FAMILY_ARCHS,
-    bench_student,
-    cpu_model,
-    family_table,
-    library_versions,
-    markdown_table,
-)
+from pipeline.bench import cpu_model, library_versions, markdown_table
+from pipeline.bench_families import FAMILY_ARCHS, bench_student, family_table
 from pipeline.checks import load_params
 from pipeline.data.cache import load_prepared as load_data
 from pipeline.quantize import quantize_int8

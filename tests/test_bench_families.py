@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.bench import family_table
+from pipeline.bench_families import family_table
 
 
 def test_family_table_rows_and_ratios():

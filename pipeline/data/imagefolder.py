@@ -21,7 +21,7 @@ import torch
 
 from pipeline.data.augment import resize, to_uint8
 from pipeline.data.params import DataParams, ImageFolderParams
-from pipeline.data.sources import Alloc, Part, Raw, register_source
+from pipeline.data.registry import Alloc, Part, Raw, register_source
 from pipeline.data.split import balanced_subset, complement
 from pipeline.errors import KdpipeError
 

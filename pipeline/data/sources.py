@@ -10,13 +10,13 @@ from __future__ import annotations
 import gzip
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.data.params import DataParams
+from pipeline.data.registry import SOURCES, Alloc, Part, Raw, Source, memory_alloc, register_source  # noqa: F401
 from pipeline.errors import KdpipeError
 
 log = logging.getLogger(__name__)
@@ -34,51 +34,6 @@ FASHION_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
-Alloc = Callable[[tuple[int, ...]], torch.Tensor]
-
-
-def memory_alloc(shape: tuple[int, ...]) -> torch.Tensor:
-    return torch.empty(shape, dtype=torch.uint8)
-
-
-@dataclass
-class Part:
-    """Images x (N, C, H, W) uint8, labels y (N,), and the rows of x that belong to this part."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    rows: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if self.rows is None:
-            self.rows = torch.arange(len(self.y))
-
-
-@dataclass
-class Raw:
-    train: Part
-    test: Part
-    classes: list[str]
-    notes: dict[str, int] = field(default_factory=dict)  # counts for the summary (converted, skipped images)
-    resized: bool = False  # the source already resized to image_size
-
-
-@dataclass(frozen=True)
-class Source:
-    load: Callable[[DataParams, int, Alloc], Raw]
-    raw_paths: Callable[[DataParams], list[str]]
-    flip: bool  # default horizontal flip
-
-
-SOURCES: dict[str, Source] = {}
-
-
-def register_source(name: str, *, flip: bool, raw_paths: Callable[[DataParams], list[str]]) -> Callable:
-    def deco(fn: Callable[[DataParams, int, Alloc], Raw]) -> Callable:
-        SOURCES[name] = Source(fn, raw_paths, flip)
-        return fn
-
-    return deco
 
 
 def raw_paths(p: DataParams) -> list[str]:
