@@ -2,7 +2,7 @@
 
 Every figure is a ratio of epochs timed in the same process, interleaved (A, B, A, B, ...) so drift
 and machine noise hit both sides; the median over `reps` is reported. Epoch times vary ~13% between
-identical runs on the 2-core machines (environment.md §12), so single timings are never compared.
+identical runs on the 2-core machines, so single timings are never compared.
 """
 
 from __future__ import annotations

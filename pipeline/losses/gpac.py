@@ -4,7 +4,7 @@
 Neural Networks 164:345–356 (2023), DOI 10.1016/j.neunet.2023.04.015.
 
 Only the abstract is available. Every formula below is a [GUESS] traced to an abstract clause
-(reference/methods.md §3.3): "instructional weights" from each teacher's KL to the student that
+(docs/methods.md, GPAC): "instructional weights" from each teacher's KL to the student that
 "reduce the student's difficulty", a corrector that pulls each teacher's target toward "the student's
 predicted direction", and "a piecewise function of the epoch" scaling the spatial-attention loss.
 Notation: p^τ(z) = softmax(z/τ); KL(p‖q) = Σ_c p_c (log p_c − log q_c).
@@ -80,7 +80,7 @@ def beta_at(epoch: int, epochs: int, levels: Sequence[float], breakpoints: Seque
     """β(e) = levels[i] on the i-th interval of [0, E) cut at e_j = round(breakpoints[j]·E) (fractions of E
     epochs).
 
-    Three levels with breakpoints (150/240, 210/240) give the §3.3 default for the 240-epoch recipe:
+    Three levels with breakpoints (150/240, 210/240) give the default for the 240-epoch recipe:
     β1 for e < 150, β2 for 150 ≤ e < 210, β3 for e ≥ 210 (e is the 0-based epoch). Fractions make the
     schedule scale with the number of epochs; rounding half up to whole epochs keeps every level in
     short runs (6 epochs: cuts at 4 and 5). [GUESS]: levels and breakpoints are not in the abstract.

@@ -2,7 +2,7 @@
 distillation of teachers", Information Sciences 576, 2021).
 
 The paper's full text was not available; these are the [GUESS] formulas of
-shared/reference/methods.md §1.4, mirroring the conditional adversarial autoencoder (CAAE) of
+kdpipe's own design (docs/methods.md, professor), mirroring the conditional adversarial autoencoder (CAAE) of
 Zhang, Song, Qi, CVPR 2017 (L1 reconstruction + two adversarial BCE games):
 
     L_rec  = mean_{b,c} | p^τ(z_P) − p^τ(z_t) |            keep the teacher's inter-class structure
