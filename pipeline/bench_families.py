@@ -10,7 +10,9 @@ default QDQ, and times torch eager, ORT fp32 and both INT8 models with `pipeline
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -212,3 +214,75 @@ def family_table(
         ),
     ]
     return "\n".join(head), rows
+
+
+def deployment_bench(
+    name: str, models: Path, calib: np.ndarray, export: Any, runs: int, threads: list[int]
+) -> dict:
+    """`bench_student` of one exported student at each thread count, beside two other INT8 recipes
+    (S8S8; the stem conv in INT8) quantized here, to show why the defaults are the defaults."""
+    fp32, int8 = models / "export" / f"{name}.onnx", models / "export" / f"{name}.int8.onnx"
+    if not fp32.is_file():
+        return {}
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="kdpipe-bench-") as tmp:
+        recipes = {
+            "ort_int8_s8s8": {"activation": "s8", "weight": "s8"},
+            "ort_int8_int8_stem": {"fp32_stem": False},
+        }
+        extra = {k: Path(tmp) / f"{k}.onnx" for k in recipes} if int8.is_file() else {}
+        for k, path in extra.items():
+            quantize_int8(fp32, path, calib, export.calib_images, **recipes[k])
+        for t in threads:  # small CNNs scale unevenly with threads: show each count
+            out[f"{name}, {t or 'all'} thread(s)"] = bench_student(
+                models / "students" / f"{name}.pt",
+                fp32,
+                int8 if int8.is_file() else None,
+                export.batch_sizes,
+                export.latency_warmup,
+                runs,
+                t,
+                extra=extra,
+            )
+    return out
+
+
+def _ratio_row(label: str, r: dict, goal: str) -> str:
+    return (
+        f"| {label} | {r['ratio']:.3f} | {r['ratio_min']:.2f}–{r['ratio_max']:.2f} | {r['a_s']:.2f} | "
+        f"{r['b_s']:.2f} | {goal} |"
+    )
+
+
+def training_markdown(train: dict, env: dict, student: str, teacher: str, reps: int) -> list[str]:
+    """The head of bench/results.md: the training-loop ratios, measured in one run."""
+    return [
+        "# kdpipe benchmarks",
+        "",
+        f"{env['cpu']}, {env['torch_threads']} torch threads, torch {env['versions'].get('torch')}; "
+        f"{train['images']} training images, batch {train['batch_size']}, student {student}, "
+        f"teacher {teacher}; "
+        f"median of {reps} interleaved epochs per side after one warm-up each.",
+        "",
+        "| comparison | ratio (median) | min–max | A s/epoch | B s/epoch | goal |",
+        "|---|---:|---:|---:|---:|---|",
+        _ratio_row("`fit` / plain PyTorch loop", train["fit_vs_plain"], "≤ 1.05"),
+        _ratio_row("KD cached targets / scratch", train["kd_cached_vs_scratch"], "≤ 1.15"),
+        _ratio_row("KD online teacher / scratch", train["kd_online_vs_scratch"], "reported"),
+        "",
+    ]
+
+
+def family_markdown(table: str) -> str:
+    """bench/results_int8_families.md around `family_table`'s table."""
+    return "\n".join(
+        [
+            "# INT8 per model family",
+            "",
+            "INT8 = the family's default recipe (`pipeline.quantize.RECIPES`); the last column is",
+            "ORT's default QDQ (every node INT8) on the same model in the same run, for comparison.",
+            "",
+            table,
+            "",
+        ]
+    )

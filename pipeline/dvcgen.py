@@ -11,11 +11,10 @@ dvc.yaml that no longer matches params.yaml is reported with the command that re
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 import yaml
 
-from pipeline.codedeps import ROOT, closure, code_files
+from pipeline.codedeps import closure, code_files
+from pipeline.dvcstage import CHECKED, SELECTED, Paths, code_deps, compact, make_stage, out_entry, present
 from pipeline.params import EXTRA_SECTIONS, ModelParams, Params, model_ref
 
 HEADER = (
@@ -23,72 +22,6 @@ HEADER = (
     "# Every stage is a Typer command (`kdpipe <stage>` == `python -m stages <stage>`); `dvc dag` draws the "
     "graph.\n"
 )
-# written by check-params; its content is constant, so it orders without re-running
-CHECKED = "results/check-params.txt"
-SELECTED = "models/selected.json"  # select-student's choice, read by students with arch: selected
-
-
-class Paths(Protocol):
-    """The project's path conventions (stages/_layout.py)."""
-
-    data: str  # the prepared data folder (prepare-data's output)
-    results_dir: str  # where report.md and plots/ go
-
-    def model(self, ref: str) -> str: ...
-    def state(self, section: str, name: str) -> str: ...
-    def results(self, stage: str, name: str = "") -> str: ...
-    def knowledge(self, kind: str, teacher: str = "") -> str: ...
-    def export(self, name: str, int8: bool = False) -> str: ...
-
-
-def _code(*modules: str) -> list[str]:
-    return compact(closure(list(modules)))
-
-
-def compact(files: list[str]) -> list[str]:
-    """Name a sub-package folder instead of its files when every source file under it is listed (shorter
-    dvc.yaml, same effect: .dvcignore keeps __pycache__ out of folder hashes)."""
-    listed, out = set(files), set(files)
-    for f in files:
-        parts = f.split("/")
-        for depth in range(
-            2, len(parts)
-        ):  # pipeline/<pkg>, pipeline/<pkg>/<sub>, ...; never the whole pipeline/
-            folder = ROOT.joinpath(*parts[:depth])
-            every = {str(g.relative_to(ROOT)) for g in folder.rglob("*.py")}
-            if every <= listed:
-                out -= every
-                out.add("/".join(parts[:depth]))
-                break
-    return sorted(out)
-
-
-def present(raw: dict, keys: list[str]) -> list[str]:
-    """The dotted params keys that exist in the params file: DVC refuses to track an absent one, and an
-    absent section means its defaults (adding it later changes dvc.yaml, which check-params reports)."""
-
-    def has(dotted: str) -> bool:
-        node: Any = raw
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return False
-            node = node[part]
-        return True
-
-    return [k for k in keys if has(k)]
-
-
-def _out(path: str, **kw: Any) -> dict:
-    return {path: kw} if kw else path  # type: ignore[return-value]
-
-
-def _stage(cmd: str, deps: list[str], params: list[Any], outs: list[Any], **extra: Any) -> dict:
-    body: dict[str, Any] = {"cmd": cmd, "deps": sorted(set(deps))}
-    if params:
-        body["params"] = params
-    body["outs"] = outs
-    body.update(extra)
-    return body
 
 
 def _knowledge_deps(spec: ModelParams, paths: Paths) -> list[str]:
@@ -128,14 +61,14 @@ def model_stage(section: str, name: str, spec: ModelParams, paths: Paths, raw: d
     if init is not None:
         deps.append(init.path)
     results = paths.results(command, name)
-    body = _stage(
+    body = make_stage(
         f"python -m stages {command} {name}{opt}",
         deps,
         present(raw, ["base", f"{section}.{spec.group}"]),
         [
             paths.model(model_ref(section, name)),
-            _out(paths.state(section, name), persist=True, cache=False),
-            _out(results, cache=False),  # dvclive history: read by the report, not declared as metrics
+            out_entry(paths.state(section, name), persist=True, cache=False),
+            out_entry(results, cache=False),  # dvclive history: read by the report, not declared as metrics
         ],
     )
     return f"{command}-{name}", body
@@ -146,48 +79,48 @@ def _knowledge_stages(p: Params, raw: dict, paths: Paths) -> dict[str, dict]:
     out: dict[str, dict] = {}
     cached = sorted({t for _, _, s in _students(p) if s.targets == "cached" for t in s.teachers})
     for t in cached:
-        out[f"infer-targets-{_slug(t)}"] = _stage(
+        out[f"infer-targets-{_slug(t)}"] = make_stage(
             f"python -m stages infer-targets {t}",
-            [paths.data, CHECKED, paths.model(t), *_code("stages.infer_targets")],
+            [paths.data, CHECKED, paths.model(t), *code_deps("stages.infer_targets")],
             present(raw, ["base", "evaluate.batch_size"]),
             [paths.knowledge("targets", t)],
         )
     extra = {k: raw.get(k) or {} for k in EXTRA_SECTIONS}
     keys = {k: [f"{k}.{n}" for n in v if n != "teachers"] for k, v in extra.items()}
     for t in extra["professor"].get("teachers", []):
-        out[f"refine-targets-{_slug(t)}"] = _stage(
+        out[f"refine-targets-{_slug(t)}"] = make_stage(
             f"python -m stages refine-targets {t}",
-            [paths.data, CHECKED, paths.model(t), *_code("stages.refine_targets")],
+            [paths.data, CHECKED, paths.model(t), *code_deps("stages.refine_targets")],
             present(raw, ["base"]) + keys["professor"],
             [
                 paths.knowledge("professor", t),
                 paths.knowledge("professor_targets", t),
-                _out(paths.state("professor", _slug(t)), persist=True, cache=False),
-                _out(paths.results("refine-targets", _slug(t)), cache=False),
+                out_entry(paths.state("professor", _slug(t)), persist=True, cache=False),
+                out_entry(paths.results("refine-targets", _slug(t)), cache=False),
             ],
         )
     probed = [t for t in extra["probes"].get("teachers", [])] or list(p.teachers)
     if any(s.method == "gpac" and getattr(s.args, "use_probe", False) for _, _, s in _students(p)):
         res = paths.results("probe-teachers")
-        out["probe-teachers"] = _stage(
+        out["probe-teachers"] = make_stage(
             "python -m stages probe-teachers",
-            [paths.data, CHECKED, *map(paths.model, probed), *_code("stages.probe_teachers")],
+            [paths.data, CHECKED, *map(paths.model, probed), *code_deps("stages.probe_teachers")],
             present(raw, ["base", "probes.teachers"]) + keys["probes"],
             [
                 paths.knowledge("probes"),
-                _out(paths.state("probes", ""), persist=True, cache=False),
-                _out(res, cache=False),
+                out_entry(paths.state("probes", ""), persist=True, cache=False),
+                out_entry(res, cache=False),
             ],
         )
     for t in extra["factor"].get("teachers", []):
-        out[f"pretrain-factor-{_slug(t)}"] = _stage(
+        out[f"pretrain-factor-{_slug(t)}"] = make_stage(
             f"python -m stages pretrain-factor {t}",
-            [paths.data, CHECKED, paths.model(t), *_code("stages.pretrain_factor")],
+            [paths.data, CHECKED, paths.model(t), *code_deps("stages.pretrain_factor")],
             present(raw, ["base"]) + keys["factor"],
             [
                 paths.knowledge("factor", t),
-                _out(paths.state("factor", _slug(t)), persist=True, cache=False),
-                _out(paths.results("pretrain-factor", _slug(t)), cache=False),
+                out_entry(paths.state("factor", _slug(t)), persist=True, cache=False),
+                out_entry(paths.results("pretrain-factor", _slug(t)), cache=False),
             ],
         )
     return out
@@ -214,15 +147,15 @@ def build(p: Params, raw: dict, paths: Paths, data_deps: list[str], top: dict | 
     stages: dict[str, dict] = {
         "check-params": {
             "cmd": "python -m stages check-params",
-            "deps": _code("stages.check_params"),
+            "deps": code_deps("stages.check_params"),
             "params": [{"params.yaml": None}],
-            "outs": [_out(CHECKED, cache=False)],
+            "outs": [out_entry(CHECKED, cache=False)],
         },
-        "prepare-data": _stage(
+        "prepare-data": make_stage(
             "python -m stages prepare-data",
-            [CHECKED, *data_deps, *_code("stages.prepare_data")],
+            [CHECKED, *data_deps, *code_deps("stages.prepare_data")],
             present(raw, ["base.seed", "data"]),
-            [paths.data, _out(f"{paths.results('prepare-data')}/metrics.json", cache=False)],
+            [paths.data, out_entry(f"{paths.results('prepare-data')}/metrics.json", cache=False)],
         ),
     }
     models = _models(p)
@@ -242,14 +175,14 @@ def build(p: Params, raw: dict, paths: Paths, data_deps: list[str], top: dict | 
             ],
         )
         res = paths.results("select-student")
-        stages["select-student"] = _stage(
+        stages["select-student"] = make_stage(
             "python -m stages select-student",
-            [paths.data, CHECKED, *_code("stages.select_student")],
+            [paths.data, CHECKED, *code_deps("stages.select_student")],
             ["select", *recipe],
             [
                 SELECTED,
-                _out(paths.state("select-student", ""), persist=True, cache=False),
-                _out(res, cache=False),
+                out_entry(paths.state("select-student", ""), persist=True, cache=False),
+                out_entry(res, cache=False),
             ],
         )
     for sec, name, spec in models:
@@ -261,34 +194,34 @@ def build(p: Params, raw: dict, paths: Paths, data_deps: list[str], top: dict | 
         key, body = model_stage(sec, name, spec, paths, raw)
         stages[key] = body
     members = {paths.model(m) for ms in p.evaluate.ensembles.values() for m in ms}
-    stages["evaluate"] = _stage(
+    stages["evaluate"] = make_stage(
         "python -m stages evaluate",
         [
             paths.data,
             CHECKED,
-            *_code("stages.evaluate"),
+            *code_deps("stages.evaluate"),
             *sorted({paths.model(model_ref(s, n)) for s, n, _ in models} | members),
         ],
         present(raw, ["evaluate"]),
         [
-            _out(f"{paths.results('evaluate')}/models.json", cache=False),
-            _out(f"{paths.results('evaluate')}/confusion", cache=False),
+            out_entry(f"{paths.results('evaluate')}/models.json", cache=False),
+            out_entry(f"{paths.results('evaluate')}/confusion", cache=False),
             f"{paths.results('evaluate')}/logits",  # test logits for agreement/KL: DVC-cached, not in git
-            _out(f"{paths.results_dir}/metrics/accuracy.json", cache=False),
+            out_entry(f"{paths.results_dir}/metrics/accuracy.json", cache=False),
         ],
     )
     # the export settings present in params.yaml (DVC refuses absent keys), never the list of students:
     # adding a student to export.students must not re-export the others
     export_keys = [f"export.{k}" for k in (raw.get("export") or {}) if k != "students"]
     for name in p.export.students:
-        stages[f"export-{name}"] = _stage(
+        stages[f"export-{name}"] = make_stage(
             f"python -m stages export {name}",
-            [paths.data, CHECKED, paths.model(model_ref("students", name)), *_code("stages.export")],
+            [paths.data, CHECKED, paths.model(model_ref("students", name)), *code_deps("stages.export")],
             export_keys,
             [
                 paths.export(name),
                 paths.export(name, int8=True),
-                _out(paths.results("export", name), cache=False),
+                out_entry(paths.results("export", name), cache=False),
             ],
         )
     histories = [
@@ -301,15 +234,15 @@ def build(p: Params, raw: dict, paths: Paths, data_deps: list[str], top: dict | 
         *histories,
         *(paths.results("export", n) for n in p.export.students),
     ]
-    stages["report"] = _stage(
+    stages["report"] = make_stage(
         "python -m stages report",
-        [CHECKED, *report_deps, *_code("stages.report")],
+        [CHECKED, *report_deps, *code_deps("stages.report")],
         present(raw, ["evaluate.ensembles"]),
         [
-            _out(f"{paths.results_dir}/report.md", cache=False),
-            _out(f"{paths.results_dir}/plots", cache=False),
-            _out(f"{paths.results_dir}/metrics/deploy.json", cache=False),
-            _out(f"{paths.results_dir}/metrics/seeds.json", cache=False),
+            out_entry(f"{paths.results_dir}/report.md", cache=False),
+            out_entry(f"{paths.results_dir}/plots", cache=False),
+            out_entry(f"{paths.results_dir}/metrics/deploy.json", cache=False),
+            out_entry(f"{paths.results_dir}/metrics/seeds.json", cache=False),
         ],
     )
     return {"stages": stages, **(top or {})}

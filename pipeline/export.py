@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
-import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,11 +23,13 @@ import onnx
 import torch
 import torch.nn as nn
 
-from pipeline import __version__, bench, checkpoint
+from pipeline import bench, checkpoint
 from pipeline.errors import KdpipeError
 from pipeline.logs import NOISY, quiet_loggers
+from pipeline.onnx_meta import build_metadata, set_metadata, strip_source_refs  # noqa: F401 - re-exported
 from pipeline.params import ExportParams
-from pipeline.predict import INPUT, META_FORMAT, OUTPUT, make_session, read_metadata, run_logits
+from pipeline.parity import check_parity, onnx_accuracy, to_unit, top1, torch_logits  # noqa: F401 - re-exported
+from pipeline.predict import INPUT, OUTPUT, make_session, run_logits
 from pipeline.quant_budget import quantize_within_budget
 from pipeline.quantize import recipe_for
 
@@ -51,65 +51,6 @@ class Normalized(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model((image - self.mean) / self.std)
-
-
-def build_metadata(art: dict, source_sha256: str) -> dict[str, str]:
-    """kdpipe metadata_props (strings; lists as JSON) from a model artifact."""
-    return {
-        "kdpipe_format": META_FORMAT,
-        "name": str(art.get("name", "")),
-        "arch": str(art["arch"]),
-        "class_names": json.dumps(list(art["class_names"])),
-        "input_size": str(int(art["input_size"])),
-        "in_channels": str(int(art["in_channels"])),
-        "mean": json.dumps([float(m) for m in art["mean"]]),
-        "std": json.dumps([float(s) for s in art["std"]]),
-        "input_range": "[0, 1] float32 NCHW; normalisation is inside the graph",
-        "source_sha256": source_sha256,
-        "kdpipe_version": __version__,
-    }
-
-
-def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        model.metadata_props.add(key=k, value=v)
-
-
-# A source location as exporters write it: `File "/abs/x.py", line 3`, or any path to a .py file.
-SOURCE_REF = re.compile(r'File "|[\\/][^\s"\']*\.py\b')
-
-
-def _graphs(model: onnx.ModelProto):
-    """Every graph of `model`: the main one, subgraphs of control-flow nodes, and function bodies."""
-    todo = [model.graph] + list(model.functions)
-    while todo:
-        g = todo.pop()
-        yield g
-        for n in g.node:
-            todo += [a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
-            todo += [sub for a in n.attribute if a.type == onnx.AttributeProto.GRAPHS for sub in a.graphs]
-
-
-def strip_source_refs(model: onnx.ModelProto) -> int:
-    """Drop node doc_strings and node metadata_props that name source files (the exporter's stack traces
-    carry the absolute paths of the exporting checkout); model-level metadata (ours) is kept.
-    Returns how many entries were removed. The file then depends on the model only, not on where it was
-    made."""
-    removed = 0
-    for g in _graphs(model):
-        if SOURCE_REF.search(g.doc_string):
-            g.doc_string, removed = "", removed + 1
-        for n in getattr(g, "node", []):
-            if n.doc_string:
-                n.doc_string, removed = "", removed + 1
-            bad = [p for p in n.metadata_props if SOURCE_REF.search(p.value)]
-            for p in bad:
-                n.metadata_props.remove(p)
-            removed += len(bad)
-    if SOURCE_REF.search(model.doc_string):
-        model.doc_string, removed = "", removed + 1
-    return removed
 
 
 def _dynamo(wrapped: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
@@ -196,116 +137,6 @@ def check_model(proto: onnx.ModelProto, where: str | Path) -> None:
             f"{where}: the exported model fails the ONNX checker ({str(e).splitlines()[0][:200]}); "
             "try another opset (export.opset) or report the arch"
         ) from None
-
-
-def to_unit(images_u8: torch.Tensor | np.ndarray) -> np.ndarray:
-    """uint8 NCHW -> float32 in [0, 1]: what the exported model takes."""
-    x = images_u8.numpy() if torch.is_tensor(images_u8) else images_u8
-    return x.astype(np.float32) / np.float32(255.0)
-
-
-@torch.no_grad()
-def torch_logits(wrapped: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    outs = [
-        wrapped(torch.from_numpy(images[i : i + batch_size])).numpy()
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(outs)
-
-
-def check_parity(
-    wrapped: nn.Module,
-    sess,
-    images_u8: torch.Tensor,
-    atol: float,
-    rtol: float = 0.0,
-    batches: tuple[int, ...] = (1, 7),
-) -> tuple[dict, np.ndarray, np.ndarray]:
-    """ORT vs torch on real held-out images: each batch size in `batches` (proves the dynamic axis),
-    then every image (batches of 256).
-
-    Passes when max |Δlogit| <= tol = atol + rtol * max |z_torch| (the relative part follows the logit
-    scale, so large-logit models are judged alike) and the top-1 agreement is 100 % on the *decisive*
-    images, those whose torch top-2 margin exceeds 2 tol. Near-ties are left out because two logits
-    within 2 tol of each other may swap order legitimately; on decisive images a flip implies a logit
-    off by more than tol, so this check fails only together with the tolerance, and is reported as the
-    figure a user reads. Returns (report, ORT logits, torch logits); a failure is a KdpipeError naming
-    each figure that failed.
-    """
-    x = to_unit(images_u8)
-    wrapped = wrapped.eval()
-    per_batch = {}
-    for b in batches:
-        xb = x[:b]
-        per_batch[str(len(xb))] = float(np.abs(run_logits(sess, xb, b) - torch_logits(wrapped, xb)).max())
-    ort_z, torch_z = run_logits(sess, x), torch_logits(wrapped, x)
-    max_diff = max([float(np.abs(ort_z - torch_z).max())] + list(per_batch.values()))
-    tol = atol + rtol * float(np.abs(torch_z).max())
-    top2 = np.sort(torch_z, axis=1)[:, -2:] if torch_z.shape[1] > 1 else np.concatenate([torch_z, torch_z], 1)
-    decisive = (top2[:, 1] - top2[:, 0]) > 2 * tol
-    same = ort_z.argmax(1) == torch_z.argmax(1)
-    agreement = float(same[decisive].mean()) if decisive.any() else 1.0
-    report = {
-        "max_abs_diff": max_diff,
-        "tolerance": tol,
-        "atol": atol,
-        "rtol": rtol,
-        "max_abs_logit": float(np.abs(torch_z).max()),
-        "top1_agreement": agreement,
-        "top1_agreement_all": float(same.mean()),
-        "decisive_images": int(decisive.sum()),
-        "images": len(x),
-        "max_abs_diff_by_batch": per_batch,
-    }
-    fails = []
-    if max_diff > tol:
-        fails.append(
-            f"max |Δlogit| {max_diff:.3g} exceeds the tolerance {tol:.3g} (= parity_atol {atol:g} + "
-            f"parity_rtol {rtol:g}"
-            f" x max |logit| {report['max_abs_logit']:.3g}); raise export.parity_atol/parity_rtol"
-        )
-    if agreement < 1.0:
-        fails.append(
-            f"top-1 agreement {agreement:.4%} on {int(decisive.sum())} decisive images (top-2 margin > 2 x "
-            "tolerance), "
-            "need 100%"
-        )
-    if fails:
-        raise KdpipeError(
-            f"ONNX Runtime does not match PyTorch on {len(x)} test images: {'; '.join(fails)} "
-            "(or check the exporter/opset, export.opset)"
-        )
-    log.info(
-        "parity: max |Δlogit| %.3g (tolerance %.3g) at batches %s and on %d test images, top-1 agreement "
-        "%.2f%% "
-        "(%d decisive images)",
-        max_diff,
-        tol,
-        ",".join(per_batch),
-        len(x),
-        100 * agreement,
-        int(decisive.sum()),
-    )
-    return report, ort_z, torch_z
-
-
-def top1(logits: np.ndarray, y: torch.Tensor | np.ndarray) -> float:
-    y = y.numpy() if torch.is_tensor(y) else y
-    return float((logits.argmax(1) == y).mean())
-
-
-def onnx_accuracy(path: str | Path, data: dict, threads: int = 0, provider: str = "auto") -> float:
-    """Top-1 of an exported .onnx file on the prepared test split (used by export and the report)."""
-    meta = read_metadata(path)
-    shape = tuple(data["test_x"].shape[1:])
-    if shape != (meta["in_channels"], meta["input_size"], meta["input_size"]):
-        raise KdpipeError(
-            f"{path} takes images {meta['in_channels']}x{meta['input_size']}x{meta['input_size']} but the "
-            "test set is "
-            f"{'x'.join(map(str, shape))}; re-export it for this data (dvc repro)"
-        )
-    sess, _ = make_session(path, threads, provider)
-    return top1(run_logits(sess, to_unit(data["test_x"])), data["test_y"])
 
 
 def _check_data(art: dict, data: dict, path: Path) -> None:

@@ -18,227 +18,45 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from pipeline import checkpoint
 from pipeline.codedeps import ROOT, code_files
-from pipeline.config import to_dict
 from pipeline.data.augment import augments_data
-from pipeline.data.cache import load_prepared
-from pipeline.data.loaders import make_loader as data_loader
 from pipeline.errors import KdpipeError
-from pipeline.methods import REGISTRY, Context, build_method, student_methods
+from pipeline.job_inputs import (  # noqa: F401 - the job API is used through this module
+    check_teacher,
+    data_digest,
+    data_facts,
+    load_data,
+    load_teacher,
+    make_loader,
+    online_teachers,
+)
+from pipeline.job_spec import (  # noqa: F401
+    EVAL_BATCH,
+    SELECTED,
+    Job,
+    JobResult,
+    RunPaths,
+    Teacher,
+    knowledge_job,
+    model_job,
+)
+from pipeline.methods import REGISTRY, Context, build_method
 from pipeline.models import create_model
 from pipeline.models.init import apply_init, head_parameters
-from pipeline.params import BaseParams, ModelParams, OptimParams
+from pipeline.params import BaseParams
 from pipeline.runtime import is_main, prepare
-from pipeline.sources import CachedLogits, KnowledgeSource, OnlineTeachers, teacher_norm
+from pipeline.sources import CachedLogits, KnowledgeSource, OnlineTeachers
 from pipeline.tracking import Tracker
-from pipeline.train import FitResult, Loaders, fit
+from pipeline.train import Loaders, fit
 
 log = logging.getLogger(__name__)
-EVAL_BATCH = 512  # images per batch of the plain (validation, inference) loaders
-SELECTED = Path("models/selected.json")  # select-student's choice, for `arch: selected`
-
-
-class Teacher(NamedTuple):
-    """A teacher artifact a job reads, and what params say it is (None = not checked)."""
-
-    name: str  # as in params: a teacher name or <section>/<name>
-    path: Path
-    arch: str | None = None
-
-
-@dataclass
-class RunPaths:
-    """Where one job writes (chosen by the stage)."""
-
-    artifact: Path  # the artifact (.pt); extra files go next to it (<stem><suffix>.pt)
-    state: Path | None = None  # resumable state (last.pt) in a persist: true output
-    metrics_dir: Path | None = None  # dvclive directory: metrics.json + plots (None = no per-epoch tracking)
-
-
-@dataclass
-class Job:
-    """Everything that defines one training run, resolved from params by `model_job` / `knowledge_job`."""
-
-    kind: str  # artifact kind: teacher | student | patriarch | generation | professor | probes | factor
-    name: str
-    method: str  # registry name
-    args: Any  # the method's Params
-    optim: OptimParams
-    params: dict  # the resolved params stored in the artifact and hashed into the fingerprint
-    seed: int = 0  # added to base.seed
-    augment: bool = True
-    teachers: list[Teacher] = field(default_factory=list)
-    arch: str | None = None  # model jobs: the student's architecture
-    arch_kwargs: dict = field(default_factory=dict)
-    init: Any = None  # model jobs: pipeline.models.init.InitParams (start from a weights file) or None
-    targets: list[Path] | None = None  # cached teacher logits (targets: cached), one file per teacher
-    cached_with_augment: bool = False
-    assets: dict = field(default_factory=dict)  # stage-made knowledge for the method (see Method.uses_assets)
-
-
-@dataclass
-class JobResult:
-    fit: FitResult
-    metrics: dict  # knowledge jobs: the method's summary; model jobs: fit's final metrics
-    artifact: Path
-
-
-def model_job(
-    name: str,
-    kind: str,
-    spec: ModelParams,
-    teachers: Iterable = (),
-    targets: list[Path] | None = None,
-    assets: dict | None = None,
-    selected: Path = SELECTED,
-) -> Job:
-    """A teacher/student/patriarch/generation job from its params entry (`arch: selected` reads
-    `selected`)."""
-    if spec.method not in REGISTRY or REGISTRY[spec.method].job:
-        raise KdpipeError(
-            f"{name}: method {spec.method!r} is not a student method; use one of "
-            f"{', '.join(student_methods())}"
-        )
-    arch, kwargs, params = spec.arch, dict(spec.arch_kwargs), to_dict(spec)
-    if arch == "selected":
-        from pipeline.select_space import resolve_selected
-
-        arch, kwargs, size = resolve_selected(selected)
-        params |= {"arch": arch, "arch_kwargs": kwargs, "input_size": size, "selected_from": str(selected)}
-    return Job(
-        kind=kind,
-        name=name,
-        method=spec.method,
-        args=spec.args,
-        optim=spec.optim,
-        params=params,
-        seed=spec.seed,
-        augment=spec.augment,
-        teachers=[Teacher(*t) for t in teachers] if spec.targets == "online" else [],
-        arch=arch,
-        arch_kwargs=kwargs,
-        init=spec.init,
-        targets=targets if spec.targets == "cached" else None,
-        cached_with_augment=spec.cached_with_augment,
-        assets=dict(assets or {}),
-    )
-
-
-def knowledge_job(method: str, name: str, p: Any, teachers: Iterable) -> Job:
-    """A professor/probes/factor job; `p` is the section's params (the method's Params); `teachers` are read
-    online."""
-    cls = REGISTRY[method]
-    own = {
-        k: v for k, v in to_dict(p).items() if k != "teachers"
-    }  # adding a teacher to the list must not retrain the others
-    return Job(
-        kind=cls.kind,
-        name=name,
-        method=method,
-        args=p,
-        optim=OptimParams(**p.optim_args()),
-        params=own,
-        seed=getattr(p, "seed", 0),
-        augment=p.augment,
-        teachers=[Teacher(*t) for t in teachers],
-    )
-
-
-def load_data(path: str | Path) -> dict:
-    """The prepared data set (images memory-mapped); a missing or foreign folder is a one-line error."""
-    return load_prepared(path)
-
-
-def data_facts(data: dict) -> dict:
-    return {
-        "num_classes": len(data["class_names"]),
-        "in_channels": int(data["train_x"].shape[1]),
-        "input_size": int(data["train_x"].shape[-1]),
-    }
-
-
-def data_digest(data: dict) -> str:
-    """sha256 of what training reads from the prepared data: train/val images and labels, classes,
-    normalisation."""
-    h = hashlib.sha256(
-        json.dumps(
-            [data["class_names"], data["mean"], data["std"], data.get("pad"), data.get("flip")]
-        ).encode()
-    )
-    for key in ("train_x", "train_y", "val_x", "val_y"):
-        t = data[key].contiguous()
-        h.update(f"{key}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def make_loader(
-    data: dict,
-    split: str,
-    *,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    train: bool = False,
-    seed: int = 0,
-    rank: int = 0,
-    world: int = 1,
-    channels_last: bool = False,
-    augment: bool = False,
-):
-    """The one way jobs build a loader: `train` shuffles by (seed, epoch), shards over DDP ranks and augments
-    (if `augment`, as the prepared data asks); otherwise data-set order, whole split, no augmentation. A split
-    larger than the data's `resident_max_mb` streams from the memory-mapped cache
-    (`pipeline.data.loaders`)."""
-    return data_loader(
-        data,
-        split,
-        batch_size=batch_size,
-        device=device,
-        train=train,
-        seed=seed,
-        rank=rank,
-        world=world,
-        channels_last=channels_last,
-        augment=augment,
-    )
-
-
-def check_teacher(art: dict, data: dict, name: str) -> None:
-    facts = data_facts(data)
-    if art["num_classes"] != facts["num_classes"] or art["in_channels"] != facts["in_channels"]:
-        raise KdpipeError(
-            f"teacher {name!r} has {art['num_classes']} classes/{art['in_channels']} channels but the data "
-            "has "
-            f"{facts['num_classes']}/{facts['in_channels']}; retrain it on this data (dvc repro)"
-        )
-
-
-def load_teacher(t: Teacher, data: dict) -> tuple[torch.nn.Module, dict]:
-    """A frozen teacher and its metadata, checked against params (arch) and the data (classes, channels)."""
-    model, meta = checkpoint.load_model(t.path, expect={"arch": t.arch})
-    check_teacher(meta, data, t.name)
-    return model, meta
-
-
-def online_teachers(job: Job, data: dict) -> OnlineTeachers | None:
-    """The job's teachers, each fed the student's batch resized/renormalised to its own input size and
-    mean/std."""
-    if not job.teachers:
-        return None
-    loaded = [load_teacher(t, data) for t in job.teachers]
-    return OnlineTeachers(
-        [m for m, _ in loaded],
-        data_norm=(data["mean"], data["std"]),
-        teacher_norms=[teacher_norm(meta) for _, meta in loaded],
-    )
 
 
 def _source(

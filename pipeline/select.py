@@ -19,7 +19,6 @@ ties going to fewer parameters.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata as md
 import json
 import logging
 import tempfile
@@ -31,10 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import __version__, bench, checkpoint
+from pipeline import bench, checkpoint
 from pipeline.errors import KdpipeError
 from pipeline.logs import NOISY, quiet_loggers
 from pipeline.predict import INPUT, OUTPUT, make_session, resolve_threads
+from pipeline.select_cache import cache_key, environment, load_cache, save_cache  # noqa: F401 - re-exported
 from pipeline.select_space import (  # noqa: F401 - resolve_selected re-exported
     Candidate,
     SelectParams,
@@ -51,56 +51,9 @@ __all__ = ["SelectParams", "SpaceParams", "measure", "choose", "run_selection", 
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "kdpipe.select-cache/1"
 GROUP = 8  # candidates timed together (their blocks take turns); bounds the ORT sessions open at once
 MEAN, STD = 0.5, 0.25  # normalisation inside the untrained graph; any fixed values time the same
 Timer = Callable[..., dict]  # bench.time_runs(fns, warmup, runs) -> {name: {"p50_ms", "p90_ms", ...}}
-
-
-def environment(sp: SelectParams, recipe: dict, facts: dict) -> dict:
-    """Everything besides the candidate that changes a measurement (part of every cache key)."""
-    try:
-        ort = md.version("onnxruntime")
-    except md.PackageNotFoundError:
-        ort = md.version("onnxruntime-gpu")
-    recipe = recipe if sp.precision == "int8" else {}
-    return {
-        "precision": sp.precision,
-        "exporter": sp.exporter,
-        "recipe": recipe,
-        "batch_size": sp.batch_size,
-        "threads": resolve_threads(sp.threads),
-        "runs": sp.runs,
-        "warmup": sp.warmup,
-        "cpu": bench.cpu_model(),
-        "onnxruntime": ort,
-        "kdpipe": __version__,
-        "num_classes": facts["num_classes"],
-        "in_channels": facts["in_channels"],
-    }
-
-
-def cache_key(c: Candidate, env: dict) -> str:
-    text = json.dumps({"candidate": c.key(), "env": env}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def load_cache(path: Path | None) -> dict:
-    """The cache's entries {key: row}; a missing, foreign or corrupt file is an empty cache."""
-    if path is None or not path.is_file():
-        return {}
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        log.warning("%s: unreadable measurement cache; measuring again", path)
-        return {}
-    return dict(doc.get("entries", {})) if isinstance(doc, dict) and doc.get("format") == CACHE_FORMAT else {}
-
-
-def _save_cache(path: Path | None, entries: dict) -> None:
-    if path is not None:
-        doc = {"format": CACHE_FORMAT, "entries": entries}
-        checkpoint.atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
 
 
 def _calibrate_bn(wrapped: torch.nn.Module, images: np.ndarray, batch: int = 8) -> None:
@@ -234,7 +187,7 @@ def measure(
             got = _time_group(todo[i : i + GROUP], facts, sp, recipe, timer)
             fresh |= got
             entries |= {keys[k]: r for k, r in got.items() if "error" not in r}
-            _save_cache(path, entries)
+            save_cache(path, entries)
             log.info(
                 "measured %d/%d: %s",
                 min(i + GROUP, len(todo)),

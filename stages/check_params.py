@@ -8,7 +8,7 @@ import typer
 
 from pipeline import checkpoint
 from pipeline.checks import collect_problems, read_yaml
-from pipeline.dvcgen import CHECKED
+from pipeline.dvcstage import CHECKED
 from stages import command, say
 
 
