@@ -45,8 +45,8 @@ lint: env  ## house style: ruff lint and format check (line length 110)
 dvc.yaml: env  ## regenerate the stage file from params.yaml (after adding, removing or re-wiring models)
 	$(BIN)/kdpipe dvc-yaml
 
-bench: env data  ## fit vs a plain PyTorch loop, KD epoch cost, ORT INT8 vs torch fp32; writes bench/results.md
-	$(BIN)/python -m stages bench
+bench: env data  ## fit vs plain PyTorch, KD epoch cost, ORT INT8 vs torch fp32, loader vs training; bench/*.md
+	$(BIN)/python -m stages bench --loader
 
 bench-families: env data  ## INT8 vs fp32 per model family at 96 px (about 15 min); writes bench/results_int8_families.md
 	$(BIN)/python -m stages bench --families

@@ -18,6 +18,7 @@ errors become one KdpipeError line naming the path and the free space.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import os
@@ -80,6 +81,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)  # left by a run killed between write and rename: never read
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as e:

@@ -1,9 +1,11 @@
 """bench: training-loop and deployment speed as ratios measured in one run -> bench/results.{md,json}; with
---families also INT8 vs fp32 per model family -> bench/results_int8_families.{md,json}."""
+--families also INT8 vs fp32 per model family -> bench/results_int8_families.{md,json}; with --loader the
+streaming loader's images/s against mobilenet_v3_small training steps -> bench/results_loader.{md,json}."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from pipeline.bench_families import (
     training_markdown,
 )
 from pipeline.checks import load_params
+from pipeline.data.bench import loader_markdown, throughput
 from pipeline.data.cache import load_prepared as load_data
 from pipeline.speed import run_training_bench
 from stages import DATA, MODELS, command, say
@@ -36,13 +39,20 @@ def bench(
     families: bool = typer.Option(False, help="also INT8 vs fp32 per model family (96 px; ~15 min)"),
     family_archs: list[str] = typer.Option(list(FAMILY_ARCHS), help="archs for --families"),
     family_runs: int = typer.Option(60, help="timed calls per runtime and batch size for --families"),
+    loader: bool = typer.Option(False, help="also the streaming loader vs training (generated PNGs)"),
+    loader_images: int = typer.Option(20000, help="images generated for --loader"),
+    loader_size: int = typer.Option(96, help="image size (px) for --loader"),
     out: Path = typer.Option(Path("bench"), help="output folder"),
 ) -> None:
     """Time fit vs a plain PyTorch loop, KD epochs vs scratch, and ORT INT8 vs torch fp32 on the exported
-    students."""
+    students; optionally INT8 per model family and the streaming loader against training."""
     p = load_params(params)
-    if families:
-        write_family_table(out, tuple(family_archs), family_runs)
+    if families:  # torch, ORT fp32, INT8 (family recipe, ORT default) per arch
+        text, rows = family_table(tuple(family_archs), runs=family_runs)
+        write(out, "results_int8_families", rows, family_markdown(text))
+    if loader:  # one streamed epoch of generated PNGs vs mobilenet_v3_small training steps
+        res = throughput(loader_images, loader_size, workers=min(4, os.cpu_count() or 1))
+        write(out, "results_loader", res | {"cpu": cpu_model(), **library_versions()}, loader_markdown(res))
     torch.set_num_threads(p.base.threads or torch.get_num_threads())
     train = run_training_bench(data := load_data(DATA), student, teacher, batch_size=128, reps=reps)
     deploy = {}
@@ -60,17 +70,11 @@ def bench(
         lines += [markdown_table(res, f"Deployment latency: {name}"), ""]
     if not deploy:
         lines += ["(no exported student found: run `dvc repro` first for the deployment figures)", ""]
-    checkpoint.atomic_write_text(
-        out / "results.json", json.dumps({"training": train, "deployment": deploy, "env": env}, indent=2)
-    )
-    checkpoint.atomic_write_text(out / "results.md", "\n".join(lines))
-    say("\n".join(lines))
+    write(out, "results", {"training": train, "deployment": deploy, "env": env}, "\n".join(lines))
 
 
-def write_family_table(out: Path, archs: tuple[str, ...], runs: int) -> None:
-    """bench/results_int8_families.{md,json}: torch, ORT fp32, INT8 (family recipe, ORT default) per arch."""
-    text, rows = family_table(archs, runs=runs)
-    md = family_markdown(text)
-    checkpoint.atomic_write_text(out / "results_int8_families.json", json.dumps(rows, indent=2))
-    checkpoint.atomic_write_text(out / "results_int8_families.md", md)
+def write(out: Path, stem: str, obj: object, md: str) -> None:
+    """out/<stem>.json and out/<stem>.md, printed too."""
+    checkpoint.atomic_write_text(out / f"{stem}.json", json.dumps(obj, indent=2))
+    checkpoint.atomic_write_text(out / f"{stem}.md", md)
     say(md)

@@ -8,6 +8,7 @@ import typer
 
 from pipeline import checkpoint
 from pipeline.checks import collect_problems, read_yaml
+from pipeline.data.build import size_problems
 from pipeline.dvcstage import CHECKED
 from stages import command, say
 
@@ -18,7 +19,9 @@ def check_params(
     dvc_yaml: Path = typer.Option(Path("dvc.yaml"), help="stage file that must match the params"),
 ) -> None:
     """List every problem in the params file; fail (exit 2) if there is one or if dvc.yaml is out of date."""
-    _, problems = collect_problems(read_yaml(params), str(params))
+    p, problems = collect_problems(read_yaml(params), str(params))
+    if p is not None:  # subset sizes against the data on disk, before prepare-data replaces anything
+        problems += [f"{params}: {m}" for m in size_problems(p.data)]
     if not problems and dvc_yaml.is_file():
         from stages.dvc_yaml import expected
 

@@ -116,3 +116,12 @@ def test_weights_of_another_arch_are_one_line(tmp_path, tiny_data):
         checkpoint.load_model(tmp_path / "lying.pt")
     assert "do not fit arch 'resnet8'" in str(e.value) and "\n" not in str(e.value)
     assert "Error(s) in loading" not in str(e.value)
+
+
+def test_a_temp_file_left_by_a_killed_write_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "out.pt"
+    (tmp_path / ".out.pt.abc123.tmp").write_bytes(b"half")  # what kill -9 before the rename leaves
+    (tmp_path / ".other.pt.abc123.tmp").write_bytes(b"half")  # another file's: not ours to remove
+    checkpoint.atomic_write_bytes(target, b"whole")
+    assert sorted(f.name for f in tmp_path.iterdir()) == [".other.pt.abc123.tmp", "out.pt"]
+    assert target.read_bytes() == b"whole"

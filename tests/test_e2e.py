@@ -36,11 +36,8 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return res
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A fresh copy of the project's files (what a clone has), its own git repo, the tiny profile as
-    params.yaml."""
-    dst = tmp_path_factory.mktemp("kdpipe")
+def copy_project(dst: Path) -> Path:
+    """Copy the project's files (what a clone has, without run outputs) to `dst`."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
@@ -52,12 +49,23 @@ def repo(tmp_path_factory) -> Path:
             continue
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
-    shutil.copy2(TINY, dst / "params.yaml")
-    run([sys.executable, "-m", "stages", "dvc-yaml"], dst)  # the stage file for this profile's models
-    run(["git", "init", "-q"], dst)
-    run(["git", "add", "-A"], dst)
-    run(["git", "commit", "-qm", "init"], dst)
     return dst
+
+
+def commit_project(dst: Path) -> Path:
+    """Generate the stage file for `dst/params.yaml` and make `dst` its own git repo."""
+    run([sys.executable, "-m", "stages", "dvc-yaml"], dst)  # the stage file for this profile's models
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        run(cmd, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A fresh copy of the project, its own git repo, the tiny profile as params.yaml."""
+    dst = copy_project(tmp_path_factory.mktemp("kdpipe"))
+    shutil.copy2(TINY, dst / "params.yaml")
+    return commit_project(dst)
 
 
 def ran_stages(stdout: str) -> set[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from test_e2e import BIN, ROOT, run
+from test_e2e import BIN, commit_project, copy_project, run
 
 SIZE = 64
 
@@ -46,18 +45,7 @@ def shapes(root: Path, n: int = 24) -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("own")
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for f in files:
-        if (
-            f.split("/")[0] in ("results", "models", "state", "data", "dvc.lock", "bench")
-            or not (ROOT / f).is_file()
-        ):
-            continue
-        (dst / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, dst / f)
+    dst = copy_project(tmp_path_factory.mktemp("own"))
     shapes(dst / "images")
     import torchvision
 
@@ -92,10 +80,7 @@ def project(tmp_path_factory) -> Path:
     profile["data"]["val_size"] = 9
     profile["export"] = {"students": ["kd"], "calib_images": 16, "latency_runs": 2, "latency_warmup": 1}
     (dst / "params.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
-    run([sys.executable, "-m", "stages", "dvc-yaml"], dst)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
-        run(cmd, dst)
-    return dst
+    return commit_project(dst)
 
 
 @pytest.mark.e2e

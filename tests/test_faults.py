@@ -102,9 +102,8 @@ def fails_cleanly(root: Path, cmd: list[str], pattern: str) -> None:
 )
 def test_bad_params_fail_before_anything_is_written(project, edit, pattern):
     (project / "params.yaml").write_text(TINY.replace(*edit))
-    if (
-        pattern == "train_subset"
-    ):  # a size check needs the data: prepare-data refuses it, keeping the old data
+    if pattern == "train_subset":  # a size check needs the data: check-params and prepare-data refuse it
+        fails_cleanly(project, ["check-params"], pattern)
         fails_cleanly(project, ["prepare-data"], pattern)
         return
     for cmd in (["check-params"], ["prepare-data"], ["train-teacher", "t1"], ["distill", "s1"]):

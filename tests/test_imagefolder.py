@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline.data.build import prepare, prepare_to, summary
+from pipeline.data.build import prepare, prepare_to, size_problems, summary
 from pipeline.data.params import DataParams, ImageFolderParams
 from pipeline.data.scan import scan_folder
 from pipeline.data.sources import raw_paths
@@ -208,3 +208,20 @@ def test_init_data_writes_a_profile_that_loads_and_prepares(tmp_path, monkeypatc
     # 12 training images, 3 classes: 12 < 4 x 3 is false -> val = max(3, round(1.2)) = 3
     assert p.data.val_size == 3
     assert summary(prepare(p.data, 0))["train"] == 9
+
+
+def test_subset_sizes_are_checked_without_decoding(tmp_path):
+    root = make_folder(tmp_path / "imgs")  # 3 classes x (4 train, 2 test): 12 train, 6 test images
+    assert size_problems(params(root)) == []
+    # 12 train - 3 validation = 9 left for train_subset; 6 test images; val_size must stay < 12
+    assert size_problems(params(root, train_subset=10, test_subset=7)) == [
+        "data.test_subset=7 but the split has 6 images; set it <= 6 (0 = all)",
+        "data.train_subset=10 but the split has 9 images; set it <= 9 (0 = all)",
+    ]
+    assert size_problems(params(root, val_size=12)) == [
+        "data.val_size=12 must be < 12 training images; lower it"
+    ]
+    (root / "train" / "circle" / "0.jpg").write_bytes(b"not an image")  # counted: only decoding finds it
+    assert size_problems(params(root, train_subset=9)) == []
+    (tmp_path / "empty").mkdir()
+    assert "no class folders" in size_problems(params(tmp_path / "empty"))[0]

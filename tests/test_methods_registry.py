@@ -311,7 +311,7 @@ def test_dkd_warmup_rises_per_step_with_fit_progress() -> None:
         ("gpac", "beta_breakpoints", [0.5, 1.5], "<= 1"),
         ("ie_kd", "split", 1.0, "< 1"),
         ("ie_dml", "factor_channels", 0, ">= 1"),
-        ("tolerant", "k", 1, ">= 2"),
+        ("tolerant", "k", -1, ">= 0"),
         ("tolerant", "eta", -0.1, ">= 0"),
         ("generation", "lam", 2.0, "<= 1"),
         ("professor", "joint_weight", 1.1, "<= 1"),
@@ -342,3 +342,29 @@ def test_kd_runs_with_every_aggregation_rule(rule: str) -> None:
     out = m(_batch(4), 0)
     out["loss"].backward()
     assert math.isfinite(out["kd"].item()) and all(q.grad is not None for q in m.student.parameters())
+
+
+def test_tolerant_k_of_one_is_refused_when_params_load() -> None:
+    with pytest.raises(KdpipeError, match=r"tolerant.k must be 0 \(from the class count\) or >= 2, got 1"):
+        from_dict(REGISTRY["tolerant"].Params, {"k": 1}, "patriarchs.p.tolerant")
+
+
+@pytest.mark.parametrize(
+    "name, term", [("at", lambda o: 1000 * o["at"]), ("ie_kd", lambda o: 500 * (o["inh"] + o["exp"]))]
+)
+def test_feature_terms_ramp_in_over_their_share_of_training(name, term) -> None:
+    ctx = _context(name, 1, 4)  # epochs = 2
+    m = build_method(name, ctx, _params(name, warmup_frac=0.25))  # ramp over 0.25 * 2 = 0.5 epoch
+    weights = []
+    for progress in (0.125, 0.25, 0.5, 1.5):
+        m.progress = progress
+        out = m(_batch(4), int(progress))
+        weights.append(((out["loss"] - out["ce"]) / term(out)).item())
+    # progress / 0.5: 0.125 / 0.5 = 0.25, 0.25 / 0.5 = 0.5, then capped at 1
+    assert weights == pytest.approx([0.25, 0.5, 1.0, 1.0], rel=1e-4)
+    off = build_method(name, ctx, _params(name, warmup_frac=0.0))
+    off.progress = 0.01
+    out = off(_batch(4), 0)
+    assert ((out["loss"] - out["ce"]) / term(out)).item() == pytest.approx(1.0, rel=1e-4)
+    m.eval()  # outside training the ramp is per epoch: (0 + 1) / 0.5, capped
+    assert m.warm(0.25, 0) == 1.0

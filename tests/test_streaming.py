@@ -129,9 +129,11 @@ def test_val_and_test_loaders_are_plain_and_in_order():
 
 
 def test_throughput_measures_both_rates():
-    from pipeline.data.bench import throughput
+    from pipeline.data.bench import loader_markdown, throughput
 
     r = throughput(n=40, size=32, batch_size=16, workers=0, steps=1, classes=4)
     # 40 images, 1% test share rounds to 0: the epoch streams all 40
     assert r["train_images"] == 40 and r["loader_images_per_s"] > 0 and r["train_images_per_s"] > 0
     assert r["prepared_mb"] == round(40 * 3 * 32 * 32 / 2**20, 1)
+    md = loader_markdown(r)  # what `make bench` writes to bench/results_loader.md
+    assert "40 generated PNGs at 32 px" in md and ("keeps up with" in md) == (r["loader_over_train"] > 1)

@@ -303,3 +303,11 @@ def test_dvc_graph_orders_the_chain_and_isolates_it(tmp_path):
     assert {"distill-gen1", "distill-gen2", "distill-gen3"} <= downstream
     trained = {n for n in downstream if n.startswith(("train-teacher-", "distill-"))}
     assert trained == {"distill-gen1", "distill-gen2", "distill-gen3"}, trained
+
+
+def test_k_follows_the_class_count():
+    from pipeline.losses.tsd import auto_k
+
+    # max(2, round(sqrt(C) / 2)): sqrt 2 = 1.41 -> 0.71 -> 1 -> 2; sqrt 10 = 3.16 -> 1.58 -> 2;
+    # sqrt 100 = 10 -> 5 (the paper's CIFAR-100 K); sqrt 1000 = 31.6 -> 15.8 -> 16
+    assert [auto_k(c) for c in (2, 10, 100, 1000)] == [2, 2, 5, 16]

@@ -123,3 +123,23 @@ def throughput(
         }
     log.info("throughput: %s", out)
     return out
+
+
+def loader_markdown(res: dict) -> str:
+    """The throughput figures as a markdown table, with the verdict (ratio > 1: the loader keeps up)."""
+    rows = [f"| {k} | {v} |" for k, v in res.items()]
+    verdict = "keeps up with" if res["loader_over_train"] > 1 else "is slower than"
+    return "\n".join(
+        [
+            "# Loader throughput: streaming memmap loader vs training",
+            "",
+            f"{res['n']} generated PNGs at {res['size']} px, batch {res['batch_size']}, "
+            f"{res['workers']} workers on {res['device']}: the loader {verdict} mobilenet_v3_small training "
+            f"({res['loader_over_train']}x).",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            *rows,
+            "",
+        ]
+    )

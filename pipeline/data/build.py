@@ -18,6 +18,7 @@ from pipeline.data.augment import resize
 from pipeline.data.params import DataParams
 from pipeline.data.sources import SOURCES, Alloc, Part, Raw, memory_alloc
 from pipeline.data.split import balanced_subset, check_size, complement
+from pipeline.errors import KdpipeError
 
 log = logging.getLogger(__name__)
 Selection = dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # split -> (x, rows of x, labels)
@@ -59,6 +60,28 @@ def select(raw: Raw, p: DataParams, seed: int) -> Selection:
         "val": (raw.train.x, raw.train.rows[val], ytr[val]),
         "test": (raw.test.x, raw.test.rows[te], yte[te]),
     }
+
+
+def size_problems(p: DataParams) -> list[str]:
+    """Every subset size the source cannot give (the rules of `select`), found without decoding images."""
+    sizes = SOURCES[p.source].sizes
+    if sizes is None:
+        return []
+    try:
+        n_train, n_test = sizes(p)
+    except KdpipeError as e:
+        return [f"data: {e}"]
+    checks = [("val_size", p.val_size, n_train, True), ("test_subset", p.test_subset, n_test, False)]
+    if p.train_subset:
+        checks.append(("train_subset", p.train_subset, n_train - min(p.val_size, n_train), False))
+    problems = []
+    for key, want, have, strict in checks:
+        try:
+            if want or key == "val_size":
+                check_size(key, want, have, strict_less=strict)
+        except KdpipeError as e:
+            problems.append(str(e))
+    return problems
 
 
 def channel_stats(x: torch.Tensor, rows: torch.Tensor) -> tuple[list[float], list[float]]:

@@ -247,4 +247,13 @@ def _warn(root: Path, notes: dict[str, int], rgb: bool) -> None:
         )
 
 
-register_source("imagefolder", flip=True, raw_paths=lambda p: [p.imagefolder.root])(load)
+def sizes(p: DataParams) -> tuple[int, int]:
+    """(train, test) image files found (unreadable ones are only found, and skipped, when decoding)."""
+    listing = list_images(p.imagefolder)
+    if "all" in listing.files:
+        n = len(listing.files["all"])
+        return n - round(p.imagefolder.test_fraction * n), round(p.imagefolder.test_fraction * n)
+    return len(listing.files["train"]), len(listing.files["test"])
+
+
+register_source("imagefolder", flip=True, raw_paths=lambda p: [p.imagefolder.root], sizes=sizes)(load)

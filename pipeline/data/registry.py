@@ -43,14 +43,21 @@ class Source:
     load: Callable[[DataParams, int, Alloc], Raw]
     raw_paths: Callable[[DataParams], list[str]]
     flip: bool  # default horizontal flip
+    sizes: Callable[[DataParams], tuple[int, int]] | None = None  # (train, test) images, without decoding
 
 
 SOURCES: dict[str, Source] = {}
 
 
-def register_source(name: str, *, flip: bool, raw_paths: Callable[[DataParams], list[str]]) -> Callable:
+def register_source(
+    name: str,
+    *,
+    flip: bool,
+    raw_paths: Callable[[DataParams], list[str]],
+    sizes: Callable[[DataParams], tuple[int, int]] | None = None,
+) -> Callable:
     def deco(fn: Callable[[DataParams, int, Alloc], Raw]) -> Callable:
-        SOURCES[name] = Source(fn, raw_paths, flip)
+        SOURCES[name] = Source(fn, raw_paths, flip, sizes)
         return fn
 
     return deco

@@ -1,7 +1,8 @@
 """Source registry: each source turns its params block into raw train/test parts (uint8 NCHW + labels).
 
 A source registers `load(p, seed, alloc) -> Raw`, `raw_paths(p) -> list[str]` (the files it reads:
-DVC dependencies of prepare-data) and its default for horizontal flips (off for digits). `alloc`
+DVC dependencies of prepare-data), its default for horizontal flips (off for digits) and, where it can
+count images without decoding them, `sizes(p) -> (train, test)` (check-params' size check). `alloc`
 gives the buffer big sources decode into (in memory, or a scratch memmap when writing to disk).
 """
 
@@ -103,11 +104,18 @@ def _torchvision(name: str) -> Callable[[DataParams, int, Alloc], Raw]:
     return load
 
 
+TV_SIZES = {"fashion_mnist": (60000, 10000), "mnist": (60000, 10000), "cifar10": (50000, 10000)}
+TV_SIZES["cifar100"] = TV_SIZES["cifar10"]  # the published splits: their sizes are fixed
+
 for _name, _flip in (("fashion_mnist", True), ("mnist", False), ("cifar10", True), ("cifar100", True)):
-    register_source(_name, flip=_flip, raw_paths=_tv_paths(_name))(_torchvision(_name))
+    register_source(_name, flip=_flip, raw_paths=_tv_paths(_name), sizes=lambda p, n=_name: TV_SIZES[n])(
+        _torchvision(_name)
+    )
 
 
-@register_source("synthetic", flip=False, raw_paths=lambda p: [])
+@register_source(
+    "synthetic", flip=False, raw_paths=lambda p: [], sizes=lambda p: (p.synthetic.train, p.synthetic.test)
+)
 def _synthetic(p: DataParams, seed: int, alloc: Alloc) -> Raw:
     """Separable toy classes: class k is a fixed random template plus per-image noise."""
     s = p.synthetic

@@ -28,6 +28,7 @@ Choices where the public material is silent (each is an argument, default first)
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -65,3 +66,8 @@ def top_score_difference(
     secondary = others.topk(k - 1, dim=1).values.sum(dim=1) / (k - 1 if divisor == "k_minus_1" else k)
     gap = p1 - secondary
     return gap.mean() if reduction == "mean" else gap
+
+
+def auto_k(num_classes: int) -> int:
+    """K = max(2, round(√C / 2)): 5 at 100 classes (the paper's CIFAR-100 value), 2 at 10, 16 at 1000."""
+    return max(2, round(math.sqrt(num_classes) / 2))

@@ -109,6 +109,16 @@ class Method(nn.Module):
         self.student = ctx.student
         self.source = ctx.source
         self.p = p
+        self.epochs = ctx.epochs
+
+    def warm(self, fraction: float, epoch: int) -> float:
+        """Linear warm-up factor min(progress / (fraction·epochs), 1) of a term that must not dominate CE
+        while the student is random; progress in epochs as `fit` sets it (e + 1 outside training).
+        1 when fraction = 0."""
+        if fraction == 0:
+            return 1.0
+        progress = self.progress if self.training and self.progress is not None else epoch + 1.0
+        return min(progress / (fraction * self.epochs), 1.0)
 
     @classmethod
     def uses(cls, p: Any) -> list[str]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from pipeline.config import bounded
 from pipeline.errors import KdpipeError
 from pipeline.losses.at import at_loss, stage_pairs
 from pipeline.methods import Method, register_method
@@ -26,6 +27,9 @@ class AttentionTransfer(Method):
     averages over channels).
     Several teachers: `teacher` picks one (default the first, as single-teacher AT), or −1
     averages L_AT over all teachers (our choice; the paper has one teacher).
+    Warm-up (our choice): β ramps in linearly over the first `warmup_frac` = 10 % of training. On a random
+    student β·L_AT at β = 1000 has about 12× the gradient of CE, so from the first step it would steer the
+    student by the teacher's attention alone; after the ramp it is the yardstick's β.
     """
 
     needs_teachers = True
@@ -34,6 +38,9 @@ class AttentionTransfer(Method):
     @dataclass(frozen=True)
     class Params:
         beta: float = 1000.0  # weight β of Σ_l L_AT (RepDistiller `-b 1000`, mdistiller AT.FEAT_WEIGHT)
+        warmup_frac: float = bounded(
+            0.1, ge=0, le=1
+        )  # fraction of training over which β ramps in from 0; 0 = off
         layers: list[int] = field(
             default_factory=list
         )  # stage indices used in both nets (0 = first); empty: see pairs
@@ -85,4 +92,5 @@ class AttentionTransfer(Method):
         chosen = ft_all if self.p.teacher == -1 else [ft_all[self.p.teacher]]
         at = torch.stack([sum(at_loss(a, b) for a, b in self._pairs(fs, ft)) for ft in chosen]).mean()
         ce = F.cross_entropy(z, y)
-        return {"loss": ce + self.p.beta * at, "logits": z, "ce": ce, "at": at}
+        beta = self.warm(self.p.warmup_frac, epoch) * self.p.beta
+        return {"loss": ce + beta * at, "logits": z, "ce": ce, "at": at}

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import bounded
 from pipeline.errors import KdpipeError
 from pipeline.losses.fitnet import ConvReg, hint_loss
 from pipeline.methods import Method, register_method
@@ -38,7 +39,8 @@ class FitNet(Method):
     The paper's two-stage procedure (hint pre-training, then KD) is replaced by the yardstick's single
     stage: CE and hint loss from the first step. Several teachers: `teacher` picks one (default the
     first), or −1 averages the hint losses over all teachers with one connector each (FitNet-MKD,
-    CA-MKD's AVERAGE_LOSS; our choice of default).
+    CA-MKD's AVERAGE_LOSS; our choice of default). β ramps in linearly over the first `warmup_frac` = 10 % of
+    training (our choice): the connector starts random, so its early hint error says little.
     """
 
     needs_teachers = True
@@ -47,6 +49,9 @@ class FitNet(Method):
     @dataclass(frozen=True)
     class Params:
         beta: float = 100.0  # weight of the hint MSE (RepDistiller `-b 100`, mdistiller FITNET.FEAT_WEIGHT)
+        warmup_frac: float = bounded(
+            0.1, ge=0, le=1
+        )  # fraction of training over which β ramps in from 0; 0 = off
         hint: int = (
             1  # student stage index of the hint (0 = first, negative from the end); 1 = RepDistiller feat[2]
         )
@@ -108,4 +113,5 @@ class FitNet(Method):
             [hint_loss(m, ft_all[i][self.t_hints[i]]) for m, i in zip(mapped, self.teachers_used)]
         ).mean()
         ce = F.cross_entropy(z, y)
-        return {"loss": ce + self.p.beta * hint, "logits": z, "ce": ce, "hint": hint}
+        beta = self.warm(self.p.warmup_frac, epoch) * self.p.beta
+        return {"loss": ce + beta * hint, "logits": z, "ce": ce, "hint": hint}

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pipeline.config import bounded
 from pipeline.errors import KdpipeError
 from pipeline.losses.kd import kd_kl
-from pipeline.losses.tsd import top_score_difference
+from pipeline.losses.tsd import auto_k, top_score_difference
 from pipeline.methods import Method, register_method
 
 
@@ -44,8 +44,12 @@ class Generation(Method):
             1.0, ge=0, le=1
         )  # η_s: weight of the CE+KL mix; TSD on the student gets 1 − η_s (1 = off); ablation
         k: int = bounded(
-            5, ge=2
-        )  # K of the student's TSD term (used only when eta < 1); as the patriarch's [MEM]
+            0, ge=0
+        )  # K of the student's TSD (eta < 1 only); 0 = from the classes, as tolerant's
+
+        def __post_init__(self) -> None:
+            if self.k == 1:
+                raise KdpipeError("generation.k must be 0 (from the class count) or >= 2, got 1")
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
@@ -54,7 +58,8 @@ class Generation(Method):
                 f"method 'generation' takes exactly one teacher (the previous generation), got "
                 f"{ctx.source.num_teachers}; list one under teachers, or use method kd for several"
             )
-        if p.eta < 1.0 and p.k > ctx.num_classes:  # k >= 2 is checked when params load
+        self.k = p.k or auto_k(ctx.num_classes)
+        if p.eta < 1.0 and self.k > ctx.num_classes:
             raise KdpipeError(
                 f"generation.k must be between 2 and the number of classes ({ctx.num_classes}), got {p.k}"
             )
@@ -68,6 +73,6 @@ class Generation(Method):
         loss = self.p.lam * ce + (1.0 - self.p.lam) * kl
         out = {"logits": z, "ce": ce, "kd": kl}
         if self.p.eta < 1.0:
-            out["tsd"] = top_score_difference(z, y, self.p.k)
+            out["tsd"] = top_score_difference(z, y, self.k)
             loss = self.p.eta * loss + (1.0 - self.p.eta) * out["tsd"]
         return {"loss": loss, **out}

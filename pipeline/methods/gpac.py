@@ -32,6 +32,8 @@ class GPAC(Method):
     - "teacher_names": the student's `teachers` list, in the order of the knowledge source; each
       chosen probe teacher is looked up there by name (KdpipeError if absent).
     Without use_probe (or without use_attention) no asset is needed: teacher 0 serves every stage.
+    β(e) ramps in linearly over the first `warmup_frac` = 10 % of training (our choice, as for `at`: the
+    attention term would otherwise dominate CE on the random student).
     """
 
     needs_teachers = True
@@ -60,6 +62,7 @@ class GPAC(Method):
         use_weights: bool = True  # False: uniform teacher weights 1/K (ablation)
         use_corrector: bool = True  # False: ρ = 0, targets are the teachers' own (ablation)
         use_attention: bool = True  # False: β = 0, no spatial-attention loss (ablation)
+        warmup_frac: float = bounded(0.1, ge=0, le=1)  # share of training over which β(e) ramps in; 0 = off
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)
@@ -68,7 +71,6 @@ class GPAC(Method):
             raise KdpipeError(
                 "gpac.beta_breakpoints must be ascending fractions in [0, 1], one fewer than gpac.beta_levels"
             )
-        self.epochs = ctx.epochs
         pairs = self._layer_teachers(ctx) if p.use_attention else []  # [(stage index, teacher index)]
         depth = [len(t.stage_channels) for t in getattr(self.source, "teachers", [])]
         for l, k in [(l, k) for l, k in pairs if depth and not -depth[k] <= l < depth[k]]:
@@ -110,7 +112,11 @@ class GPAC(Method):
         fs, z = self.student(x, stages=True)  # one pass, through DDP's forward when wrapped
         ce = F.cross_entropy(z, y)
         out, loss = {"ce": ce}, ce
-        beta = beta_at(epoch, self.epochs, self.p.beta_levels, self.p.beta_breakpoints) if self.pairs else 0.0
+        beta = 0.0
+        if self.pairs:
+            beta = self.warm(self.p.warmup_frac, epoch) * beta_at(
+                epoch, self.epochs, self.p.beta_levels, self.p.beta_breakpoints
+            )
         if self.p.alpha or beta:
             ft, zt = self.source.features(batch)  # per-teacher stage features and (K, B, C) logits, no grad
         if self.p.alpha:

@@ -36,6 +36,10 @@ class IEDML(Method):
       The one difference: B is pushed by A's pre-step outputs, not by A's updated ones.
     - Both networks use the same split (channel indices saved as buffers); A is exported as the
       student (""), B as "<name>_peer1" (as `dml`). Encoders and auto-encoders are never exported.
+    - Both λ terms ramp in linearly over the first `warmup_frac` = 25 % of training (our choice): each
+      network inherits from and explores away from a factor that starts random and is learned on the fly,
+      so at λ = 500 from the first step the networks would chase noise; the ℓ1 reconstruction has a
+      quarter of the run to make the factors mean something.
     """
 
     @dataclass(frozen=True)
@@ -49,6 +53,9 @@ class IEDML(Method):
         lambda_exp: float = bounded(
             500.0, ge=0
         )  # weight of L_exp against the other network's factor; [GUESS]
+        warmup_frac: float = bounded(
+            0.25, ge=0, le=1
+        )  # share of training over which λ terms ramp in; 0 = off
         exploration: Literal["l1", "cos"] = (
             "l1"  # L_exp form: l1 = −D₁ | cos = mean |cos| (~20× larger than D₁, so lower λ_exp)
         )
@@ -115,8 +122,9 @@ class IEDML(Method):
         ce_a, ce_b = F.cross_entropy(za, y), F.cross_entropy(zb, y)
         kl_a, kl_b = kd_kl(za, zb.detach(), 1.0), kd_kl(zb, za.detach(), 1.0)  # KL(p_B ‖ p_A), KL(p_A ‖ p_B)
         p = self.p
-        loss_a = ce_a + p.dml_weight * kl_a + p.lambda_inh * inh_a + p.lambda_exp * exp_a
-        loss_b = ce_b + p.dml_weight * kl_b + p.lambda_inh * inh_b + p.lambda_exp * exp_b
+        w = self.warm(p.warmup_frac, epoch)
+        loss_a = ce_a + p.dml_weight * kl_a + w * (p.lambda_inh * inh_a + p.lambda_exp * exp_a)
+        loss_b = ce_b + p.dml_weight * kl_b + w * (p.lambda_inh * inh_b + p.lambda_exp * exp_b)
         rec = rec_a + rec_b
         acc_peer = (zb.detach().argmax(1) == y).float().mean()
         return {

@@ -43,6 +43,8 @@ class IEKD(Method):
     - λ_inh = λ_exp = 500 [GUESS]: the official config's 1 is inert for a mean-reduced
       ℓ1 of unit vectors (D₁ ≤ 2/√d ≈ 0.04); 500 is official FT's β for the identical loss.
       λ_exp = 0 gives the FT-like inheritance-only control.
+    - Both λ terms ramp in linearly over the first `warmup_frac` = 10 % of training (our choice): the
+      student's encoders start random, and at λ = 500 their terms would outweigh CE from the first step.
     """
 
     needs_teachers = True
@@ -55,6 +57,7 @@ class IEKD(Method):
             500.0, ge=0
         )  # weight of L_inh = D₁(F_inh, F_T); [GUESS] (official FT's β = 500)
         lambda_exp: float = bounded(500.0, ge=0)  # weight of L_exp; 0 = inheritance-only control; [GUESS]
+        warmup_frac: float = bounded(0.1, ge=0, le=1)  # share of training over which λ terms ramp in; 0 = off
         # L_exp form: l1 = −D₁ (spec default) | cos = mean |cos| (code's ablation; ~20× larger than D₁,
         # so lower λ_exp)
         exploration: Literal["l1", "cos"] = "l1"
@@ -122,5 +125,6 @@ class IEKD(Method):
         if self.p.kd_alpha > 0:
             out["kd"] = RULES[self.p.aggregate](z, zt, y, self.p.temperature)
             goal = (1 - self.p.kd_alpha) * ce + self.p.kd_alpha * out["kd"]
-        out["loss"] = goal + self.p.lambda_inh * inh + self.p.lambda_exp * exp
+        w = self.warm(self.p.warmup_frac, epoch)
+        out["loss"] = goal + w * (self.p.lambda_inh * inh + self.p.lambda_exp * exp)
         return out
