@@ -84,7 +84,9 @@ def evaluate_model(
     if spec.get("teachers") and spec.get("targets") == "cached":
         augmented = spec.get("augment") and augments_data(data)  # the loader only augments then
         sources += " (cached" + (", with augmentation" if augmented else "") + ")"
+    val = (meta.get("metrics") or {}).get("val/acc")  # last epoch, from training: what sweeps select on
     m.update(
+        val_top1=val,
         params=n,
         size_mb=4 * n / 2**20,
         kind=meta.get("kind", ""),
@@ -146,7 +148,7 @@ def seedless(name: str) -> str:
     return match.group(1) if match else name
 
 
-ACCURACY_KEYS = ("top1", "top5", "ece", "nll")  # results/metrics/accuracy.json, per model
+ACCURACY_KEYS = ("top1", "top5", "ece", "nll", "val_top1")  # results/metrics/accuracy.json, per model
 DIGITS = 4  # metrics are rounded so that `dvc exp show` columns stay narrow (0.8461, not 0.846099972)
 
 
@@ -156,5 +158,7 @@ def rounded(x: float | None) -> float | None:
 
 
 def accuracy_metrics(evaluation: dict[str, dict]) -> dict[str, dict]:
-    """{model: {top1, top5, ece, nll}}: the one metrics file evaluate declares."""
-    return {name: {k: rounded(m[k]) for k in ACCURACY_KEYS} for name, m in evaluation.items()}
+    """{model: {top1, top5, ece, nll, val_top1}}: the one metrics file evaluate declares (test split, and the
+    last-epoch validation top-1 from training, on which a sweep picks its setting; None where unknown)."""
+    out = {name: {k: rounded(m.get(k)) for k in ACCURACY_KEYS} for name, m in evaluation.items()}
+    return {name: {k: v for k, v in m.items() if v is not None} for name, m in out.items()}

@@ -1,19 +1,29 @@
-"""A job's inputs: the prepared data, its one loader, and the teachers checked against params and data."""
+"""A job's inputs: the prepared data, its one loader, the teachers checked against params and data, the
+knowledge source built from them (or from cached logits), and the student with its starting weights."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from pipeline import checkpoint
+from pipeline.data.augment import augments_data
 from pipeline.data.cache import load_prepared
 from pipeline.data.loaders import make_loader as data_loader
 from pipeline.errors import KdpipeError
-from pipeline.job_spec import Job, Teacher
-from pipeline.sources import OnlineTeachers, teacher_norm
+from pipeline.job_spec import EVAL_BATCH, Job, Teacher
+from pipeline.methods import REGISTRY
+from pipeline.models import create_model
+from pipeline.models.init import apply_init, head_parameters
+from pipeline.sources import CachedLogits, KnowledgeSource, OnlineTeachers, teacher_norm
+
+log = logging.getLogger(__name__)
 
 
 def load_data(path: str | Path) -> dict:
@@ -103,3 +113,64 @@ def online_teachers(job: Job, data: dict) -> OnlineTeachers | None:
         data_norm=(data["mean"], data["std"]),
         teacher_norms=[teacher_norm(meta) for _, meta in loaded],
     )
+
+
+def knowledge_source(
+    job: Job, teachers: OnlineTeachers | None, data: dict, device: torch.device
+) -> KnowledgeSource | None:
+    """Online teachers, or cached logits (K, N, C): infer-targets' files, or one pass when the method asks for
+    it."""
+    cls = REGISTRY[job.method]
+    if job.targets is not None:
+        if job.augment and augments_data(data) and not job.cached_with_augment:
+            raise KdpipeError(
+                "cached targets were computed on un-augmented images; set augment: false, "
+                "or cached_with_augment: true to accept it"
+            )
+        if cls.needs_features:
+            raise KdpipeError(
+                f"method {job.method!r} needs teacher features, which are not cached; set targets: online"
+            )
+        tables = [checkpoint.load(p, "cached targets")["train"] for p in job.targets]
+        if not tables or any(t.shape[0] != len(data["train_y"]) for t in tables):
+            raise KdpipeError(
+                "cached targets do not match the training split; re-run infer-targets (dvc repro)"
+            )
+        return CachedLogits(torch.stack(tables))
+    if teachers is not None and cls.precompute_targets and not job.augment:
+        # without augmentation every epoch sees the same images: run the teachers once, look their logits up
+        # by idx
+        plain = make_loader(data, "train", batch_size=EVAL_BATCH, device=device)
+        teachers.to(device)
+        return CachedLogits(torch.cat([teachers.logits(batch).cpu() for batch in plain], dim=1))
+    return teachers
+
+
+Maker = Callable[[], nn.Module]
+
+
+def build_student(job: Job, facts: dict) -> tuple[Maker | None, nn.Module | None, list[str]]:
+    """(a maker of fresh students, the student with its `init` weights applied, the parameter names that
+    `init.freeze_epochs` keeps frozen); (None, None, []) for knowledge jobs, which build their own nets."""
+
+    def make_student() -> torch.nn.Module:  # a fresh student (DML peers ask for more)
+        return create_model(job.arch, facts["num_classes"], facts["in_channels"], **job.arch_kwargs)
+
+    make = make_student if job.arch is not None else None
+    student = make() if make else None
+    freeze: list[str] = []
+    if job.init is not None and student is not None:
+        report = apply_init(student, job.init, job.arch)
+        log.info(
+            "%s %s: weights from %s (%d tensors loaded%s)",
+            job.kind,
+            job.name,
+            job.init.path,
+            report["loaded"],
+            f"; head {', '.join(report['replaced_head'])} is new" if report["replaced_head"] else "",
+        )
+        heads = set(head_parameters(student))
+        freeze = (
+            [n for n, _ in student.named_parameters() if n not in heads] if job.init.freeze_epochs else []
+        )
+    return make, student, freeze

@@ -37,7 +37,7 @@ def plots_section(entries: list[Entry], exported: list[str]) -> list:
     if any(e.kind == "student" for e in entries):
         out.append(
             {
-                "Best student: confusion matrix (test split)": {
+                "Best student (by validation): confusion matrix (test split)": {
                     "template": "confusion",
                     "x": "predicted",
                     "y": {f"{DATA}/confusion_best.json": "actual"},

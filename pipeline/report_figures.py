@@ -50,6 +50,19 @@ def curves(entries: list[Entry], who: str, results: Path) -> bool:
     return True
 
 
+def best_by_validation(students: list[Entry], results: Path) -> str:
+    """The student with the highest last-epoch validation top-1 (the test split never picks anything);
+    "" when no student has a validation history."""
+    scored = []
+    for e in students:
+        _, acc = read_history(
+            results / STAGE_DIR[e.section] / e.name / "plots" / "metrics" / "val" / "acc.tsv"
+        )
+        if acc:
+            scored.append((acc[-1], e.name))
+    return max(scored)[1] if scored else ""
+
+
 def write_figures(
     entries: list[Entry], evaluation: dict, exports: dict, results: Path, load_logits: Callable[[str], dict]
 ) -> tuple[str, dict[str, str]]:
@@ -62,11 +75,11 @@ def write_figures(
         "students.png": curves(students, "students", results),
         "teachers.png": curves(teachers, "teachers", results),
     }
-    best = max(students, key=lambda e: evaluation[e.name]["top1"]).name if students else ""
+    best = best_by_validation(students, results)
     if best:
         saved = load_logits(best)
         names, y, pred = saved["class_names"], saved["labels"], saved["logits"].argmax(1)
-        title = f"Best student {best}: test top-1 {100 * evaluation[best]['top1']:.2f} %"
+        title = f"Best student by validation, {best}: test top-1 {100 * evaluation[best]['top1']:.2f} %"
         plots.plot_confusion(confusion_counts(y, pred, len(names)), names, title, out / "confusion_best.png")
         made["confusion_best.png"] = True
         rows = confusion_rows(saved["logits"], y, names)

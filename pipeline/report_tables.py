@@ -127,6 +127,10 @@ def build_markdown(parts: ReportParts) -> str:
     if parts.exports:
         lines += ["## Deployment (ONNX Runtime, CPU)", "", *deploy_table(parts.exports), ""]
     if parts.best_student:
-        lines += [f"Best student on the test split: **{parts.best_student}** (confusion matrix below).", ""]
+        lines += [
+            f"Best student by last-epoch validation top-1: **{parts.best_student}** (its test confusion "
+            "matrix below).",
+            "",
+        ]
     lines += [f"![{caption}]({path})" for caption, path in parts.figures.items()]
     return "\n".join(lines) + "\n"

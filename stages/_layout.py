@@ -38,7 +38,7 @@ def model_spec(params, name: str, what: str = "model"):
 
 
 def teacher_refs(params, names: list[str]) -> list[tuple[str, Path, str]]:
-    """(name, artifact path, arch params say it has) per teacher: the fields of pipeline.jobs.Teacher."""
+    """(name, artifact path, arch params say it has) per teacher: the fields of pipeline.job_spec.Teacher."""
     return [(n, model_path(n), model_spec(params, n, "teacher").arch) for n in names]
 
 

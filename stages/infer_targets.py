@@ -12,7 +12,8 @@ import typer
 from pipeline import checkpoint
 from pipeline.checks import load_params
 from pipeline.evaluate import infer
-from pipeline.jobs import Teacher, load_data, load_teacher, make_loader
+from pipeline.job_inputs import load_data, load_teacher, make_loader
+from pipeline.job_spec import Teacher
 from pipeline.runtime import prepare
 from stages import DATA, command, say, targets_path
 from stages._layout import teacher_refs

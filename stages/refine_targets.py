@@ -10,7 +10,9 @@ import typer
 
 from pipeline import checkpoint
 from pipeline.checks import load_params
-from pipeline.jobs import RunPaths, knowledge_job, load_data, run_job
+from pipeline.job_inputs import load_data
+from pipeline.job_spec import RunPaths, knowledge_job
+from pipeline.jobs import run_job
 from pipeline.knowledge.professor import ProfessorParams
 from pipeline.params import section
 from pipeline.runtime import is_main

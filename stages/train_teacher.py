@@ -8,7 +8,9 @@ import typer
 
 from pipeline.checks import load_params
 from pipeline.errors import KdpipeError
-from pipeline.jobs import RunPaths, load_data, model_job, run_job
+from pipeline.job_inputs import load_data
+from pipeline.job_spec import RunPaths, model_job
+from pipeline.jobs import run_job
 from pipeline.tracking import LiveTracker
 from stages import DATA, MODELS, RESULTS, STATE, command, say
 from stages._layout import KIND

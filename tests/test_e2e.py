@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +89,8 @@ def test_dvc_repro_runs_every_stage_and_is_then_up_to_date(repo):
     accuracy = json.loads((repo / "results" / "metrics" / "accuracy.json").read_text())
     for name in [*profile["teachers"], *profile["students"], *profile["patriarchs"], *profile["generations"]]:
         assert 0.0 <= accuracy[name]["top1"] <= 1.0
+    val = torch.load(repo / "models" / "students" / "kd.pt", weights_only=True)["metrics"]["val/acc"]
+    assert accuracy["kd"]["val_top1"] == round(val, 4)  # what a sweep selects on, beside the test figures
     report = (repo / "results" / "report.md").read_text()
     assert "| kd |" in report and (repo / "results" / "plots" / "students.png").is_file()
     shown = run([str(BIN / "dvc"), "metrics", "show", "--json"], repo).stdout

@@ -140,8 +140,9 @@ def test_a_kill_at_the_atomic_rename_resumes_to_the_same_bytes(reference, killed
     res = run([sys.executable, "-c", KILL_AT_RENAME, target, when, *stage], killed, check=False)
     assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
     out = run([DVC, "repro"], killed).stdout
-    # the teacher resumes (or restarts) to the same bytes, so nothing downstream re-runs
-    assert ran_stages(out) == {"train-teacher-t1"}, out
+    # the teacher resumes (or restarts) to the same bytes, so no student, evaluation or export re-runs (the
+    # report does: it draws the teacher's training curves, whose timings differ)
+    assert ran_stages(out) - {"report"} == {"train-teacher-t1"}, out
     assert_same_models(reference, killed)
     for folder in ("models/teachers", "state/teachers/t1"):
         assert not list((killed / folder).glob(".*.tmp")), f"{folder}: a temporary file was left"

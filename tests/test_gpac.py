@@ -15,7 +15,9 @@ from pipeline import checkpoint
 from pipeline.data.build import prepare
 from pipeline.data.params import SyntheticParams
 from pipeline.errors import KdpipeError
-from pipeline.jobs import RunPaths, knowledge_job, make_loader, run_job
+from pipeline.job_inputs import make_loader
+from pipeline.job_spec import RunPaths, knowledge_job
+from pipeline.jobs import run_job
 from pipeline.knowledge.probes import ProbesParams, choose, load_probes, probe_layers
 from pipeline.losses.at import at_loss
 from pipeline.losses.gpac import beta_at, corrector_rho, gpac_kl, instruction_weights, teacher_kl

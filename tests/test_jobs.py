@@ -11,7 +11,9 @@ import torch
 from pipeline import checkpoint
 from pipeline.codedeps import code_files
 from pipeline.errors import KdpipeError
-from pipeline.jobs import RunPaths, Teacher, data_digest, knowledge_job, model_job, run_job
+from pipeline.job_inputs import data_digest
+from pipeline.job_spec import RunPaths, Teacher, knowledge_job, model_job
+from pipeline.jobs import run_job
 from pipeline.knowledge.factor import FactorParams
 from pipeline.knowledge.probes import ProbesParams
 from pipeline.knowledge.professor import ProfessorParams

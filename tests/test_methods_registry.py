@@ -192,7 +192,7 @@ def test_methods_without_teachers_run_without_a_source(name: str) -> None:
 
 
 def test_cached_targets_equal_online_teacher_outputs() -> None:
-    from pipeline.jobs import make_loader
+    from pipeline.job_inputs import make_loader
     from stages.infer_targets import compute_targets
 
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ from pipeline import checkpoint
 from pipeline.config import to_dict
 from pipeline.errors import KdpipeError
 from pipeline.evaluate import infer
-from pipeline.jobs import make_loader
+from pipeline.job_inputs import make_loader
 from pipeline.knowledge.professor import (
     ProfessorNet,
     ProfessorParams,

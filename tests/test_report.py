@@ -178,9 +178,12 @@ def leaves(d: dict) -> int:
 
 
 def test_report_stage_on_a_fabricated_run(run, tmp_path):
+    res = tmp_path / "results"
+    # the best student is picked on validation: give the student worst on test the best validation curve
+    val_best = min(STUDENTS, key=lambda n: run[n])
+    write_history(res / "distill" / val_best, 4, 0.99, random.Random(1))
     result = CliRunner().invoke(app, ["report"])
     assert result.exit_code == 0, result.output
-    res = tmp_path / "results"
     for png in ("students.png", "teachers.png", "confusion_best.png", "acc_latency.png"):
         assert (res / "plots" / png).stat().st_size > 10_000, png
     deploy = json.loads((res / "metrics" / "deploy.json").read_text())
@@ -195,8 +198,7 @@ def test_report_stage_on_a_fabricated_run(run, tmp_path):
     )
     text = (res / "report.md").read_text()
     assert "leftover_model" not in text and "| kd | resnet20_b |" in text
-    best = max(STUDENTS, key=lambda n: run[n])
-    assert f"**{best}**" in text
+    assert f"**{val_best}**" in text and val_best != max(STUDENTS, key=lambda n: run[n])
     header = (res / "plots" / "data" / "students_val_acc.csv").read_text().splitlines()
     assert header[0] == "epoch," + ",".join(STUDENTS)
     # fitnet trained 3 epochs: its epoch-4 cell is empty rather than a made-up value
@@ -213,11 +215,13 @@ def test_report_refuses_missing_export_metrics(run, tmp_path):
 
 def test_metrics_surface_fits_exp_show():
     """10 models, 2 exported, 3 seed groups with baselines: the declared metrics stay within
-    4 accuracy keys per model + 2 size keys per model + 4 more per exported model + 7 per seed group."""
+    5 accuracy keys per model + 2 size keys per model + 4 more per exported model + 7 per seed group."""
     evaluation = {
         n: {"top1": 0.8, "top5": 0.99, "nll": 0.41234567, "ece": 0.0123456, "params": 77754, "size_mb": 0.29}
         for n in list(STUDENTS)[:10]
     }
+    for i, m in enumerate(evaluation.values()):
+        m["val_top1"] = 0.81234 if i else None  # training's last validation top-1; unknown: left out
     exports = {
         "kd": {
             "top1": {"int8": 0.8},
@@ -239,10 +243,10 @@ def test_metrics_surface_fits_exp_show():
         deploy_metrics(evaluation, exports),
         seeds_metrics(seed_rows(entries, ev3)),
     )
-    assert leaves(acc) == 4 * 10 and leaves(dep) == 2 * 10 + 4 * 2
+    assert leaves(acc) == 5 * 10 - 1 and leaves(dep) == 2 * 10 + 4 * 2
     # scratch: mean, std, n (no baseline); kd and gpac: + delta, ci_low, ci_high, verdict; dkd alone: left out
     assert set(seeds) == {"scratch", "kd", "gpac"} and leaves(seeds) == 3 + 7 + 7
-    assert leaves(acc) + leaves(dep) + leaves(seeds) <= 4 * 10 + 2 * 10 + 4 * 2 + 7 * 3
+    assert leaves(acc) + leaves(dep) + leaves(seeds) <= 5 * 10 + 2 * 10 + 4 * 2 + 7 * 3
     # values are rounded so a column is at most 6 characters wide (0.4123, not 0.41234567)
     assert acc["kd"]["nll"] == 0.4123 and max(len(str(v)) for m in acc.values() for v in m.values()) <= 6
 

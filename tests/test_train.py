@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.errors import KdpipeError
-from pipeline.jobs import make_loader
+from pipeline.job_inputs import make_loader
 from pipeline.methods import REGISTRY, Context, build_method
 from pipeline.models import create_model
 from pipeline.params import OptimParams
