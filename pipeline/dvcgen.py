@@ -213,11 +213,15 @@ def build(p: Params, raw: dict, paths: Paths, data_deps: list[str], top: dict | 
     # the export settings present in params.yaml (DVC refuses absent keys), never the list of students:
     # adding a student to export.students must not re-export the others
     export_keys = [f"export.{k}" for k in (raw.get("export") or {}) if k != "students"]
+    # a student of `arch: selected` is also timed at the selection's setting: these keys are its deps, the
+    # budget is not (the choice reaches it through the trained model)
+    timing = present(raw, [f"select.{k}" for k in ("precision", "batch_size", "threads", "runs", "warmup")])
+    selected = [n for n in p.export.students if n in p.students and p.students[n].arch == "selected"]
     for name in p.export.students:
         stages[f"export-{name}"] = make_stage(
             f"python -m stages export {name}",
             [paths.data, CHECKED, paths.model(model_ref("students", name)), *code_deps("stages.export")],
-            export_keys,
+            export_keys + (timing if name in selected else []),
             [
                 paths.export(name),
                 paths.export(name, int8=True),
@@ -233,6 +237,7 @@ def build(p: Params, raw: dict, paths: Paths, data_deps: list[str], top: dict | 
         f"{paths.results_dir}/metrics/accuracy.json",
         *histories,
         *(paths.results("export", n) for n in p.export.students),
+        *([SELECTED] if selected else []),  # the budget and prediction the report compares with
     ]
     stages["report"] = make_stage(
         "python -m stages report",

@@ -269,3 +269,28 @@ def export_student(
             "test_images": len(y),
         },
     }
+
+
+def summary(name: str, metrics: dict, batch: int) -> str:
+    """The export stage's result line: test top-1 per precision, p50 latencies at `batch`, the recipe."""
+    lat, b = metrics["latency"], f"b{batch}"
+    if metrics["int8_within_budget"] is None:
+        drop = "not measured (no validation split)"
+    else:
+        drop = f"{metrics['int8_val_drop_points']:.2f} points" + (
+            "" if metrics["int8_within_budget"] else " (over export.int8_max_drop)"
+        )
+    line = (
+        f"export {name}: test top-1 fp32 {metrics['top1']['fp32']:.4f}, int8 {metrics['top1']['int8']:.4f} "
+        f"({100 * metrics['int8_delta']:+.2f} points); p50 at batch {batch}: torch "
+        f"{lat['torch_fp32'][b]['p50_ms']:.2f} ms, ORT fp32 {lat['ort_fp32'][b]['p50_ms']:.2f} ms, "
+        f"INT8 {lat['ort_int8'][b]['p50_ms']:.2f} ms [{metrics['env']['provider_used']}]; INT8 recipe "
+        f"{metrics['recipe']}, validation drop {drop}"
+    )
+    t = metrics.get("budget_timing")
+    if t:
+        line += (
+            f"; as selected ({t['precision']}, batch {t['batch_size']}, {t['threads']} thread(s)): "
+            f"p50 {t['p50_ms']:.3f} ms, {t['size_mb']:.3f} MB"
+        )
+    return line

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.report import SeedRow, informative, latency
+from pipeline.select_budget import budget_section
 
 
 def pct(x: float | None, digits: int = 2) -> str:
@@ -97,6 +98,7 @@ class ReportParts:
     agreement: list[tuple[str, str, float, float]]
     best_student: str
     figures: dict[str, str]  # caption -> relative PNG path, in display order
+    budgets: dict[str, dict] = field(default_factory=dict)  # student -> select_budget.compare(...)
 
 
 def build_markdown(parts: ReportParts) -> str:
@@ -126,6 +128,7 @@ def build_markdown(parts: ReportParts) -> str:
         lines += ["## Teacher–student agreement (test split)", "", *agreement_table(parts.agreement), ""]
     if parts.exports:
         lines += ["## Deployment (ONNX Runtime, CPU)", "", *deploy_table(parts.exports), ""]
+    lines += budget_section(parts.budgets)
     if parts.best_student:
         lines += [
             f"Best student by last-epoch validation top-1: **{parts.best_student}** (its test confusion "

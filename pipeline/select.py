@@ -104,7 +104,7 @@ def _export(model: torch.nn.Module, art: dict, path: Path, exporter: str) -> str
 def _deployable(c: Candidate, facts: dict, sp: SelectParams, recipe: dict, folder: Path) -> tuple[dict, Path]:
     """Build, count, calibrate, export (and quantize) one candidate; returns (row without latency, .onnx)."""
     from pipeline.export import Normalized
-    from pipeline.quantize import quantize_int8
+    from pipeline.quantize import quantize_int8, recipe_for
 
     ch, n = facts["in_channels"], facts["num_classes"]
     model = build(c, n, ch, sp.seed)
@@ -128,7 +128,10 @@ def _deployable(c: Candidate, facts: dict, sp: SelectParams, recipe: dict, folde
         path = fp32
         if sp.precision == "int8":
             path = folder / f"{slug}.int8.onnx"
-            quantize_int8(fp32, path, images, n=len(images), **recipe)
+            kw = dict(recipe)  # export's recipe choice (auto: the arch's family, as export ships it)
+            quantize_int8(
+                fp32, path, images, n=len(images), recipe=recipe_for(c.arch, kw.pop("recipe", "manual")), **kw
+            )
     row["size_bytes"] = path.stat().st_size
     row["size_mb"] = row["size_bytes"] / 1e6
     return row, path
@@ -170,8 +173,8 @@ def measure(
     """One row per candidate: params, macs, size_mb, p50_ms/p90_ms (or `error`), and `cached`.
 
     `facts`: {num_classes, in_channels} of the data; `recipe`: quantize_int8's keyword arguments (method,
-    activation, weight, per_channel, fp32_stem). The cache is saved after every group, so an interrupted
-    run keeps what it measured.
+    activation, weight, per_channel, fp32_stem) and `recipe`, export's choice (auto = the arch's family,
+    a family, manual). The cache is saved after every group, so an interrupted run keeps what it measured.
     """
     path = Path(cache_path) if cache_path else None
     env = environment(sp, recipe, facts)
@@ -286,6 +289,7 @@ def run_selection(
         "precision": sp.precision,
         "proxy": sp.proxy,
         "cpu": env["cpu"],
+        "timed": {k: env[k] for k in ("batch_size", "threads", "runs", "warmup", "onnxruntime")},
     }
     checkpoint.atomic_write_text(Path(selected_path), json.dumps(selected, indent=2))
     return selected

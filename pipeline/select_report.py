@@ -53,11 +53,12 @@ def markdown(rows: list[dict], sp: SelectParams, env: dict, budget: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-# label positions tried in turn, in points from the marker: beside it, centred above/below, then further out
+# label positions tried in turn, in points from the marker: beside it (above right, above left, below right,
+# below left: a label never starts beside a neighbour it does not name), centred above/below, then further out
 OFFSETS = [
     (7, 4),
-    (7, -11),
     (-7, 4),
+    (7, -11),
     (-7, -11),
     (0, 8),
     (0, -16),
@@ -95,7 +96,11 @@ def _labels(fig, ax, rows: list[dict], must: list[dict], stat: str) -> None:
         taken.append(ax.get_legend().get_window_extent(renderer))
     firsts = {id(r) for r in must}
     for r in sorted(rows, key=lambda r: (not r.get("chosen"), id(r) not in firsts, r[stat])):
-        style = {"fontsize": 8, "fontweight": "bold" if r.get("chosen") else "normal"}
+        style = {
+            "fontsize": 8,
+            "fontweight": "bold" if r.get("chosen") else "normal",
+            "bbox": {"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},  # over lines
+        }
         for i, (dx, dy) in enumerate(OFFSETS):
             lead = {"arrowprops": {"arrowstyle": "-", "lw": 0.5, "color": "gray"}} if i >= FAR else {}
             ann = ax.annotate(

@@ -1,5 +1,5 @@
 """export: one student -> ONNX fp32 (parity-checked) + INT8, test top-1 and latency (dvc.yaml runs it
-`foreach`)."""
+`foreach`); a student of `arch: selected` is also timed as select-student timed its candidates."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pipeline import checkpoint
 from pipeline.checks import load_params
 from pipeline.data.cache import load_prepared as load_data
 from pipeline.errors import KdpipeError
-from pipeline.export import export_student
+from pipeline.export import export_student, summary, to_unit
+from pipeline.select_budget import measure_as_selected
 from stages import DATA, MODELS, RESULTS, command
 
 
@@ -36,31 +37,11 @@ def export(
         )
     if provider not in ("auto", "cpu", "cuda"):
         raise KdpipeError(f"--provider {provider!r}: choose auto, cpu or cuda")
-    out = MODELS / "export"
-    metrics = export_student(
-        MODELS / "students" / f"{name}.pt",
-        load_data(DATA),
-        out / f"{name}.onnx",
-        out / f"{name}.int8.onnx",
-        p.export,
-        provider,
-    )
+    art, data = MODELS / "students" / f"{name}.pt", load_data(DATA)
+    files = {"fp32": MODELS / "export" / f"{name}.onnx", "int8": MODELS / "export" / f"{name}.int8.onnx"}
+    metrics = export_student(art, data, files["fp32"], files["int8"], p.export, provider)
+    if p.select is not None and p.students[name].arch == "selected":
+        images = to_unit(data["test_x"][: p.select.batch_size])
+        metrics["budget_timing"] = measure_as_selected(art, files, images, p.select, metrics)
     checkpoint.atomic_write_text(RESULTS / "export" / name / "metrics.json", json.dumps(metrics, indent=2))
-    lat = metrics["latency"]
-    b = f"b{max(p.export.batch_sizes)}"
-    typer.echo(
-        f"export {name}: test top-1 fp32 {metrics['top1']['fp32']:.4f}, int8 {metrics['top1']['int8']:.4f} "
-        f"({100 * metrics['int8_delta']:+.2f} points); p50 at batch {b[1:]}: torch "
-        f"{lat['torch_fp32'][b]['p50_ms']:.2f} ms, "
-        f"ORT fp32 {lat['ort_fp32'][b]['p50_ms']:.2f} ms, INT8 {lat['ort_int8'][b]['p50_ms']:.2f} ms "
-        f"[{metrics['env']['provider_used']}]; INT8 recipe {metrics['recipe']}, validation drop "
-        f"{_drop(metrics)}"
-    )
-
-
-def _drop(m: dict) -> str:
-    if m["int8_within_budget"] is None:
-        return "not measured (no validation split)"
-    return f"{m['int8_val_drop_points']:.2f} points" + (
-        "" if m["int8_within_budget"] else " (over export.int8_max_drop)"
-    )
+    typer.echo(summary(name, metrics, max(p.export.batch_sizes)))

@@ -24,7 +24,8 @@ from pipeline.report import (
 )
 from pipeline.report_figures import write_figures
 from pipeline.report_tables import ReportParts, build_markdown
-from stages import RESULTS, command
+from pipeline.select_budget import budget_metrics, compare
+from stages import MODELS, RESULTS, command
 from stages.evaluate import logits_path
 
 METRICS = RESULTS / "metrics"
@@ -60,8 +61,14 @@ def report(
     order = [e.name for e in entries] + [n for n in p.evaluate.ensembles if n in evaluation]
     evaluation = {n: evaluation[n] for n in order}  # only the models params lists, in params order
 
+    chosen = [n for n in exports if p.students[n].arch == "selected"]  # the budget's students
+    selected = read_json(MODELS / "selected.json") if chosen else {}
+    budgets = {n: compare(selected, exports[n], n) for n in chosen}
+    deploy = deploy_metrics(evaluation, exports)
+    for n, c in budgets.items():
+        deploy[n]["budget"] = budget_metrics(c)
     rows = seed_rows(entries, evaluation)
-    for stem, metrics in (("deploy", deploy_metrics(evaluation, exports)), ("seeds", seeds_metrics(rows))):
+    for stem, metrics in (("deploy", deploy), ("seeds", seeds_metrics(rows))):
         checkpoint.atomic_write_text(METRICS / f"{stem}.json", json.dumps(metrics, indent=2))
     students = [e for e in entries if e.kind == "student"]
     agreement = agreement_rows(students, lambda name: load_logits(name)["logits"])
@@ -74,7 +81,7 @@ def report(
         f"Machine: {cpu_model()} "
         f"({platform.machine()}), {torch.get_num_threads()} torch threads, torch {torch.__version__}."
     )
-    text = build_markdown(ReportParts(header, evaluation, exports, rows, agreement, best, figures))
+    text = build_markdown(ReportParts(header, evaluation, exports, rows, agreement, best, figures, budgets))
     checkpoint.atomic_write_text(out, text)
     sections = text.split("\n## ")
     typer.echo("\n## ".join(sections[:2]))  # the header and the models table; the rest is in the file

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline import checkpoint
 from pipeline.checks import load_params
+from pipeline.data.cache import load_prepared
 from pipeline.params import section
 from pipeline.select import SelectParams, run_selection
 from stages import DATA, MODELS, RESULTS, STATE, command, say
@@ -26,11 +26,12 @@ def select_student(
     """Measure params, MACs, size and ORT latency of each candidate; write models/selected.json, a table."""
     p = load_params(params)
     sp = getattr(p, "select", None) or section(p, "select", SelectParams)
-    data = checkpoint.load(DATA, "prepared data set")  # only its shape is read (pipeline.runner: more deps)
+    data = load_prepared(DATA)  # memory-mapped: only the class names and the images' shape are read
     n, x = len(data["class_names"]), data["train_x"]
     facts = {"num_classes": n, "in_channels": int(x.shape[1]), "input_size": int(x.shape[-1])}
     e = p.export  # the export stage's INT8 recipe, so the timed model is the one export will ship
     recipe = {
+        "recipe": e.recipe,
         "method": e.calib_method,
         "activation": e.activation_type,
         "weight": e.weight_type,

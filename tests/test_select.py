@@ -68,6 +68,12 @@ def test_budget_admits_exactly_one(first_run):
     assert timer.calls == 1 and sorted(timer.timed) == sorted(LATENCY)  # one group of 3 candidates
     assert (sel["arch"], sel["input_size"], sel["arch_kwargs"]) == ("resnet8", 16, {})
     assert sel["predicted_latency_ms"] == {"p50": 0.10, "p90": pytest.approx(0.15)}  # 1.5 x 0.10
+    assert {k: sel["timed"][k] for k in ("batch_size", "threads", "runs", "warmup")} == {
+        "batch_size": 1,
+        "threads": 1,
+        "runs": 3,
+        "warmup": 1,
+    }  # the setting the export stage times the trained student at
     assert resolve_selected(tmp / "out" / "selected.json") == ("resnet8", {}, 16)
     table = json.loads((tmp / "out" / "table.json").read_text())
     assert [r["label"] for r in table["rows"] if r["fits"]] == ["resnet8 @16"]
@@ -119,6 +125,22 @@ def test_impossible_budget_names_the_fastest(first_run):
     msg = str(e.value)
     assert "\n" not in msg and "resnet8 @16" in msg and "0.100 ms" in msg and "0.05 ms" in msg
     assert not (tmp / "out4" / "selected.json").exists() and (tmp / "out4" / "table.json").is_file()
+
+
+def test_export_recipe_choice_reaches_the_quantizer(monkeypatch):
+    """`export.recipe: auto` times the arch family's INT8 recipe, as the export stage ships it; manual the
+    stage's own per_channel/fp32_stem settings (recipe None)."""
+    from pipeline import quantize
+
+    real, seen = quantize.quantize_int8, []
+    monkeypatch.setattr(
+        quantize, "quantize_int8", lambda *a, **kw: seen.append(kw["recipe"]) or real(*a, **kw)
+    )
+    sp = params(candidates=[{"arch": "resnet8"}])
+    for choice in ("auto", "manual"):
+        rows = measure(expand(sp.candidates, 16), FACTS, sp, RECIPE | {"recipe": choice}, None, StubTimer())
+        assert rows[0]["p50_ms"] == LATENCY["resnet8 @16"]
+    assert seen[0].name == "resnet_cifar" and "global_pool" in seen[0].fusions and seen[1] is None
 
 
 def test_cache_key_depends_on_the_environment():
