@@ -6,25 +6,18 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 
 import torch
 import typer
 
 from pipeline import checkpoint
-from pipeline.bench import cpu_model, library_versions, markdown_table
-from pipeline.bench_families import (
-    FAMILY_ARCHS,
-    deployment_bench,
-    family_markdown,
-    family_table,
-    training_markdown,
-)
+from pipeline.bench import cpu_model, library_versions
+from pipeline.bench_families import FAMILY_ARCHS, family_markdown, family_table
+from pipeline.bench_run import main_bench
 from pipeline.checks import load_params
 from pipeline.data.bench import loader_markdown, throughput
 from pipeline.data.cache import load_prepared as load_data
-from pipeline.speed import run_training_bench
 from stages import DATA, MODELS, command, say
 
 
@@ -54,23 +47,8 @@ def bench(
         res = throughput(loader_images, loader_size, workers=min(4, os.cpu_count() or 1))
         write(out, "results_loader", res | {"cpu": cpu_model(), **library_versions()}, loader_markdown(res))
     torch.set_num_threads(p.base.threads or torch.get_num_threads())
-    train = run_training_bench(data := load_data(DATA), student, teacher, batch_size=128, reps=reps)
-    deploy = {}
-    for name in p.export.students:  # latency of each exported student, at each thread count
-        deploy |= deployment_bench(name, MODELS, data["train_x"], p.export, runs, threads)
-    env = {
-        "cpu": cpu_model(),
-        "machine": platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "versions": library_versions(),
-    }
-
-    lines = training_markdown(train, env, student, teacher, reps)
-    for name, res in deploy.items():
-        lines += [markdown_table(res, f"Deployment latency: {name}"), ""]
-    if not deploy:
-        lines += ["(no exported student found: run `dvc repro` first for the deployment figures)", ""]
-    write(out, "results", {"training": train, "deployment": deploy, "env": env}, "\n".join(lines))
+    obj, md = main_bench(p, load_data(DATA), MODELS, student, teacher, reps, runs, threads)
+    write(out, "results", obj, md)
 
 
 def write(out: Path, stem: str, obj: object, md: str) -> None:
