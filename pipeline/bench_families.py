@@ -19,7 +19,8 @@ import torch
 import torch.nn as nn
 
 from pipeline.bench import benchmark, cpu_model, library_versions
-from pipeline.export import Normalized, check_parity, export_onnx
+from pipeline.onnx_write import Normalized, export_onnx
+from pipeline.parity import check_parity
 from pipeline.predict import make_session, read_metadata
 from pipeline.quantize import Recipe, family_of, quantize_int8, recipe_for
 

@@ -139,7 +139,8 @@ def clean_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     for k, v in sd.items():
         for prefix in ("module.", "_orig_mod."):
             k = k.replace(prefix, "")
-        out[k] = v.detach().cpu().clone()
+        # contiguous: a channels_last run saves the same bytes as a plain one
+        out[k] = v.detach().cpu().clone(memory_format=torch.contiguous_format)
     return out
 
 
@@ -225,13 +226,14 @@ def load_artifact(path: str | Path, kinds: Iterable[str] | None = None) -> dict:
     return art
 
 
-def check_fields(meta: dict, expect: dict | None, path: str | Path) -> None:
-    """One-line error when an artifact's arch/num_classes/in_channels/... differ from what params say."""
+def check_fields(meta: dict, expect: dict | None, path: str | Path, against: str = "params say") -> None:
+    """One-line error when an artifact's arch/num_classes/in_channels/... differ from what params (or,
+    `against="the data has"`, the prepared data) say."""
     for key, want in (expect or {}).items():
         if want is not None and meta.get(key) != want:
             raise KdpipeError(
-                f"{path}: has {key}={meta.get(key)!r} but params say {want!r}; "
-                "retrain it (dvc repro) or fix its params entry"
+                f"{path}: has {key}={meta.get(key)!r} but {against} {want!r}; "
+                "retrain it on this data (dvc repro) or fix its params entry"
             )
 
 
@@ -253,14 +255,16 @@ def model_from_artifact(art: dict, path: str | Path = "artifact") -> nn.Module:
     return model.eval()
 
 
-def load_model(path: str | Path, expect: dict | None = None) -> tuple[nn.Module, dict]:
+def load_model(
+    path: str | Path, expect: dict | None = None, against: str = "params say"
+) -> tuple[nn.Module, dict]:
     """Rebuild a model from its artifact alone; returns (model in eval mode, artifact without state_dict).
 
-    `expect` (e.g. {"arch": "resnet20", "num_classes": 10}) is what params say the file holds.
+    `expect` (e.g. {"arch": "resnet20", "num_classes": 10}) is what params (or `against`) say the file holds.
     """
     art = load_artifact(path, MODEL_KINDS)
     meta = {k: v for k, v in art.items() if k != "state_dict"}
-    check_fields(meta, expect, path)
+    check_fields(meta, expect, path, against)
     return model_from_artifact(art, path), meta
 
 

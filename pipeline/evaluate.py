@@ -20,7 +20,12 @@ def infer(model: nn.Module | Callable, loader: Iterable) -> torch.Tensor:
     if isinstance(model, nn.Module):
         was = model.training
         model.eval()
-    outs = [model(x).float().cpu() for x, _, _ in loader]
+    if isinstance(model, nn.Module):
+        model.to(memory_format=torch.channels_last)  # NHWC: 1.1-2x faster convs on CPU (oneDNN) and CUDA
+    outs = [
+        model(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x).float().cpu()
+        for x, _, _ in loader
+    ]
     if isinstance(model, nn.Module):
         model.train(was)
     return torch.cat(outs)

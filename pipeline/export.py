@@ -1,9 +1,6 @@
-"""ONNX export of a student with its metadata, and parity of ONNX Runtime against PyTorch.
+"""The `export` stage's work: a trained student to a checked fp32 ONNX file and its INT8 version.
 
-The exported graph follows the ONNX contract: input `image`, float32 NCHW in [0, 1] with
-the data set's normalisation inside the graph (`Normalized`), dynamic batch axis, output `logits`,
-one self-contained file, opset 18, and kdpipe `metadata_props` (see `build_metadata`).
-
+The file itself is written by `pipeline.onnx_write` (the ONNX contract, metadata, checker).
 `export_student` is the whole `export` stage: fp32 export, parity, INT8 (the family's recipe from
 `pipeline.quantize.RECIPES`, kept within a validation top-1 budget by `pipeline.quant_budget`),
 accuracies and latency. The .onnx files hold no local paths: the same inputs give byte-identical files.
@@ -11,142 +8,22 @@ accuracies and latency. The .onnx files hold no local paths: the same inputs giv
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
-import torch.nn as nn
 
 from pipeline import bench, checkpoint
-from pipeline.errors import KdpipeError
-from pipeline.logs import NOISY, quiet_loggers
-from pipeline.onnx_meta import build_metadata, set_metadata, strip_source_refs  # noqa: F401 - re-exported
+from pipeline.onnx_write import Normalized, export_onnx
 from pipeline.params import ExportParams
-from pipeline.parity import check_parity, onnx_accuracy, to_unit, top1, torch_logits  # noqa: F401 - re-exported
-from pipeline.predict import INPUT, OUTPUT, make_session, run_logits
+from pipeline.parity import check_parity, to_unit, top1
+from pipeline.predict import make_session, run_logits
 from pipeline.quant_budget import quantize_within_budget
 from pipeline.quantize import recipe_for
 
 log = logging.getLogger(__name__)
-
-# torch.export specialises a dimension whose example size is 0 or 1 to that constant, so a batch-1
-# example would bake batch=1 into the graph despite `dynamic_shapes`; 2 is the smallest safe size.
-EXAMPLE_BATCH = 2
-
-
-class Normalized(nn.Module):
-    """`image` in [0, 1] -> (image - mean) / std -> student -> logits; mean/std per channel."""
-
-    def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model((image - self.mean) / self.std)
-
-
-def _dynamo(wrapped: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    # The exporter prints "[torch.onnx] ..." progress lines to stdout: swallow them so stage output stays
-    # clean.
-    with contextlib.redirect_stdout(io.StringIO()), quiet_loggers(*NOISY):
-        torch.onnx.export(
-            wrapped,
-            (example,),
-            str(path),
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamo=True,
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-            external_data=False,
-            opset_version=opset,
-        )
-
-
-def _legacy(wrapped: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # we chose it knowingly, and say so in the log
-        torch.onnx.export(
-            wrapped,
-            (example,),
-            str(path),
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamo=False,
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-            opset_version=opset,
-            do_constant_folding=True,
-        )
-
-
-def export_onnx(
-    model: nn.Module, art: dict, source_sha256: str, path: str | Path, opset: int = 18, fallback: bool = True
-) -> str:
-    """Export `model` (eval, CPU) wrapped in `Normalized` to `path`; returns the exporter used.
-
-    Exporter: pinned to the dynamo exporter (`torch.export`; the default since torch 2.9, where the
-    TorchScript one is deprecated) with `dynamic_shapes` on the batch axis only, `external_data=False`
-    (one self-contained file instead of .onnx + .onnx.data) and an example batch of EXAMPLE_BATCH=2
-    (a batch of 1 would be specialised to a constant). If it fails for some architecture and
-    `fallback` is set, the legacy TorchScript exporter is used with a WARNING in the log and
-    "legacy" in the returned name (recorded in metrics.json); never silently.
-    `path` is written directly: callers pass a temporary name (checkpoint.atomic_path).
-    """
-    path = Path(path)
-    wrapped = Normalized(model.cpu().eval(), art["mean"], art["std"]).eval()
-    c, s = int(art["in_channels"]), int(art["input_size"])
-    example = torch.rand(EXAMPLE_BATCH, c, s, s, generator=torch.Generator().manual_seed(0))
-    exporter = "dynamo"
-    try:
-        _dynamo(wrapped, example, path, opset)
-    except Exception as e:  # noqa: BLE001 - torch.export raises many types; the message is what matters
-        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        if not fallback:
-            raise KdpipeError(
-                f"dynamo ONNX export of arch {art['arch']!r} failed ({why}); allow the legacy exporter or "
-                "change the arch"
-            ) from None
-        log.warning(
-            "dynamo ONNX export of arch %r failed (%s); FALLING BACK to the legacy TorchScript exporter",
-            art["arch"],
-            why,
-        )
-        exporter = "legacy"
-        _legacy(wrapped, example, path, opset)
-    proto = onnx.load(str(path))
-    strip_source_refs(proto)
-    set_metadata(proto, build_metadata(art, source_sha256))
-    check_model(proto, path)
-    onnx.save(proto, str(path))
-    return exporter
-
-
-def check_model(proto: onnx.ModelProto, where: str | Path) -> None:
-    """onnx.checker with full_check (type and shape inference too); failure is a KdpipeError."""
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except Exception as e:  # noqa: BLE001 - ValidationError and InferenceError
-        raise KdpipeError(
-            f"{where}: the exported model fails the ONNX checker ({str(e).splitlines()[0][:200]}); "
-            "try another opset (export.opset) or report the arch"
-        ) from None
-
-
-def _check_data(art: dict, data: dict, path: Path) -> None:
-    facts = (len(data["class_names"]), int(data["test_x"].shape[1]), int(data["test_x"].shape[-1]))
-    if (art["num_classes"], art["in_channels"], art["input_size"]) != facts:
-        raise KdpipeError(
-            f"{path} has {art['num_classes']} classes/{art['in_channels']} channels/size {art['input_size']} "
-            "but the "
-            f"prepared data has {facts[0]}/{facts[1]}/{facts[2]}; retrain it on this data (dvc repro)"
-        )
 
 
 def _val_split(data: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -176,10 +53,10 @@ def export_student(
     deliverable and the report shows the drop.
     """
     art_path = Path(art_path)
-    model, art = checkpoint.load_model(art_path)
-    _check_data(art, data, art_path)
+    facts = {"num_classes": len(data["class_names"]), "in_channels": int(data["test_x"].shape[1])}
+    facts["input_size"] = int(data["test_x"].shape[-1])
+    model, art = checkpoint.load_model(art_path, facts, against="the prepared data has")
     sha = checkpoint.sha256(art_path)
-    recipe = recipe_for(art["arch"], p.recipe)
     val_x, val_y = _val_split(data)
     with (
         checkpoint.atomic_path(out_fp32) as f32,
@@ -194,24 +71,23 @@ def export_student(
         plain = (
             Path(tmp) / "recipe_only.int8.onnx"
         )  # the recipe without fallback: its latency is the fallback's cost
-        with quiet_loggers(*NOISY):
-            qinfo = quantize_within_budget(
-                f32,
-                i8,
-                data["train_x"],
-                val_x,
-                val_y,
-                recipe,
-                p.int8_max_drop,
-                p.int8_max_tries,
-                n=p.calib_images,
-                method=p.calib_method,
-                activation=p.activation_type,
-                weight=p.weight_type,
-                per_channel=p.per_channel,
-                fp32_stem=p.fp32_stem,
-                plain_path=plain,
-            )
+        qinfo = quantize_within_budget(
+            f32,
+            i8,
+            data["train_x"],
+            val_x,
+            val_y,
+            recipe_for(art["arch"], p.recipe),
+            p.int8_max_drop,
+            p.int8_max_tries,
+            n=p.calib_images,
+            method=p.calib_method,
+            activation=p.activation_type,
+            weight=p.weight_type,
+            per_channel=p.per_channel,
+            fp32_stem=p.fp32_stem,
+            plain_path=plain,
+        )
         int8_z = run_logits(make_session(i8, p.threads, provider)[0], to_unit(data["test_x"]))
         sizes = {"fp32": f32.stat().st_size, "int8": i8.stat().st_size}
         fell_back = qinfo["fallback"]["tries"] > 0

@@ -85,20 +85,12 @@ def make_loader(
     )
 
 
-def check_teacher(art: dict, data: dict, name: str) -> None:
-    facts = data_facts(data)
-    if art["num_classes"] != facts["num_classes"] or art["in_channels"] != facts["in_channels"]:
-        raise KdpipeError(
-            f"teacher {name!r} has {art['num_classes']} classes/{art['in_channels']} channels but the data "
-            "has "
-            f"{facts['num_classes']}/{facts['in_channels']}; retrain it on this data (dvc repro)"
-        )
-
-
 def load_teacher(t: Teacher, data: dict) -> tuple[torch.nn.Module, dict]:
     """A frozen teacher and its metadata, checked against params (arch) and the data (classes, channels)."""
     model, meta = checkpoint.load_model(t.path, expect={"arch": t.arch})
-    check_teacher(meta, data, t.name)
+    facts = data_facts(data)
+    want = {k: facts[k] for k in ("num_classes", "in_channels")}
+    checkpoint.check_fields(meta, want, f"teacher {t.name!r} ({t.path})", against="the data has")
     return model, meta
 
 
@@ -156,6 +148,11 @@ def build_student(job: Job, facts: dict) -> tuple[Maker | None, nn.Module | None
     def make_student() -> torch.nn.Module:  # a fresh student (DML peers ask for more)
         return create_model(job.arch, facts["num_classes"], facts["in_channels"], **job.arch_kwargs)
 
+    if job.params.get("selected_from") and job.params.get("input_size") != facts["input_size"]:
+        raise KdpipeError(
+            f"{job.name}: select-student chose input size {job.params['input_size']} but the data is "
+            f"{facts['input_size']} px; list candidates at data.image_size in select.candidates"
+        )
     make = make_student if job.arch is not None else None
     student = make() if make else None
     freeze: list[str] = []

@@ -36,6 +36,11 @@ def fingerprint(job: Job, base: BaseParams, data: dict, files: list[str]) -> str
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def used_hashes(job: Job) -> list[str]:
+    """sha256 of every file `job` reads besides the data, in `used_files` order (teachers first)."""
+    return [checkpoint.sha256(p) for p in used_files(job)]
+
+
 def used_files(job: Job) -> list[Path]:
     assets = [job.assets.get(k) for k in REGISTRY[job.method].uses_assets]
     flat = [a for v in assets for a in (v if isinstance(v, list) else [v])]

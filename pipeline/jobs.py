@@ -18,16 +18,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from pipeline import checkpoint
-from pipeline.errors import KdpipeError
-from pipeline.job_inputs import build_student, data_facts, knowledge_source, make_loader, online_teachers
-from pipeline.job_record import fingerprint, save_outputs, used_files
-from pipeline.job_spec import EVAL_BATCH, Job, JobResult, RunPaths
+from pipeline.job_inputs import (
+    build_student,
+    data_facts,
+    knowledge_source,
+    load_data,
+    make_loader,
+    online_teachers,
+)
+from pipeline.job_record import fingerprint, save_outputs, used_hashes
+from pipeline.job_spec import EVAL_BATCH, Job, JobResult, RunPaths, knowledge_job
 from pipeline.methods import REGISTRY, Context, build_method
 from pipeline.params import BaseParams
-from pipeline.runtime import is_main, prepare
-from pipeline.tracking import Tracker
+from pipeline.runtime import CHANNELS_LAST_DEVICES, is_main, prepare
+from pipeline.tracking import LiveTracker, Tracker
 from pipeline.train import Loaders, fit
 
 log = logging.getLogger(__name__)
@@ -45,17 +51,12 @@ def run_job(
     seed = base.seed + job.seed
     device, rank, world = prepare(base.device, base.threads, seed)
     facts, cls = data_facts(data), REGISTRY[job.method]
-    if job.params.get("selected_from") and job.params.get("input_size") != facts["input_size"]:
-        raise KdpipeError(
-            f"{job.name}: select-student chose input size {job.params['input_size']} but the data is "
-            f"{facts['input_size']} px; list candidates at data.image_size in select.candidates"
-        )
     # the order of these draws from the seeded RNG is part of a run's identity: teachers (their construction
     # draws init values before their weights are loaded), then the student, then the method's own modules
     teachers = online_teachers(job, data)
     source = knowledge_source(job, teachers, data, device)
     make, student, freeze = build_student(job, facts)
-    cl = device.type == "cuda" and job.optim.channels_last
+    cl = device.type in CHANNELS_LAST_DEVICES and job.optim.channels_last
     train = make_loader(
         data,
         "train",
@@ -73,7 +74,7 @@ def run_job(
         if "val" in cls.splits
         else None
     )
-    files = [checkpoint.sha256(p) for p in used_files(job)]
+    files = used_hashes(job)
     assets = {
         "teacher_names": [t.name for t in job.teachers],
         **job.assets,
@@ -117,3 +118,14 @@ def run_job(
     if tracker is not None:
         tracker.close({"resumed_from_epoch": result.resumed_from})
     return JobResult(fit=result, metrics=metrics, artifact=paths.artifact)
+
+
+def run_knowledge(
+    method: str, name: str, block: Any, teachers: list, base: BaseParams, data_dir: Path, paths: RunPaths
+) -> JobResult | None:
+    """Train a professor/probes/factor job (`method` names its Method) on the prepared data in `data_dir`,
+    logging per-epoch metrics with dvclive when `paths.metrics_dir` is set; None on ranks other than 0
+    (only rank 0 writes and has measured the result)."""
+    job = knowledge_job(method, name, block, teachers)
+    res = run_job(job, base, load_data(data_dir), paths, LiveTracker if paths.metrics_dir else None)
+    return res if is_main() else None

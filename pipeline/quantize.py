@@ -33,6 +33,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from pipeline.errors import KdpipeError
+from pipeline.logs import NOISY, quiet_loggers
 from pipeline.predict import INPUT
 from pipeline.quant_recipes import (  # noqa: F401 - the recipe API is used through this module too
     DEFAULT_OPS,
@@ -142,7 +143,8 @@ def quantize_int8(
         "extra_options": dict(recipe.extra),
         "fusions": list(recipe.fusions),
     }
-    with tempfile.TemporaryDirectory(prefix="kdpipe-quant-") as tmp:
+    # onnxruntime.quantization resets its loggers to INFO when it runs: quiet them around it
+    with tempfile.TemporaryDirectory(prefix="kdpipe-quant-") as tmp, quiet_loggers(*NOISY):
         pre = Path(tmp) / "pre.onnx"
         preprocess(fp32_path, pre)
         model = onnx.load(str(pre))

@@ -4,20 +4,16 @@ deploy/seeds metrics and the figures, and return results/report.md's text."""
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from pipeline import checkpoint
-from pipeline.bench import cpu_model
 from pipeline.errors import KdpipeError
 from pipeline.evaluate import model_entries
 from pipeline.params import Params
 from pipeline.report import agreement_rows, deploy_metrics, read_json, seed_rows, seeds_metrics
 from pipeline.report_figures import write_figures
-from pipeline.report_tables import ReportParts, build_markdown
+from pipeline.report_tables import ReportParts, build_markdown, header
 from pipeline.select_budget import budget_metrics, compare
 
 
@@ -60,11 +56,6 @@ def build_report(p: Params, results: Path, models: Path, load_logits: Callable[[
     agreement = agreement_rows(students, lambda name: load_logits(name)["logits"])
     best, figures = write_figures(entries, evaluation, exports, results, load_logits)
 
-    data = read_json(results / "prepare-data" / "metrics.json")
-    header = (
-        f"# kdpipe report\n\nData: {p.data.source}, {data.get('train', '?')} training / "
-        f"{data.get('val', '?')} validation / {data.get('test', '?')} test images; seed {p.base.seed}. "
-        f"Machine: {cpu_model()} "
-        f"({platform.machine()}), {torch.get_num_threads()} torch threads, torch {torch.__version__}."
-    )
-    return build_markdown(ReportParts(header, evaluation, exports, rows, agreement, best, figures, budgets))
+    counts = read_json(results / "prepare-data" / "metrics.json")
+    top = header(p.data.source, counts, p.base.seed)
+    return build_markdown(ReportParts(top, evaluation, exports, rows, agreement, best, figures, budgets))

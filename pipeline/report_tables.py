@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import platform
 from dataclasses import dataclass, field
 
+import torch
+
+from pipeline.bench import cpu_model
 from pipeline.report import SeedRow, informative, latency
 from pipeline.select_budget import budget_section
 
@@ -12,6 +16,16 @@ from pipeline.select_budget import budget_section
 def pct(x: float | None, digits: int = 2) -> str:
     """A fraction as a percentage with `digits` decimals; an em dash when absent."""
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}"
+
+
+def header(source: str, counts: dict, seed: int) -> str:
+    """The report's first lines: data, split sizes (`counts` from prepare-data's metrics), seed, machine."""
+    return (
+        f"# kdpipe report\n\nData: {source}, {counts.get('train', '?')} training / "
+        f"{counts.get('val', '?')} validation / {counts.get('test', '?')} test images; seed {seed}. "
+        f"Machine: {cpu_model()} "
+        f"({platform.machine()}), {torch.get_num_threads()} torch threads, torch {torch.__version__}."
+    )
 
 
 def models_table(evaluation: dict[str, dict], exports: dict[str, dict]) -> list[str]:

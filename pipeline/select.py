@@ -18,123 +18,26 @@ ties going to fewer parameters.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
-import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline import bench, checkpoint
 from pipeline.errors import KdpipeError
-from pipeline.logs import NOISY, quiet_loggers
 from pipeline.predict import INPUT, OUTPUT, make_session, resolve_threads
-from pipeline.select_cache import cache_key, environment, load_cache, save_cache  # noqa: F401 - re-exported
-from pipeline.select_space import (  # noqa: F401 - resolve_selected re-exported
-    Candidate,
-    SelectParams,
-    SpaceParams,
-    build,
-    default_space,
-    describe,
-    expand,
-    resolve_selected,
-    violations,
-)
-
-__all__ = ["SelectParams", "SpaceParams", "measure", "choose", "run_selection", "resolve_selected"]
+from pipeline.select_cache import cache_key, environment, load_cache, save_cache
+from pipeline.select_export import deployable
+from pipeline.select_space import Candidate, SelectParams, default_space, expand, violations
 
 log = logging.getLogger(__name__)
 
 GROUP = 8  # candidates timed together (their blocks take turns); bounds the ORT sessions open at once
-MEAN, STD = 0.5, 0.25  # normalisation inside the untrained graph; any fixed values time the same
 Timer = Callable[..., dict]  # bench.time_runs(fns, warmup, runs) -> {name: {"p50_ms", "p90_ms", ...}}
-
-
-def _calibrate_bn(wrapped: torch.nn.Module, images: np.ndarray, batch: int = 8) -> None:
-    """Running mean/var of every BatchNorm := the plain average over `images` (momentum None); then eval."""
-    bns = [m for m in wrapped.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    old = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average: the order and number of batches do not bias the statistics
-    wrapped.train()
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            wrapped(torch.from_numpy(images[i : i + batch].astype(np.float32) / 255.0))
-    for m, mom in zip(bns, old):
-        m.momentum = mom
-    wrapped.eval()
-
-
-def _export(model: torch.nn.Module, art: dict, path: Path, exporter: str) -> str:
-    """`export_onnx` (dynamo, as shipped), or the TorchScript exporter with the same wrapper and metadata."""
-    from pipeline import export as ex
-
-    if exporter == "dynamo":
-        return ex.export_onnx(model, art, "untrained", path)
-    import onnx
-
-    wrapped = ex.Normalized(model, art["mean"], art["std"]).eval()
-    c, s = art["in_channels"], art["input_size"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript tracer warnings about shape-dependent branches
-        torch.onnx.export(
-            wrapped,
-            (torch.zeros(ex.EXAMPLE_BATCH, c, s, s),),
-            str(path),
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-            opset_version=18,
-            dynamo=False,
-        )
-    proto = onnx.load(str(path))
-    ex.set_metadata(proto, ex.build_metadata(art, "untrained"))
-    ex.check_model(proto, path)
-    onnx.save(proto, str(path))
-    return "legacy"
-
-
-def _deployable(c: Candidate, facts: dict, sp: SelectParams, recipe: dict, folder: Path) -> tuple[dict, Path]:
-    """Build, count, calibrate, export (and quantize) one candidate; returns (row without latency, .onnx)."""
-    from pipeline.export import Normalized
-    from pipeline.quantize import quantize_int8, recipe_for
-
-    ch, n = facts["in_channels"], facts["num_classes"]
-    model = build(c, n, ch, sp.seed)
-    row: dict[str, Any] = {"label": c.label, **c.key(), **describe(c, model, n, ch)}
-    rng = np.random.default_rng(sp.seed)
-    images = rng.integers(0, 256, (sp.calib_images, ch, c.input_size, c.input_size), dtype=np.uint8)
-    _calibrate_bn(Normalized(model, [MEAN] * ch, [STD] * ch), images)
-    art = {
-        "name": c.label,
-        "arch": c.arch,
-        "class_names": [str(i) for i in range(n)],
-        "input_size": c.input_size,
-        "in_channels": ch,
-        "mean": [MEAN] * ch,
-        "std": [STD] * ch,
-    }
-    slug = hashlib.sha256(c.label.encode()).hexdigest()[:12]
-    fp32 = folder / f"{slug}.onnx"
-    with quiet_loggers(*NOISY):
-        row["exporter"] = _export(model, art, fp32, sp.exporter)
-        path = fp32
-        if sp.precision == "int8":
-            path = folder / f"{slug}.int8.onnx"
-            kw = dict(recipe)  # export's recipe choice (auto: the arch's family, as export ships it)
-            quantize_int8(
-                fp32, path, images, n=len(images), recipe=recipe_for(c.arch, kw.pop("recipe", "manual")), **kw
-            )
-    row["size_bytes"] = path.stat().st_size
-    row["size_mb"] = row["size_bytes"] / 1e6
-    return row, path
 
 
 def _time_group(
@@ -145,7 +48,7 @@ def _time_group(
     with tempfile.TemporaryDirectory(prefix="kdpipe-select-") as tmp:
         for c in group:
             try:
-                row, path = _deployable(c, facts, sp, recipe, Path(tmp))
+                row, path = deployable(c, facts, sp, recipe, Path(tmp))
             except Exception as e:  # noqa: BLE001 - one arch that will not export or quantize must not stop the rest
                 why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
                 log.warning("candidate %s left out: %s", c.label, why)

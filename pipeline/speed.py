@@ -56,7 +56,9 @@ def fit_epoch(method, data: dict, batch_size: int, augment: bool = False) -> flo
         flip=data["flip"],
     )
     t0 = time.perf_counter()
-    fit(method, Loaders(train, None), OptimParams(epochs=1, batch_size=batch_size, lr=0.05))
+    # NCHW like the plain loop: this times the loop's own cost, not fit's NHWC speed-up (channels_last)
+    optim = OptimParams(epochs=1, batch_size=batch_size, lr=0.05, channels_last=False)
+    fit(method, Loaders(train, None), optim)
     return time.perf_counter() - t0
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pipeline import checkpoint
 from pipeline.errors import KdpipeError
 from pipeline.params import OptimParams
-from pipeline.runtime import is_main
+from pipeline.runtime import CHANNELS_LAST_DEVICES, is_main
 from pipeline.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def fit(
     tracker = tracker if (tracker is not None and is_main()) else NullTracker()
     state_path = Path(state_path) if state_path else None
     method.to(device)
-    if device.type == "cuda" and optim.channels_last:
+    if device.type in CHANNELS_LAST_DEVICES and optim.channels_last:
         method.to(memory_format=torch.channels_last)
     opt = make_optimizer(method.trainable_parameters(), optim)
     steps = max(len(loaders.train), 1)  # type: ignore[arg-type]

@@ -12,7 +12,8 @@ from pipeline import checkpoint
 from pipeline.checks import load_params
 from pipeline.data.cache import load_prepared as load_data
 from pipeline.errors import KdpipeError
-from pipeline.export import export_student, summary, to_unit
+from pipeline.export import export_student, summary
+from pipeline.parity import to_unit
 from pipeline.select_budget import measure_as_selected
 from stages import DATA, MODELS, RESULTS, command
 

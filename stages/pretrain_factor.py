@@ -9,12 +9,10 @@ import typer
 
 from pipeline import checkpoint
 from pipeline.checks import load_params
-from pipeline.job_inputs import load_data
-from pipeline.job_spec import RunPaths, knowledge_job
-from pipeline.jobs import run_job
+from pipeline.job_spec import RunPaths
+from pipeline.jobs import run_knowledge
 from pipeline.knowledge.factor import FactorParams
 from pipeline.params import section
-from pipeline.runtime import is_main
 from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, say
 from stages._layout import teacher_refs
 
@@ -28,10 +26,12 @@ def pretrain_factor_cmd(
     state/factor/<name>/last.pt."""
     p = load_params(params)
     short = name.rpartition("/")[2]
-    job = knowledge_job("factor_job", name, section(p, "factor", FactorParams), teacher_refs(p, [name]))
     paths = RunPaths(KNOWLEDGE / "factor" / f"{short}.pt", STATE / "factor" / short / "last.pt")
-    metrics = run_job(job, p.base, load_data(DATA), paths).metrics
-    if is_main():
+    res = run_knowledge(
+        "factor_job", name, section(p, "factor", FactorParams), teacher_refs(p, [name]), p.base, DATA, paths
+    )
+    if res is not None:
+        metrics = res.metrics
         checkpoint.atomic_write_text(
             RESULTS / "pretrain-factor" / short / "metrics.json", json.dumps(metrics, indent=2)
         )

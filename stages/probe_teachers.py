@@ -10,13 +10,10 @@ import typer
 from pipeline import checkpoint
 from pipeline.checks import load_params
 from pipeline.errors import KdpipeError
-from pipeline.job_inputs import load_data
-from pipeline.job_spec import RunPaths, knowledge_job
-from pipeline.jobs import run_job
+from pipeline.job_spec import RunPaths
+from pipeline.jobs import run_knowledge
 from pipeline.knowledge.probes import ProbesParams, load_probes, plot_heatmap
 from pipeline.params import section
-from pipeline.runtime import is_main
-from pipeline.tracking import LiveTracker
 from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, say
 from stages._layout import teacher_refs
 
@@ -38,14 +35,8 @@ def probe_teachers(params: Path = typer.Option(Path("params.yaml"), help="params
     paths = RunPaths(
         KNOWLEDGE / "probes.pt", STATE / "probes" / "last.pt", out / "train"
     )  # per-epoch probe losses
-    res = run_job(
-        knowledge_job("probes_job", "probes", pp, teacher_refs(p, names)),
-        p.base,
-        load_data(DATA),
-        paths,
-        LiveTracker,
-    )
-    if is_main():  # under torchrun only rank 0 writes (and has measured the probes)
+    res = run_knowledge("probes_job", "probes", pp, teacher_refs(p, names), p.base, DATA, paths)
+    if res is not None:  # under torchrun only rank 0 writes (and has measured the probes)
         checkpoint.atomic_write_text(out / "metrics.json", json.dumps(res.metrics, indent=2) + "\n")
         table = load_probes(res.artifact)
         plot_heatmap(table, out / "heatmap.png")

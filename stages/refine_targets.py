@@ -10,13 +10,10 @@ import typer
 
 from pipeline import checkpoint
 from pipeline.checks import load_params
-from pipeline.job_inputs import load_data
-from pipeline.job_spec import RunPaths, knowledge_job
-from pipeline.jobs import run_job
+from pipeline.job_spec import RunPaths
+from pipeline.jobs import run_knowledge
 from pipeline.knowledge.professor import ProfessorParams
 from pipeline.params import section
-from pipeline.runtime import is_main
-from pipeline.tracking import LiveTracker
 from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, say
 from stages._layout import teacher_refs
 
@@ -36,16 +33,12 @@ def refine_targets(
     results/refine-targets/<n>/metrics.json."""
     p = load_params(params)
     refs, key = teacher_refs(p, [teacher]), teacher.rpartition("/")[2]
-    job = knowledge_job("professor_job", teacher, section(p, "professor", ProfessorParams), refs)
     out = RESULTS / "refine-targets" / key
-    res = run_job(
-        job,
-        p.base,
-        load_data(DATA),
-        RunPaths(professor_path(teacher), STATE / "professor" / key / "last.pt", out),
-        LiveTracker,
+    paths = RunPaths(professor_path(teacher), STATE / "professor" / key / "last.pt", out)
+    res = run_knowledge(
+        "professor_job", teacher, section(p, "professor", ProfessorParams), refs, p.base, DATA, paths
     )
-    if not is_main():  # under torchrun only rank 0 writes (and has measured the refined targets)
+    if res is None:  # under torchrun only rank 0 writes (and has measured the refined targets)
         return
     summary = res.metrics | {"resumed_from_epoch": res.fit.resumed_from}
     checkpoint.atomic_write_text(

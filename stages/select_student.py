@@ -10,7 +10,8 @@ import typer
 from pipeline.checks import load_params
 from pipeline.data.cache import load_prepared
 from pipeline.params import section
-from pipeline.select import SelectParams, run_selection
+from pipeline.select import run_selection
+from pipeline.select_space import SelectParams
 from stages import DATA, MODELS, RESULTS, STATE, command, say
 
 OUT = RESULTS / "select-student"  # table.json, candidates.md, pareto.png

@@ -24,11 +24,12 @@ from pipeline import checkpoint
 from pipeline.data.build import prepare
 from pipeline.data.loaders import DeviceLoader
 from pipeline.errors import KdpipeError
-from pipeline.export import Normalized, check_parity, export_onnx, onnx_accuracy, to_unit, torch_logits
 from pipeline.methods import Context, build_method
 from pipeline.methods.ce import CrossEntropy
 from pipeline.models import create_model
+from pipeline.onnx_write import Normalized, export_onnx
 from pipeline.params import DataParams, OptimParams, from_dict
+from pipeline.parity import check_parity, onnx_accuracy, to_unit, torch_logits
 from pipeline.predict import make_session, read_metadata, run_logits
 from pipeline.quantize import quantize_int8
 from pipeline.train import Loaders, fit

@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.export import Normalized, check_parity, export_onnx, to_unit
+from pipeline.onnx_write import Normalized, export_onnx
+from pipeline.parity import check_parity, to_unit
 from pipeline.predict import make_session, run_logits
 from pipeline.quant_budget import node_errors, quantize_within_budget
 from pipeline.quantize import (

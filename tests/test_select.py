@@ -14,8 +14,17 @@ import torch.nn as nn
 
 from pipeline.config import from_dict
 from pipeline.errors import KdpipeError
-from pipeline.select import SelectParams, cache_key, environment, measure, resolve_selected, run_selection
-from pipeline.select_space import Candidate, count_macs, default_space, expand, model_info
+from pipeline.select import measure, run_selection
+from pipeline.select_cache import cache_key, environment
+from pipeline.select_space import (
+    Candidate,
+    SelectParams,
+    count_macs,
+    default_space,
+    expand,
+    model_info,
+    resolve_selected,
+)
 
 FACTS = {"num_classes": 4, "in_channels": 1, "input_size": 16}
 RECIPE = {"method": "minmax", "activation": "u8", "weight": "s8", "per_channel": True, "fp32_stem": True}
@@ -130,11 +139,11 @@ def test_impossible_budget_names_the_fastest(first_run):
 def test_export_recipe_choice_reaches_the_quantizer(monkeypatch):
     """`export.recipe: auto` times the arch family's INT8 recipe, as the export stage ships it; manual the
     stage's own per_channel/fp32_stem settings (recipe None)."""
-    from pipeline import quantize
+    from pipeline import select_export
 
-    real, seen = quantize.quantize_int8, []
+    real, seen = select_export.quantize_int8, []
     monkeypatch.setattr(
-        quantize, "quantize_int8", lambda *a, **kw: seen.append(kw["recipe"]) or real(*a, **kw)
+        select_export, "quantize_int8", lambda *a, **kw: seen.append(kw["recipe"]) or real(*a, **kw)
     )
     sp = params(candidates=[{"arch": "resnet8"}])
     for choice in ("auto", "manual"):

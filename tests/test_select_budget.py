@@ -12,9 +12,9 @@ from pipeline import checkpoint
 from pipeline.config import from_dict
 from pipeline.errors import KdpipeError
 from pipeline.models import create_model, num_parameters
-from pipeline.select import SelectParams, _export
+from pipeline.onnx_write import export_onnx
 from pipeline.select_budget import budget_metrics, budget_section, compare, measure_as_selected
-from pipeline.select_space import count_macs
+from pipeline.select_space import SelectParams, count_macs
 
 SELECTED = {
     "arch": "resnet8",
@@ -132,7 +132,7 @@ def tiny(tmp_path_factory) -> dict:
         name="tiny",
     )
     checkpoint.save(art, tmp / "tiny.pt")
-    _export(model, art, tmp / "tiny.onnx", "legacy")
+    export_onnx(model, art, "untrained", tmp / "tiny.onnx", exporter="legacy")
     return {"art": tmp / "tiny.pt", "files": {"fp32": tmp / "tiny.onnx"}, "model": model}
 
 
