@@ -190,3 +190,19 @@ def test_bad_arch_kwargs_is_a_user_error() -> None:
         create_model("resnet8", 10, 3, width=3)
     with pytest.raises(KdpipeError, match=r"bad arch_kwargs"):
         create_model("resnet50", 10, 3, width_mult=0.5)  # resnets have no width multiplier
+
+
+def test_torchvision_batchnorm_tracks_recent_steps() -> None:
+    """torchvision builds mobilenet_v3 with BN momentum 0.01; kdpipe uses 0.1 so that running statistics
+    follow a short training run. One train-mode pass of a constant batch (3.0) from reset statistics:
+    running_mean = (1 - 0.1) x 0 + 0.1 x 3 = 0.3 (with torchvision's 0.01 it would be 0.03)."""
+    from pipeline.models.tv import BN_MOMENTUM
+
+    net = create_model("mobilenet_v3_small", 4, 3)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and BN_MOMENTUM == 0.1 and all(m.momentum == 0.1 for m in bns)
+    stem = bns[0]
+    stem.reset_running_stats()
+    x = torch.full((2, stem.num_features, 4, 4), 3.0)
+    stem.train()(x)
+    assert torch.allclose(stem.running_mean, torch.full_like(stem.running_mean, 0.3))
