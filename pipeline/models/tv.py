@@ -104,7 +104,7 @@ def _out_channels(chunk: nn.Module) -> int:
 
 
 # torchvision's MobileNetV3 keeps BatchNorm running statistics with momentum 0.01 (TensorFlow's 0.99 decay,
-# made for 600-epoch ImageNet schedules). Over a few epochs they lag the weights so far that eval-mode accuracy
+# made for 600-epoch ImageNet schedules). Over a few epochs they lag the weights so far that eval accuracy
 # collapses (mobilenet_v3_small, 3 epochs on 15,500 images: 30 % on validation, 100 % once the statistics
 # were re-estimated). PyTorch's default 0.1 follows the last ~10 steps; every family gets it.
 BN_MOMENTUM = 0.1
