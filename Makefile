@@ -7,7 +7,7 @@ export PYTHONUNBUFFERED := 1
 # dvc.yaml runs `python -m stages ...`: the venv's python must come first on PATH
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint bench bench-families data env clean-env dvc.yaml
+.PHONY: demo test lint bench bench-families data env clean-env dvc.yaml study
 
 $(BIN)/kdpipe: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,18 @@ data:  ## make sure Fashion-MNIST is on this machine (Debian package, else torch
 demo: env data  ## set up, get the data, run the default pipeline with dvc repro, print the results table
 	@test -d .git || (git init -q && git add -A && git commit -qm "kdpipe" >/dev/null)
 	$(BIN)/kdpipe dvc-yaml
+	$(BIN)/dvc repro
+	@echo; cat results/report.md
+
+PROFILE ?= profiles/study_kd.yaml
+JOBS ?= 2
+# Students of a study are independent jobs: train JOBS at once (one thread each, base.threads: 1), then let
+# dvc repro record them (it resumes each from its finished state in seconds) and run evaluate and report.
+study: env data  ## copy PROFILE to params.yaml, run it with JOBS students training at once, print the report
+	cp $(PROFILE) params.yaml
+	$(BIN)/kdpipe dvc-yaml
+	$(BIN)/dvc repro $$($(BIN)/dvc stage list --name-only | grep -Ev '^(distill|evaluate|export|report)')
+	$(BIN)/dvc stage list --name-only | sed -n 's/^distill-//p' | xargs -P $(JOBS) -n 1 $(BIN)/kdpipe distill || true
 	$(BIN)/dvc repro
 	@echo; cat results/report.md
 
