@@ -66,7 +66,10 @@ def test_teacher_with_other_class_count(project):
     assert runner.invoke(app, ["train-teacher", "t1"]).exit_code == 0
     (project / "params.yaml").write_text(TINY.replace("test: 64}", "test: 64, classes: 3}"))
     assert runner.invoke(app, ["prepare-data"]).exit_code == 0
-    one_error_line(runner.invoke(app, ["distill", "s1"]), "teacher 't1' has 4 classes")
+    one_error_line(
+        runner.invoke(app, ["distill", "s1"]),
+        "teacher 't1' (models/teachers/t1.pt): has num_classes=4 but the data has 3",
+    )
     assert not (project / "models" / "students" / "s1.pt").exists()
 
 
