@@ -38,12 +38,13 @@ demo: env data  ## set up, get the data, run the default pipeline with dvc repro
 PROFILE ?= profiles/study_kd.yaml
 JOBS ?= 2
 # Students of a study are independent jobs: train JOBS at once (one thread each, base.threads: 1), then let
-# dvc repro record them (it resumes each from its finished state in seconds) and run evaluate and report.
+# dvc repro record them (it resumes each from its finished state in seconds), train the generation chains
+# (their stage commands carry --section, so the sed leaves them out) and run evaluate and report.
 study: env data  ## copy PROFILE to params.yaml, run it with JOBS students training at once, print the report
 	cp $(PROFILE) params.yaml
 	$(BIN)/kdpipe dvc-yaml
 	$(BIN)/dvc repro $$($(BIN)/dvc stage list --name-only | grep -Ev '^(distill|evaluate|export|report)')
-	$(BIN)/dvc stage list --name-only | sed -n 's/^distill-//p' | xargs -P $(JOBS) -n 1 $(BIN)/kdpipe distill || true
+	sed -n 's/^ *cmd: python -m stages distill \([^ ]*\)$$/\1/p' dvc.yaml | xargs -P $(JOBS) -n 1 $(BIN)/kdpipe distill || true
 	$(BIN)/dvc repro
 	@echo; cat results/report.md
 
