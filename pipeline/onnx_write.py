@@ -21,7 +21,7 @@ import torch.nn as nn
 from pipeline.errors import KdpipeError
 from pipeline.logs import NOISY, quiet_loggers
 from pipeline.onnx_meta import build_metadata, set_metadata, strip_source_refs
-from pipeline.predict import INPUT, OUTPUT
+from pipeline.predict import INPUT, OUTPUT, check_onnx
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +124,10 @@ def export_onnx(
     proto = onnx.load(str(path))
     strip_source_refs(proto)
     set_metadata(proto, build_metadata(art, source_sha256))
-    check_model(proto, path)
+    check_onnx(
+        proto,
+        f"{path}: the exported model fails the ONNX checker",
+        "try another opset (export.opset) or report the arch",
+    )
     onnx.save(proto, str(path))
     return exporter
-
-
-def check_model(proto: onnx.ModelProto, where: str | Path) -> None:
-    """onnx.checker with full_check (type and shape inference too); failure is a KdpipeError."""
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except Exception as e:  # noqa: BLE001 - ValidationError and InferenceError
-        raise KdpipeError(
-            f"{where}: the exported model fails the ONNX checker ({str(e).splitlines()[0][:200]}); "
-            "try another opset (export.opset) or report the arch"
-        ) from None

@@ -67,19 +67,30 @@ def parse_metadata(props: dict[str, str], where: str) -> dict:
     return meta
 
 
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)[:200]
+
+
+def check_onnx(model: onnx.ModelProto, what: str, fix: str, full_check: bool = True) -> None:
+    """onnx.checker (with type and shape inference when `full_check`); a failure is one KdpipeError line,
+    `<what> (<the checker's first line>); <fix>`."""
+    try:
+        onnx.checker.check_model(model, full_check=full_check)
+    except Exception as e:  # noqa: BLE001 - ValidationError and InferenceError
+        raise KdpipeError(f"{what} ({_first_line(e)}); {fix}") from None
+
+
 def load_checked(path: str | Path, full_check: bool = False) -> onnx.ModelProto:
     """Load an .onnx file and run the ONNX checker; every failure is a one-line KdpipeError."""
     path = Path(path)
     if not path.is_file():
         raise KdpipeError(f"{path}: ONNX model not found; run `kdpipe export` (dvc repro) or fix the path")
+    what, fix = f"{path}: not a valid ONNX model", "re-export it with `kdpipe export`"
     try:
         model = onnx.load(str(path))
-        onnx.checker.check_model(model, full_check=full_check)
-    except Exception as e:  # noqa: BLE001 - protobuf and checker errors both mean an unusable file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise KdpipeError(
-            f"{path}: not a valid ONNX model ({first[:200]}); re-export it with `kdpipe export`"
-        ) from None
+    except Exception as e:  # noqa: BLE001 - protobuf errors of every kind mean an unusable file
+        raise KdpipeError(f"{what} ({_first_line(e)}); {fix}") from None
+    check_onnx(model, what, fix, full_check)
     return model
 
 

@@ -34,7 +34,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from pipeline.errors import KdpipeError
 from pipeline.logs import NOISY, quiet_loggers
-from pipeline.predict import INPUT
+from pipeline.predict import INPUT, check_onnx
 from pipeline.quant_recipes import (  # noqa: F401 - the recipe API is used through this module too
     DEFAULT_OPS,
     FAMILIES,
@@ -174,13 +174,7 @@ def quantize_int8(
     del q.metadata_props[:]
     for k, v in meta.items():
         q.metadata_props.add(key=k, value=v)
-    try:
-        onnx.checker.check_model(q, full_check=True)
-    except Exception as e:  # noqa: BLE001 - ValidationError and InferenceError
-        raise KdpipeError(
-            f"the INT8 model fails the ONNX checker ({str(e).splitlines()[0][:200]}); try calib_method or "
-            "types in export"
-        ) from None
+    check_onnx(q, "the INT8 model fails the ONNX checker", "try calib_method or types in export")
     onnx.save(q, str(out_path))
     log.info(
         "INT8 QDQ %s%s recipe %s, per_channel=%s, %s calibration on %d training images; %d fp32 nodes",
