@@ -43,38 +43,28 @@ class Normalized(nn.Module):
         return self.model((image - self.mean) / self.std)
 
 
-def _dynamo(wrapped: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    # The exporter prints "[torch.onnx] ..." progress lines to stdout: swallow them so stage output stays
-    # clean.
-    with contextlib.redirect_stdout(io.StringIO()), quiet_loggers(*NOISY):
+def _run_exporter(wrapped: nn.Module, example: torch.Tensor, path: Path, opset: int, dynamo: bool) -> None:
+    """torch.onnx.export with the batch axis dynamic: `dynamo` (torch.export: dynamic_shapes, one file) or
+    the TorchScript tracer (dynamic_axes, constant folding)."""
+    if dynamo:
+        kw = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1)},), "external_data": False}
+    else:
+        kw = {"dynamic_axes": {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, "do_constant_folding": True}
+    # dynamo prints "[torch.onnx] ..." progress lines to stdout (swallowed so stage output stays clean); the
+    # tracer warns that it is deprecated (chosen knowingly: a fallback says so in the log, select-student
+    # times with it) and about shape-dependent branches, which the fixed example resolves
+    with contextlib.redirect_stdout(io.StringIO()), quiet_loggers(*NOISY), warnings.catch_warnings():
+        if not dynamo:
+            warnings.simplefilter("ignore")
         torch.onnx.export(
             wrapped,
             (example,),
             str(path),
             input_names=[INPUT],
             output_names=[OUTPUT],
-            dynamo=True,
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-            external_data=False,
+            dynamo=dynamo,
             opset_version=opset,
-        )
-
-
-def _legacy(wrapped: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    with warnings.catch_warnings():
-        # chosen knowingly (a fallback says so in the log; select-student times with it); the tracer
-        # also warns about shape-dependent branches, which the fixed example resolves
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapped,
-            (example,),
-            str(path),
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamo=False,
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-            opset_version=opset,
-            do_constant_folding=True,
+            **kw,
         )
 
 
@@ -103,10 +93,10 @@ def export_onnx(
     c, s = int(art["in_channels"]), int(art["input_size"])
     example = torch.rand(EXAMPLE_BATCH, c, s, s, generator=torch.Generator().manual_seed(0))
     if exporter == "legacy":
-        _legacy(wrapped, example, path, opset)
+        _run_exporter(wrapped, example, path, opset, dynamo=False)
     else:
         try:
-            _dynamo(wrapped, example, path, opset)
+            _run_exporter(wrapped, example, path, opset, dynamo=True)
         except Exception as e:  # noqa: BLE001 - torch.export raises many types; the message is what matters
             why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             if not fallback:
@@ -120,7 +110,7 @@ def export_onnx(
                 why,
             )
             exporter = "legacy"
-            _legacy(wrapped, example, path, opset)
+            _run_exporter(wrapped, example, path, opset, dynamo=False)
     proto = onnx.load(str(path))
     strip_source_refs(proto)
     set_metadata(proto, build_metadata(art, source_sha256))
