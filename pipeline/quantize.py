@@ -44,6 +44,7 @@ from pipeline.quant_recipes import (  # noqa: F401 - the recipe API is used thro
     RECIPES,
     Recipe,
     family_of,
+    name_nodes,
     nodes_for,
     recipe_for,
     with_options,
@@ -93,9 +94,16 @@ class ImageReader(CalibrationDataReader):
         self.pos = 0
 
 
-def preprocess(fp32_path: str | Path, out_path: str | Path) -> None:
-    """ORT's pre-processing (shape inference + fusions) of an fp32 model; node names are kept."""
+def preprocess(fp32_path: str | Path, out_path: str | Path, fusions: tuple[str, ...] = ()) -> None:
+    """ORT's pre-processing (shape inference + fusions) of an fp32 model, then unique node names
+    (`name_nodes`) and the recipe's `fusions` (FUSIONS rewrites): the graph that is quantized, and the fp32
+    reference the accuracy fallback compares it with."""
     quant_pre_process(str(fp32_path), str(out_path))
+    model = onnx.load(str(out_path))
+    name_nodes(model)
+    for f in fusions:
+        FUSIONS[f](model)
+    onnx.save(model, str(out_path))
 
 
 def quantize_int8(
@@ -146,13 +154,8 @@ def quantize_int8(
     # onnxruntime.quantization resets its loggers to INFO when it runs: quiet them around it
     with tempfile.TemporaryDirectory(prefix="kdpipe-quant-") as tmp, quiet_loggers(*NOISY):
         pre = Path(tmp) / "pre.onnx"
-        preprocess(fp32_path, pre)
-        model = onnx.load(str(pre))
-        for f in recipe.fusions:
-            FUSIONS[f](model)
-        if recipe.fusions:
-            onnx.save(model, str(pre))
-        graph = model.graph
+        preprocess(fp32_path, pre, recipe.fusions)
+        graph = onnx.load(str(pre)).graph
         keep = nodes_for(recipe, graph)
         keep += [e for e in exclude if e not in keep]
         info["fp32_nodes"] = keep

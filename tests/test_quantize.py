@@ -18,7 +18,7 @@ from torch import nn
 from pipeline.onnx_write import Normalized, export_onnx
 from pipeline.parity import check_parity, to_unit
 from pipeline.predict import make_session, run_logits
-from pipeline.quant_budget import node_errors, quantize_within_budget
+from pipeline.quant_budget import kernel_gains, node_errors, quantize_within_budget
 from pipeline.quantize import (
     KEEP_RULES,
     RECIPES,
@@ -125,6 +125,24 @@ def test_keep_rules_find_the_mobile_parts(mobile, tmp_path):
     se = KEEP_RULES["se"](g)
     assert convs[2] in se and convs[3] in se and op[se[-1]] == "Mul"  # squeeze, excite ... the gating Mul
     assert nodes_for(Recipe("x", keep=("stem", "depthwise")), g) == convs[:2]
+
+
+def test_saturation_clips_are_exact_and_every_node_is_named(mobile, tmp_path):
+    plain, sat = tmp_path / "plain.onnx", tmp_path / "sat.onnx"
+    preprocess(mobile["paths"][0], plain)
+    preprocess(mobile["paths"][0], sat, ("saturate",))
+    g = onnx.load(str(sat)).graph
+    names = [n.name for n in g.node]
+    assert all(names) and len(set(names)) == len(names)  # the exporter's inlined HardSwish nodes too
+    consts = {t.name: float(onnx.numpy_helper.to_array(t)) for t in g.initializer if not t.dims}
+    bounds = sorted([consts[i] for i in n.input[1:]] for n in g.node if n.op_type == "Clip")
+    # torch's HardSigmoid: max(0, min(1, x/6 + 1/2)) is 0 for x <= -0.5 * 6 = -3 and 1 for x >= 0.5 * 6 = 3;
+    # the hardswish x * HardSigmoid(x) has no upper saturation: only the lower clip
+    assert bounds == [[-3.0], [-3.0, 3.0]]
+    x = to_unit(mobile["images"])
+    za = run_logits(make_session(plain, threads=1)[0], x)
+    zb = run_logits(make_session(sat, threads=1)[0], x)
+    np.testing.assert_allclose(zb, za, rtol=0, atol=1e-6)  # exact rewrite: the same fp32 logits
 
 
 def test_family_of_and_recipe_for():
@@ -256,6 +274,21 @@ def test_node_errors_rank_the_drowned_head_first(tmp_path):
     assert (
         max(errs, key=errs.get) == convs[1]
     )  # the head: its output error ~1 (signal lost) against a ~0 input error
+
+
+def test_kernel_gains_find_the_node_that_fp32_inputs_rescue(tmp_path):
+    art = {"arch": "drowned", "class_names": ["p", "n"], "input_size": 4, "in_channels": 2}
+    f32, pre, q = tmp_path / "d.onnx", tmp_path / "pre.onnx", tmp_path / "q.onnx"
+    export_onnx(Drowned().eval(), art | {"mean": [0.0, 0.0], "std": [1.0, 1.0]}, "0" * 64, f32)
+    calib, _ = _drowned_data(32, 0)
+    quantize_int8(f32, q, calib, n=32, recipe=Recipe("plain", keep=()))
+    preprocess(f32, pre)
+    gains = kernel_gains(pre, q, to_unit(calib), tmp_path)
+    feat, head = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
+    assert set(gains) == {feat, head}
+    # the head on the fp32 feature map sees the signal channel again: its error (~1) nearly all goes away;
+    # feat in fp32 still has its output rounded in steps of ~8, which drowns the signal as before
+    assert gains[head] > 0.9 and gains[feat] < 0.5
 
 
 def test_no_validation_split_leaves_the_budget_unchecked(mobile, tmp_path, caplog):
