@@ -62,4 +62,4 @@ bench: env data  ## fit vs plain PyTorch, KD epoch cost, ORT INT8 vs torch fp32,
 	$(BIN)/python -m stages bench --loader
 
 bench-families: env data  ## INT8 vs fp32 per model family at 96 px (about 15 min); writes bench/results_int8_families.md
-	$(BIN)/python -m stages bench --families
+	$(BIN)/python -m stages bench --families --no-main

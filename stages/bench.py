@@ -36,6 +36,7 @@ def bench(
     loader_images: int = typer.Option(20000, help="images generated for --loader"),
     loader_size: int = typer.Option(96, help="image size (px) for --loader"),
     out: Path = typer.Option(Path("bench"), help="output folder"),
+    main: bool = typer.Option(True, "--main/--no-main", help="fit, KD and latency (needs make demo's files)"),
 ) -> None:
     """Time fit vs a plain PyTorch loop, KD epochs vs scratch, and ORT INT8 vs torch fp32 on the exported
     students; optionally INT8 per model family and the streaming loader against training."""
@@ -46,9 +47,9 @@ def bench(
     if loader:  # one streamed epoch of generated PNGs vs mobilenet_v3_small training steps
         res = throughput(loader_images, loader_size, workers=min(4, os.cpu_count() or 1))
         write(out, "results_loader", res | {"cpu": cpu_model(), **library_versions()}, loader_markdown(res))
-    torch.set_num_threads(p.base.threads or torch.get_num_threads())
-    obj, md = main_bench(p, load_data(DATA), MODELS, student, teacher, reps, runs, threads)
-    write(out, "results", obj, md)
+    if main:
+        torch.set_num_threads(p.base.threads or torch.get_num_threads())
+        write(out, "results", *main_bench(p, load_data(DATA), MODELS, student, teacher, reps, runs, threads))
 
 
 def write(out: Path, stem: str, obj: object, md: str) -> None:
