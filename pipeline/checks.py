@@ -188,6 +188,8 @@ def _cycles(p: Params, problems: list[str]) -> None:
 def _roles(p: Params, problems: list[str]) -> None:
     """Section rules: teachers learn from labels, generations have one teacher, exports and ensembles
     exist."""
+    from pipeline.methods import REGISTRY
+
     for sec in ("teachers", "patriarchs"):
         for _, s in getattr(p, sec).items():
             if s.teachers:
@@ -208,6 +210,16 @@ def _roles(p: Params, problems: list[str]) -> None:
         if s.arch == "selected" and s.arch_kwargs:
             problems.append(
                 f"{sec}.{s.group}.arch_kwargs: set by select-student for arch: selected; remove them"
+            )
+        if s.train_subset and REGISTRY[s.method].uses_assets:
+            problems.append(
+                f"{sec}.{s.group}.train_subset: method {s.method!r} reads knowledge cached for the whole "
+                "training split; set data.train_subset instead"
+            )
+        if s.train_subset and p.data.train_subset and s.train_subset > p.data.train_subset:
+            problems.append(
+                f"{sec}.{s.group}.train_subset: {s.train_subset} is more than data.train_subset "
+                f"({p.data.train_subset}); use a number <= data.train_subset"
             )
     for n in p.export.students:
         if n not in p.students:

@@ -16,6 +16,7 @@ from pipeline import checkpoint
 from pipeline.data.augment import augments_data
 from pipeline.data.cache import load_prepared
 from pipeline.data.loaders import make_loader as data_loader
+from pipeline.data.split import balanced_subset, check_size
 from pipeline.errors import KdpipeError
 from pipeline.job_spec import EVAL_BATCH, Job, Teacher
 from pipeline.methods import REGISTRY
@@ -29,6 +30,24 @@ log = logging.getLogger(__name__)
 def load_data(path: str | Path) -> dict:
     """The prepared data set (images memory-mapped); a missing or foreign folder is a one-line error."""
     return load_prepared(path)
+
+
+def restrict_train(data: dict, n: int, seed: int) -> dict:
+    """`data` with its training split cut to `n` class-balanced images (0 = unchanged), chosen by `seed` alone
+    so every model with the same `n` trains on the same images; `train_rows` keeps their positions in the
+    full split (cached teacher logits are looked up by it)."""
+    if not n:
+        return data
+    check_size("model.train_subset", n, len(data["train_y"]))
+    rows = balanced_subset(data["train_y"], n, torch.Generator().manual_seed(seed))
+    # a copy of n images (the full split may be memory-mapped and larger than memory)
+    full = len(data["train_y"])
+    return data | {
+        "train_x": data["train_x"][rows],
+        "train_y": data["train_y"][rows],
+        "train_rows": rows,
+        "train_full": full,
+    }
 
 
 def data_facts(data: dict) -> dict:
@@ -124,6 +143,8 @@ def knowledge_source(
                 f"method {job.method!r} needs teacher features, which are not cached; set targets: online"
             )
         tables = [checkpoint.load(p, "cached targets")["train"] for p in job.targets]
+        if "train_rows" in data and all(t.shape[0] == data["train_full"] for t in tables):
+            tables = [t[data["train_rows"]] for t in tables]  # train_subset: the logits of its images
         if not tables or any(t.shape[0] != len(data["train_y"]) for t in tables):
             raise KdpipeError(
                 "cached targets do not match the training split; re-run infer-targets (dvc repro)"

@@ -47,6 +47,7 @@ class Job:
     params: dict  # the resolved params stored in the artifact and hashed into the fingerprint
     seed: int = 0  # added to base.seed
     augment: bool = True
+    train_subset: int = 0  # model jobs: train on this many class-balanced training images (0 = all)
     teachers: list[Teacher] = field(default_factory=list)
     arch: str | None = None  # model jobs: the student's architecture
     arch_kwargs: dict = field(default_factory=dict)
@@ -94,6 +95,7 @@ def model_job(
         params=params,
         seed=spec.seed,
         augment=spec.augment,
+        train_subset=spec.train_subset,
         teachers=[Teacher(*t) for t in teachers] if spec.targets == "online" else [],
         arch=arch,
         arch_kwargs=kwargs,

@@ -27,6 +27,7 @@ from pipeline.job_inputs import (
     load_data,
     make_loader,
     online_teachers,
+    restrict_train,
 )
 from pipeline.job_record import fingerprint, save_outputs, used_hashes
 from pipeline.job_spec import EVAL_BATCH, Job, JobResult, RunPaths, knowledge_job
@@ -50,6 +51,7 @@ def run_job(
     fingerprint matches."""
     seed = base.seed + job.seed
     device, rank, world = prepare(base.device, base.threads, seed)
+    data = restrict_train(data, job.train_subset, base.seed)
     facts, cls = data_facts(data), REGISTRY[job.method]
     # the order of these draws from the seeded RNG is part of a run's identity: teachers (their construction
     # draws init values before their weights are loaded), then the student, then the method's own modules

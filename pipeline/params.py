@@ -63,6 +63,10 @@ class ModelParams:
     targets: Literal["online", "cached"] = "online"  # run teachers each step, or read infer-targets' logits
     cached_with_augment: bool = False  # allow cached (un-augmented) targets together with augmentation
     augment: bool = True  # random crop/flip on the training images
+    train_subset: int = bounded(
+        0, ge=0
+    )  # train on this many class-balanced images of the training split (0 = all); same images for every
+    # model with the same number and base.seed, so paired comparisons stay paired
     arch_kwargs: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the architecture
     init: InitParams | None = (
         None  # start from a weights file on disk (a DVC dep of the stage); None = random init

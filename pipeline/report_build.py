@@ -11,6 +11,7 @@ from pipeline import checkpoint
 from pipeline.errors import KdpipeError
 from pipeline.evaluate import model_entries
 from pipeline.params import Params
+from pipeline.params import model_entries as expanded_entries
 from pipeline.report import agreement_rows, deploy_metrics, read_json, seed_rows, seeds_metrics
 from pipeline.report_figures import write_figures
 from pipeline.report_tables import ReportParts, build_markdown, header
@@ -58,4 +59,15 @@ def build_report(p: Params, results: Path, models: Path, load_logits: Callable[[
 
     counts = read_json(results / "prepare-data" / "metrics.json")
     top = header(p.data.source, counts, p.base.seed)
+    own = {}  # train_subset -> models trained on that many images
+    for _, name, spec in expanded_entries(p):
+        names = own.setdefault(spec.train_subset, []) if spec.train_subset else []
+        if (spec.group or name) not in names and spec.train_subset:
+            names.append(spec.group or name)
+    if own:
+        top += (
+            " Trained on fewer images (train_subset, the same images for each number): "
+            + "; ".join(f"{n}: {', '.join(names)}" for n, names in own.items())
+            + "."
+        )
     return build_markdown(ReportParts(top, evaluation, exports, rows, agreement, best, figures, budgets))

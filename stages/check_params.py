@@ -10,6 +10,7 @@ from pipeline import checkpoint
 from pipeline.checks import collect_problems, read_yaml
 from pipeline.data.build import size_problems
 from pipeline.dvcstage import CHECKED
+from pipeline.params import model_entries
 from stages import command, say
 
 
@@ -21,7 +22,8 @@ def check_params(
     """List every problem in the params file; fail (exit 2) if there is one or if dvc.yaml is out of date."""
     p, problems = collect_problems(read_yaml(params), str(params))
     if p is not None:  # subset sizes against the data on disk, before prepare-data replaces anything
-        problems += [f"{params}: {m}" for m in size_problems(p.data)]
+        own = {f"{sec}.{n}.train_subset": s.train_subset for sec, n, s in model_entries(p) if s.train_subset}
+        problems += [f"{params}: {m}" for m in size_problems(p.data, own)]
     if not problems and dvc_yaml.is_file():
         from stages.dvc_yaml import expected
 

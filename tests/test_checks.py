@@ -100,3 +100,15 @@ def test_explicit_baseline_must_be_a_student():
 def test_method_blocks_and_job_methods():
     assert "unknown method 'kdd'" in one({"students": {"s": {**T, "method": "kdd"}}})
     assert "group: set by kdpipe" in one({"students": {"s": {**T, "group": "x"}}})
+
+
+def test_a_model_train_subset_is_refused_where_it_cannot_hold():
+    assert one({"data": {"train_subset": 100}, "students": {"s": {**T, "train_subset": 200}}}) == (
+        "params.yaml: students.s.train_subset: 200 is more than data.train_subset (100); "
+        "use a number <= data.train_subset"
+    )
+    # the professor's refined targets are cached for the whole split: a subset of them would misalign
+    raw = {"teachers": {"t": T}, "students": {"s": {**T, "method": "professor", "teachers": ["t"]}}}
+    raw["students"]["s"]["train_subset"] = 50
+    assert "students.s.train_subset: method 'professor' reads knowledge cached" in one(raw)
+    assert collect_problems({"students": {"s": {**T, "train_subset": 50}}})[1] == []

@@ -221,6 +221,12 @@ def test_subset_sizes_are_checked_without_decoding(tmp_path):
     assert size_problems(params(root, val_size=12)) == [
         "data.val_size=12 must be < 12 training images; lower it"
     ]
+    # a model's own train_subset: at most the 9 left (or data.train_subset when that is set)
+    own = {"students.s.train_subset": 10}
+    assert size_problems(params(root), own) == [
+        "students.s.train_subset=10 but the split has 9 images; set it <= 9 (0 = all)"
+    ]
+    assert size_problems(params(root), {"students.s.train_subset": 9}) == []
     (root / "train" / "circle" / "0.jpg").write_bytes(b"not an image")  # counted: only decoding finds it
     assert size_problems(params(root, train_subset=9)) == []
     (tmp_path / "empty").mkdir()

@@ -11,7 +11,7 @@ import torch
 from pipeline import checkpoint
 from pipeline.codedeps import code_files
 from pipeline.errors import KdpipeError
-from pipeline.job_inputs import data_digest
+from pipeline.job_inputs import data_digest, knowledge_source, restrict_train
 from pipeline.job_spec import RunPaths, Teacher, knowledge_job, model_job
 from pipeline.jobs import run_job
 from pipeline.knowledge.factor import FactorParams
@@ -130,3 +130,38 @@ def test_layering_knowledge_and_methods_never_import_the_runner_or_params():
     ], low
     methods = module_closure(["pipeline.methods", *sorted({c.__module__ for c in REGISTRY.values()})])
     assert not {"pipeline/params.py", "pipeline/jobs.py", "pipeline/train.py"} & set(methods)
+
+
+def test_train_subset_is_the_same_balanced_images_for_every_model_of_a_seed(tiny_data):
+    a, b = restrict_train(tiny_data, 40, seed=0), restrict_train(tiny_data, 40, seed=0)
+    assert torch.equal(a["train_rows"], b["train_rows"]) and len(a["train_y"]) == 40
+    assert torch.bincount(a["train_y"]).tolist() == [10, 10, 10, 10]  # 4 classes, balanced
+    assert torch.equal(a["train_x"], tiny_data["train_x"][a["train_rows"]])
+    assert not torch.equal(restrict_train(tiny_data, 40, seed=1)["train_rows"], a["train_rows"])
+    assert restrict_train(tiny_data, 0, seed=0) is tiny_data
+    with pytest.raises(KdpipeError, match="model.train_subset=449 but the split has 448"):
+        restrict_train(tiny_data, 449, seed=0)
+
+
+def test_cached_targets_follow_the_train_subset_rows(tiny_data, tmp_path):
+    # cached logits of the full split: row i is (i, -i, 0, 0), so the row read for an image names its position
+    full = len(tiny_data["train_y"])
+    table = torch.zeros(full, 4)
+    table[:, 0], table[:, 1] = torch.arange(full), -torch.arange(full)
+    checkpoint.save({"train": table}, tmp_path / "t.targets.pt")
+    kd = ModelParams(
+        arch="resnet8",
+        method="kd",
+        teachers=["t"],
+        targets="cached",
+        augment=False,
+        train_subset=40,
+        optim=ONE,
+        args=REGISTRY["kd"].Params(),
+    )
+    job = model_job("s", "student", kd, targets=[tmp_path / "t.targets.pt"])
+    data = restrict_train(tiny_data, job.train_subset, BASE.seed)
+    source = knowledge_source(job, None, data, torch.device("cpu"))
+    assert torch.equal(source.table[0, :, 0], data["train_rows"].float())
+    res = run_job(job, BASE, tiny_data, RunPaths(tmp_path / "s.pt"))  # trains on the 40 images, end to end
+    assert torch.load(res.artifact, weights_only=True)["params"]["train_subset"] == 40

@@ -62,8 +62,9 @@ def select(raw: Raw, p: DataParams, seed: int) -> Selection:
     }
 
 
-def size_problems(p: DataParams) -> list[str]:
-    """Every subset size the source cannot give (the rules of `select`), found without decoding images."""
+def size_problems(p: DataParams, model_subsets: dict[str, int] | None = None) -> list[str]:
+    """Every subset size the source cannot give (the rules of `select`; `model_subsets`: a model's params key
+    -> its own train_subset), found without decoding images."""
     sizes = SOURCES[p.source].sizes
     if sizes is None:
         return []
@@ -72,8 +73,10 @@ def size_problems(p: DataParams) -> list[str]:
     except KdpipeError as e:
         return [f"data: {e}"]
     checks = [("val_size", p.val_size, n_train, True), ("test_subset", p.test_subset, n_test, False)]
+    train = n_train - min(p.val_size, n_train)
     if p.train_subset:
-        checks.append(("train_subset", p.train_subset, n_train - min(p.val_size, n_train), False))
+        checks.append(("train_subset", p.train_subset, train, False))
+    checks += [(key, n, p.train_subset or train, False) for key, n in (model_subsets or {}).items()]
     problems = []
     for key, want, have, strict in checks:
         try:

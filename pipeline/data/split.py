@@ -29,7 +29,8 @@ def check_size(key: str, want: int, have: int, strict_less: bool = False) -> Non
     if want > have or (strict_less and want >= have):
         bound = f"< {have}" if strict_less else f"<= {have}"
         raise KdpipeError(
-            f"data.{key}={want} but the split has {have} images; set it {bound} (0 = all)"
+            f"{key if '.' in key else 'data.' + key}={want} but the split has {have} images; set it {bound} "
+            "(0 = all)"
             if key != "val_size"
             else f"data.val_size={want} must be {bound} training images; lower it"
         )
