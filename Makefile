@@ -35,7 +35,7 @@ demo: env data  ## set up, get the data, run the default pipeline with dvc repro
 	$(BIN)/dvc repro
 	@echo; cat results/report.md
 
-PROFILE ?= profiles/study_kd.yaml
+PROFILE ?= profiles/study_kd_limited.yaml
 JOBS ?= 2
 # Students of a study are independent jobs: train JOBS at once (one thread each, base.threads: 1), then let
 # dvc repro record them (it resumes each from its finished state in seconds), train the generation chains
