@@ -420,3 +420,23 @@ def test_dvc_sections_render_offline(dvc_repo, monkeypatch):
         "scratch-onnx",
         "scratch-int8",
     }
+
+
+def test_the_data_line_names_models_trained_on_fewer_images(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = PARAMS
+    for name in ("dkd", "fitnet"):
+        params = params.replace(
+            f"  {name}: {{arch: resnet8,", f"  {name}: {{arch: resnet8, train_subset: 500,"
+        )
+    assert params.count("train_subset: 500") == 2
+    fabricate(tmp_path, params)
+    result = CliRunner().invoke(app, ["report"])
+    assert result.exit_code == 0, result.output
+    first = (tmp_path / "results" / "report.md").read_text().split("\n\n")[1]
+    assert first.endswith(
+        "Trained on fewer images (train_subset, the same images for each number): 500: dkd, fitnet."
+    ), first
+    fabricate(tmp_path)  # the same run with every model on the whole split: no such sentence
+    assert CliRunner().invoke(app, ["report"]).exit_code == 0
+    assert "train_subset" not in (tmp_path / "results" / "report.md").read_text()
