@@ -35,16 +35,14 @@ demo: env data  ## set up, get the data, run the default pipeline with dvc repro
 	$(BIN)/dvc repro
 	@echo; cat results/report.md
 
-PROFILE ?= profiles/study_kd_limited.yaml
+PROFILE ?= profiles/study.yaml
 JOBS ?= 2
-# Students of a study are independent jobs: train JOBS at once (one thread each, base.threads: 1), then let
-# dvc repro record them (it resumes each from its finished state in seconds), train the generation chains
-# (their stage commands carry --section, so the sed leaves them out) and run evaluate and report.
-study: env data  ## copy PROFILE to params.yaml, run it with JOBS students training at once, print the report
+# A study's models are independent jobs of one thread each (base.threads: 1): repro-parallel runs JOBS of
+# them at once in dependency order and records them with dvc commit; dvc repro then finds them up to date.
+study: env data  ## copy PROFILE to params.yaml, run it with JOBS stages at once, print the report
 	cp $(PROFILE) params.yaml
 	$(BIN)/kdpipe dvc-yaml
-	$(BIN)/dvc repro $$($(BIN)/dvc stage list --name-only | grep -Ev '^(distill|evaluate|export|report)')
-	sed -n 's/^ *cmd: python -m stages distill \([^ ]*\)$$/\1/p' dvc.yaml | xargs -P $(JOBS) -n 1 $(BIN)/kdpipe distill || true
+	$(BIN)/kdpipe repro-parallel --jobs $(JOBS)
 	$(BIN)/dvc repro
 	@echo; cat results/report.md
 

@@ -188,7 +188,6 @@ def _cycles(p: Params, problems: list[str]) -> None:
 def _roles(p: Params, problems: list[str]) -> None:
     """Section rules: teachers learn from labels, generations have one teacher, exports and ensembles
     exist."""
-    from pipeline.methods import REGISTRY
 
     for sec in ("teachers", "patriarchs"):
         for _, s in getattr(p, sec).items():
@@ -210,11 +209,6 @@ def _roles(p: Params, problems: list[str]) -> None:
         if s.arch == "selected" and s.arch_kwargs:
             problems.append(
                 f"{sec}.{s.group}.arch_kwargs: set by select-student for arch: selected; remove them"
-            )
-        if s.train_subset and REGISTRY[s.method].uses_assets:
-            problems.append(
-                f"{sec}.{s.group}.train_subset: method {s.method!r} reads knowledge cached for the whole "
-                "training split; set data.train_subset instead"
             )
         if s.train_subset and p.data.train_subset and s.train_subset > p.data.train_subset:
             problems.append(

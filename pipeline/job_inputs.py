@@ -22,7 +22,7 @@ from pipeline.job_spec import EVAL_BATCH, Job, Teacher
 from pipeline.methods import REGISTRY
 from pipeline.models import create_model
 from pipeline.models.init import apply_init, head_parameters
-from pipeline.sources import CachedLogits, KnowledgeSource, OnlineTeachers, teacher_norm
+from pipeline.sources import CachedFeatures, CachedLogits, KnowledgeSource, OnlineTeachers, teacher_norm
 
 log = logging.getLogger(__name__)
 
@@ -143,20 +143,41 @@ def knowledge_source(
                 f"method {job.method!r} needs teacher features, which are not cached; set targets: online"
             )
         tables = [checkpoint.load(p, "cached targets")["train"] for p in job.targets]
-        if "train_rows" in data and all(t.shape[0] == data["train_full"] for t in tables):
-            tables = [t[data["train_rows"]] for t in tables]  # train_subset: the logits of its images
-        if not tables or any(t.shape[0] != len(data["train_y"]) for t in tables):
+        rows = data.get("train_rows")  # train_subset: the logits of its images, by position in the split
+        n = data["train_full"] if rows is not None else len(data["train_y"])
+        if not tables or any(t.shape[0] != n for t in tables):
             raise KdpipeError(
                 "cached targets do not match the training split; re-run infer-targets (dvc repro)"
             )
-        return CachedLogits(torch.stack(tables))
-    if teachers is not None and cls.precompute_targets and not job.augment:
-        # without augmentation every epoch sees the same images: run the teachers once, look their logits up
-        # by idx
-        plain = make_loader(data, "train", batch_size=EVAL_BATCH, device=device)
+        return CachedLogits(torch.stack(tables), rows)
+    if teachers is None or job.augment:
+        return teachers
+    # without augmentation every epoch sees the same images: run the teachers once, look them up by idx
+    plain = make_loader(data, "train", batch_size=EVAL_BATCH, device=device)
+    if cls.precompute_targets:
         teachers.to(device)
         return CachedLogits(torch.cat([teachers.logits(batch).cpu() for batch in plain], dim=1))
+    n = len(data["train_y"])
+    if cls.needs_features and job.kind in DISTILLED and feature_bytes(teachers, plain) * n <= FEATURE_CACHE:
+        log.info(
+            "%s: teacher features of the %d training images computed once (no augmentation)", job.name, n
+        )
+        return CachedFeatures(teachers, plain, n)
     return teachers
+
+
+DISTILLED = (
+    "student",
+    "generation",
+)  # jobs whose feature teachers may be cached (knowledge jobs read val too)
+FEATURE_CACHE = 2 << 30  # bytes of teacher features one job may hold in memory; more runs the teachers online
+
+
+def feature_bytes(teachers: OnlineTeachers, loader) -> int:
+    """Bytes of the teachers' stage features and logits for one training image (a dry run on one)."""
+    x = next(iter(loader))[0][:1]
+    feats, z = teachers.to(x.device).features((x, None, None))
+    return 4 * (sum(f[0].numel() for fs in feats for f in fs) + z[:, 0].numel())
 
 
 Maker = Callable[[], nn.Module]

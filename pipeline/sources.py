@@ -125,16 +125,58 @@ class OnlineTeachers(KnowledgeSource):
 
 
 class CachedLogits(KnowledgeSource):
-    """Targets looked up by data-set index in a (K, N, C) table (train split indices)."""
+    """Targets looked up by data-set index in a (K, N, C) table (train split indices).
 
-    def __init__(self, table: torch.Tensor) -> None:
+    `rows`: when the model trains on part of the split (train_subset), the positions of its images in the
+    table's N rows; the table keeps those rows, in that order, so the batch index finds them.
+    """
+
+    def __init__(self, table: torch.Tensor, rows: torch.Tensor | None = None) -> None:
         super().__init__()
         if table.ndim != 3:
             raise KdpipeError(
                 f"cached targets must have shape (K, N, C), got {tuple(table.shape)}; re-run infer-targets"
             )
-        self.register_buffer("table", table.float(), persistent=False)
+        self.rows, self.full = rows, table.shape[1]  # full: N of the table as given (the whole split)
+        self.register_buffer(
+            "table", table.float() if rows is None else table[:, rows].float(), persistent=False
+        )
         self.num_teachers = table.shape[0]
 
     def logits(self, batch) -> torch.Tensor:
         return self.table[:, batch[2]]
+
+
+class CachedFeatures(KnowledgeSource):
+    """Online teachers run once over the un-augmented training split; their stage features and logits are
+    then looked up by the batch's data-set index, as `CachedLogits` does for logits.
+
+    Without augmentation every epoch shows the teachers the same images, so one pass replaces a teacher
+    forward per step (an online feature method then costs about what plain KD does). `teachers` stays for
+    shape queries (stage_channels) and is never run again. Tensors live on the CPU; a batch's rows move to
+    the batch's device.
+    """
+
+    def __init__(self, online: OnlineTeachers, loader, n: int) -> None:
+        super().__init__()
+        self.teachers = online.teachers
+        self.num_teachers = online.num_teachers
+        self.feats: list[list[torch.Tensor]] = []
+        self.table = torch.empty(0)
+        for batch in loader:
+            feats, z = online.features(batch)
+            idx = batch[2].cpu()
+            if not self.feats:  # allocate on the first batch: shapes come from the teachers
+                self.feats = [[f.new_empty((n, *f.shape[1:]), device="cpu") for f in fs] for fs in feats]
+                self.table = z.new_empty((z.shape[0], n, z.shape[2]), device="cpu")
+            for fs, out in zip(feats, self.feats):
+                for f, o in zip(fs, out):
+                    o[idx] = f.cpu()
+            self.table[:, idx] = z.cpu()
+
+    def logits(self, batch) -> torch.Tensor:
+        return self.table[:, batch[2].cpu()].to(batch[0].device)
+
+    def features(self, batch) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+        idx, dev = batch[2].cpu(), batch[0].device
+        return [[f[idx].to(dev) for f in fs] for fs in self.feats], self.logits(batch)

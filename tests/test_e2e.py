@@ -105,6 +105,31 @@ def test_dvc_repro_runs_every_stage_and_is_then_up_to_date(repo):
     assert {"t1", "kd", "g2", "kd-onnx", "kd-int8"} <= set(artifacts) and artifacts["kd"].type == "model"
 
 
+def lock_models(project: Path) -> dict[str, str]:
+    """md5 of every model artifact and knowledge file recorded in `project`'s dvc.lock."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    return {
+        o["path"]: o["md5"]
+        for s in lock.values()
+        for o in s.get("outs", [])
+        if o["path"].startswith("models/")
+    }
+
+
+@pytest.mark.e2e
+def test_repro_parallel_records_the_same_artifacts_as_dvc_repro(repo, tmp_path):
+    # `repo` has just been through a plain `dvc repro`; a second copy runs two stages at a time instead
+    other = copy_project(tmp_path)
+    shutil.copy2(TINY, other / "params.yaml")
+    commit_project(other)
+    out = run([str(BIN / "kdpipe"), "repro-parallel", "--jobs", "2"], other)
+    assert "ran and recorded 21 stage(s)" in out.stdout
+    assert "up to date" in run([str(BIN / "dvc"), "status"], other).stdout
+    assert "Running stage" not in run([str(BIN / "dvc"), "repro"], other).stdout
+    assert lock_models(other) == lock_models(repo) and len(lock_models(repo)) > 10  # byte-identical models
+    assert "pipeline up to date" in run([str(BIN / "kdpipe"), "repro-parallel"], other).stdout
+
+
 @pytest.mark.e2e
 def test_editing_the_report_code_reruns_only_the_report(repo):
     code = repo / "pipeline" / "report.py"

@@ -8,17 +8,19 @@ import dataclasses
 import pytest
 import torch
 
-from pipeline import checkpoint
+from pipeline import checkpoint, job_inputs
 from pipeline.codedeps import code_files
 from pipeline.errors import KdpipeError
-from pipeline.job_inputs import data_digest, knowledge_source, restrict_train
+from pipeline.job_inputs import data_digest, knowledge_source, make_loader, restrict_train
 from pipeline.job_spec import RunPaths, Teacher, knowledge_job, model_job
 from pipeline.jobs import run_job
 from pipeline.knowledge.factor import FactorParams
 from pipeline.knowledge.probes import ProbesParams
-from pipeline.knowledge.professor import ProfessorParams
+from pipeline.knowledge.professor import ProfessorParams, refined_source, targets_file
 from pipeline.methods import REGISTRY
+from pipeline.models import create_model
 from pipeline.params import BaseParams, ModelParams, OptimParams
+from pipeline.sources import CachedFeatures, CachedLogits, OnlineTeachers
 
 BASE = BaseParams(device="cpu", threads=1)
 ONE = OptimParams(epochs=1, batch_size=128, lr=0.05)
@@ -165,3 +167,53 @@ def test_cached_targets_follow_the_train_subset_rows(tiny_data, tmp_path):
     assert torch.equal(source.table[0, :, 0], data["train_rows"].float())
     res = run_job(job, BASE, tiny_data, RunPaths(tmp_path / "s.pt"))  # trains on the 40 images, end to end
     assert torch.load(res.artifact, weights_only=True)["params"]["train_subset"] == 40
+
+
+def test_refined_targets_follow_the_train_subset_rows(tmp_path):
+    # full split of 10 images; the student trains on rows 7, 2, 5. Teacher row i is (i, 0), refined row i
+    # is (0, -i): both tables must come back as the rows 7, 2, 5 in that order.
+    rows = torch.tensor([7, 2, 5])
+    teacher = torch.stack([torch.arange(10.0), torch.zeros(10)], 1)
+    refined = torch.stack([torch.zeros(10), -torch.arange(10.0)], 1)
+    checkpoint.save({"train": refined}, targets_file(tmp_path / "p.pt"))
+    source = refined_source(CachedLogits(teacher[None], rows), [tmp_path / "p.pt"])
+    assert torch.equal(source.table[0, :, 1], torch.tensor([-7.0, -2.0, -5.0]))
+    checkpoint.save({"train": refined[:9]}, targets_file(tmp_path / "p.pt"))  # one image short: refused
+    with pytest.raises(KdpipeError, match="do not match the cached teacher logits"):
+        refined_source(CachedLogits(teacher[None], rows), [tmp_path / "p.pt"])
+
+
+def _online(tiny_data) -> OnlineTeachers:
+    torch.manual_seed(0)
+    return OnlineTeachers([create_model("resnet8", 4, 1), create_model("resnet14", 4, 1)])
+
+
+def test_cached_features_are_the_online_features_of_the_same_images(tiny_data):
+    online = _online(tiny_data)
+    n = len(tiny_data["train_y"])
+    cached = CachedFeatures(online, make_loader(tiny_data, "train", batch_size=100), n)
+    batch = next(iter(make_loader(tiny_data, "train", batch_size=32, train=True, seed=3)))  # shuffled rows
+    (fo, zo), (fc, zc) = online.features(batch), cached.features(batch)
+    assert torch.allclose(zc, zo, atol=1e-5) and torch.allclose(cached.logits(batch), zo, atol=1e-5)
+    assert [len(f) for f in fc] == [len(f) for f in fo]
+    assert all(torch.allclose(a, b, atol=1e-5) for fa, fb in zip(fc, fo) for a, b in zip(fa, fb))
+
+
+def test_feature_teachers_are_cached_only_without_augmentation_and_within_memory(tiny_data, monkeypatch):
+    def source(augment: bool):
+        at = ModelParams(
+            arch="resnet8",
+            method="at",
+            teachers=["t"],
+            augment=augment,
+            optim=ONE,
+            args=REGISTRY["at"].Params(),
+        )
+        return knowledge_source(
+            model_job("s", "student", at), _online(tiny_data), tiny_data, torch.device("cpu")
+        )
+
+    assert isinstance(source(False), CachedFeatures)
+    assert isinstance(source(True), OnlineTeachers)  # augmented images differ every epoch
+    monkeypatch.setattr(job_inputs, "FEATURE_CACHE", 10)  # 10 bytes: features of 448 images do not fit
+    assert isinstance(source(False), OnlineTeachers)

@@ -177,12 +177,13 @@ def refined_source(teachers: KnowledgeSource, professors: Any) -> KnowledgeSourc
                 "cached refined targets need professor artifact paths; pass assets['professor'] as paths"
             )
         tables = [checkpoint.load(targets_file(i), "cached refined targets")["train"] for i in items]
-        if any(t.shape != teachers.table.shape[1:] for t in tables) or len(tables) != teachers.num_teachers:
+        want = (teachers.full, teachers.table.shape[2])  # refined targets cover the same rows as the logits
+        if {t.shape for t in tables} != {want} or len(tables) != teachers.num_teachers:
             raise KdpipeError(
                 "cached refined targets do not match the cached teacher logits; re-run refine-targets (dvc "
                 "repro)"
             )
-        return CachedLogits(torch.stack(tables))
+        return CachedLogits(torch.stack(tables), teachers.rows)  # train_subset: the student's rows
     nets = [load_professor(i)[0] if isinstance(i, (str, Path)) else i for i in items]
     return ProfessorSource(teachers, nets)
 
