@@ -80,6 +80,8 @@ class SeedRow:
     summary: Summary
     baseline: str = ""  # group of the paired baseline models
     paired: Paired | None = None
+    root: str = ""  # group at the end of the baseline chain (scratch), when the baseline has a baseline
+    vs_root: Paired | None = None  # the paired difference to `root` over matching seeds
 
 
 def seed_rows(entries: list[Entry], evaluation: dict[str, dict]) -> list[SeedRow]:
@@ -88,12 +90,23 @@ def seed_rows(entries: list[Entry], evaluation: dict[str, dict]) -> list[SeedRow
     for e in entries:
         groups.setdefault(e.group, []).append(e)
     group_of = {e.name: e.group for e in entries}
+    baseline_of = {e.name: e.baseline for e in entries if e.baseline in evaluation}
+
+    def root(name: str) -> str:  # the end of the baseline chain (a chain is acyclic: params refuse cycles)
+        seen = {name}
+        while baseline_of.get(name) and baseline_of[name] not in seen:
+            name = baseline_of[name]
+            seen.add(name)
+        return name
+
     rows = []
     for group, members in groups.items():
         top1 = [evaluation[e.name]["top1"] for e in members]
-        paired_with = [e for e in members if e.baseline and e.baseline in evaluation]
+        paired_with = [e for e in members if e.name in baseline_of]
         pairs = [(evaluation[e.name]["top1"], evaluation[e.baseline]["top1"]) for e in paired_with]
         baseline = group_of.get(paired_with[0].baseline, paired_with[0].baseline) if paired_with else ""
+        far = [e for e in paired_with if root(e.name) != e.baseline]
+        far_pairs = [(evaluation[e.name]["top1"], evaluation[root(e.name)]["top1"]) for e in far]
         rows.append(
             SeedRow(
                 group,
@@ -102,6 +115,8 @@ def seed_rows(entries: list[Entry], evaluation: dict[str, dict]) -> list[SeedRow
                 summarize(top1),
                 baseline,
                 paired_difference(pairs) if pairs else None,
+                group_of.get(root(far[0].name), "") if far else "",
+                paired_difference(far_pairs) if far_pairs else None,
             )
         )
     return rows
@@ -124,6 +139,12 @@ def seeds_metrics(rows: list[SeedRow]) -> dict[str, dict]:
                 ci_high=_r(r.paired.ci_high),
                 verdict=r.paired.verdict,
             )
+        if r.vs_root is not None:
+            q = r.vs_root
+            row.update(
+                root=r.root, root_delta=_r(q.delta), root_ci_low=_r(q.ci_low), root_ci_high=_r(q.ci_high)
+            )
+            row["root_verdict"] = q.verdict
         out[r.group] = _drop_none(row)
     return out
 

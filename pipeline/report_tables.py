@@ -62,16 +62,37 @@ def seeds_table(rows: list[SeedRow]) -> list[str]:
     for r in rows:
         s = r.summary
         acc = pct(s.mean) + (f" ± {100 * s.std:.2f}" if s.std is not None else "")
-        p = r.paired
-        if p is None:
-            delta = ci = verdict = "—"
-        else:
-            delta = f"{100 * p.delta:+.2f}"
-            ci = f"[{100 * p.ci_low:+.2f}, {100 * p.ci_high:+.2f}]" if p.ci_low is not None else "—"
-            verdict = p.verdict
+        delta, ci, verdict = _delta(r.paired)
         out.append(
             f"| {r.group} | {r.kind} | {s.n} | {acc} | {r.baseline or '—'} | {delta} | {ci} | {verdict} |"
         )
+    return out
+
+
+def _delta(p) -> tuple[str, str, str]:
+    """(Δ, CI, verdict) cells of a paired difference, in points."""
+    if p is None:
+        return "—", "—", "—"
+    ci = f"[{100 * p.ci_low:+.2f}, {100 * p.ci_high:+.2f}]" if p.ci_low is not None else "—"
+    return f"{100 * p.delta:+.2f}", ci, p.verdict
+
+
+def root_table(rows: list[SeedRow]) -> list[str]:
+    """Rows whose baseline has a baseline itself, against the end of that chain (scratch)."""
+    out = [
+        "| model | baseline chain | seeds | Δ top-1 (points) | 95 % CI | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    chain = {r.group: r.baseline for r in rows}
+    for r in rows:
+        if r.vs_root is None:
+            continue
+        links, g = [r.group], r.group
+        while chain.get(g) and chain[g] not in links:
+            g = chain[g]
+            links.append(g)
+        delta, ci, verdict = _delta(r.vs_root)
+        out.append(f"| {r.group} | {' → '.join(links)} | {r.vs_root.n} | {delta} | {ci} | {verdict} |")
     return out
 
 
@@ -136,6 +157,14 @@ def build_markdown(parts: ReportParts) -> str:
             ),
             "",
             *seeds_table(informative(parts.seeds)),
+            "",
+        ]
+    if any(r.vs_root is not None for r in parts.seeds):
+        first = next(r.root for r in parts.seeds if r.vs_root is not None)
+        lines += [
+            f"Rows compared with another student above, against the end of their baseline chain ({first}):",
+            "",
+            *root_table(parts.seeds),
             "",
         ]
     if parts.agreement:

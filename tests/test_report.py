@@ -272,6 +272,31 @@ def test_seed_rows_pair_matching_seeds():
     assert rows[1].baseline == "scratch"
 
 
+def test_a_row_compared_with_another_student_is_also_given_against_the_chain_end():
+    from pipeline.evaluate import Entry
+    from pipeline.report_tables import ReportParts, build_markdown
+
+    entries = [Entry("students", f"scratch_s{k}", "scratch") for k in range(3)]
+    entries += [Entry("students", f"kd_s{k}", "kd", f"scratch_s{k}") for k in range(3)]
+    entries += [Entry("students", f"prof_s{k}", "prof", f"kd_s{k}") for k in range(3)]
+    top1 = [0.80, 0.81, 0.82, 0.83, 0.85, 0.87, 0.84, 0.85, 0.89]  # scratch s0-2, kd s0-2, prof s0-2
+    rows = seed_rows(entries, {e.name: {"top1": v} for e, v in zip(entries, top1)})
+    seeds = seeds_metrics(rows)
+    # prof − kd per seed: 0.01, 0.00, 0.02 -> mean 0.01, s 0.01, CI 0.01 ± 4.3027·0.01/√3 = [-0.0148, 0.0348]
+    assert (seeds["prof"]["delta"], seeds["prof"]["ci_low"], seeds["prof"]["ci_high"]) == (
+        0.01,
+        -0.0148,
+        0.0348,
+    )
+    # prof − scratch per seed: 0.04, 0.04, 0.07 -> mean 0.05, s √0.0003 = 0.017321,
+    # CI 0.05 ± 4.3027 · 0.017321/√3 = 0.05 ± 0.043027 = [0.0070, 0.0930]: better
+    assert seeds["prof"]["root"] == "scratch" and seeds["prof"]["root_delta"] == 0.05
+    assert (seeds["prof"]["root_ci_low"], seeds["prof"]["root_ci_high"]) == (0.007, 0.093)
+    assert seeds["prof"]["root_verdict"] == "better" and "root" not in seeds["kd"]  # kd's baseline is the end
+    text = build_markdown(ReportParts("h", {}, {}, rows, [], "", {}, {}))
+    assert "| prof | prof → kd → scratch | 3 | +5.00 | [+0.70, +9.30] | better |" in text
+
+
 def test_wide_csv_and_history(tmp_path):
     tsv = tmp_path / "acc.tsv"
     tsv.write_text("step\tacc\n1\t0.5\n2\t0.75\n")
