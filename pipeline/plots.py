@@ -67,8 +67,13 @@ def plot_curves(panels: dict[str, list[Curve]], title: str, out: Path) -> None:
 
     labels = list(dict.fromkeys(c.label for curves in panels.values() for c in curves))
     style = dict(zip(labels, line_styles(len(labels))))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    once = {k for k, cs in panels.items() if len({x for c in cs for x in c.xs}) == 1}  # validated once
+    tall = max([len(panels[k]) for k in once], default=0) * 0.17 + 1.2  # inches for one row per model
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), max(4.2, tall)), squeeze=False)
     for ax, (ylabel, curves) in zip(axes[0], panels.items()):
+        if ylabel in once:  # one epoch (eval_every): a dot per model, named on the y axis, not a line
+            _dots(ax, curves, style, f"{ylabel}, epoch {curves[0].xs[0]}")
+            continue
         for c in curves:
             ax.plot(c.xs, c.ys, label=c.label, ms=4, lw=1.4, **style[c.label])
             if c.band is not None:
@@ -99,6 +104,20 @@ def plot_curves(panels: dict[str, list[Curve]], title: str, out: Path) -> None:
         ncol=1 if len(names) <= 18 else 2,
     )
     _save(fig, out, plt)
+
+
+def _dots(ax, curves: list[Curve], style: dict, xlabel: str) -> None:
+    """One value per curve as a dot (with its band as an error bar), curves top to bottom."""
+    for i, c in enumerate(curves):
+        err = None if c.band is None else [[c.ys[0] - c.band[0][0]], [c.band[1][0] - c.ys[0]]]
+        st = style[c.label]
+        ax.errorbar(
+            c.ys[0], i, xerr=err, color=st["color"], marker=st["marker"], ms=5, capsize=2, label=c.label
+        )
+    ax.set_yticks(range(len(curves)), [c.label for c in curves], fontsize=7)
+    ax.set_ylim(len(curves) - 0.5, -0.5)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3, axis="x")
 
 
 def plot_confusion(counts: list[list[int]], class_names: list[str], title: str, out: Path) -> None:
