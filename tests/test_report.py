@@ -465,3 +465,19 @@ def test_the_data_line_names_models_trained_on_fewer_images(tmp_path, monkeypatc
     fabricate(tmp_path)  # the same run with every model on the whole split: no such sentence
     assert CliRunner().invoke(app, ["report"]).exit_code == 0
     assert "train_subset" not in (tmp_path / "results" / "report.md").read_text()
+
+
+def test_a_panel_validated_once_is_a_dot_per_model(tmp_path):
+    from PIL import Image
+
+    from pipeline.plots import Curve, plot_curves
+
+    loss = [Curve(f"m{i}", [1, 2, 3], [1.0, 0.5, 0.25]) for i in range(30)]
+    once = [
+        Curve(f"m{i}", [3], [0.8], ([0.79], [0.81])) for i in range(30)
+    ]  # eval_every: the last epoch only
+    plot_curves({"validation top-1": once, "training loss": loss}, "t", tmp_path / "once.png")
+    plot_curves({"validation top-1": loss, "training loss": loss}, "t", tmp_path / "lines.png")
+    # 30 models named on the y axis need more height than the 4.2 inches of two line panels
+    high, low = (Image.open(tmp_path / f).size[1] for f in ("once.png", "lines.png"))
+    assert high > 1.2 * low
