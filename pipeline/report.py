@@ -92,7 +92,7 @@ def seed_rows(entries: list[Entry], evaluation: dict[str, dict]) -> list[SeedRow
     group_of = {e.name: e.group for e in entries}
     baseline_of = {e.name: e.baseline for e in entries if e.baseline in evaluation}
 
-    def root(name: str) -> str:  # the end of the baseline chain (a chain is acyclic: params refuse cycles)
+    def root(name: str) -> str:  # the end of the baseline chain (`seen` stops at a loop of baselines)
         seen = {name}
         while baseline_of.get(name) and baseline_of[name] not in seen:
             name = baseline_of[name]
