@@ -1,5 +1,6 @@
 """INT8 recipes per model family: which nodes stay fp32 (`KEEP_RULES` over the ONNX graph), graph
-rewrites before quantization (`FUSIONS`), and `RECIPES`, the default recipe of each family.
+rewrites before quantization (`FUSIONS`, from pipeline.quant_fusions), and `RECIPES`, the default recipe
+of each family.
 
 The rules read the graph, so they work for any exported nn.Module; `recipe_for(arch)` picks the
 family's recipe from `pipeline.models.model_info` (figures: bench/results_int8_families.md).
@@ -11,22 +12,13 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import onnx
-from onnx import numpy_helper
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
 from pipeline.errors import KdpipeError
+from pipeline.quant_fusions import FUSIONS, consumers, name_nodes  # noqa: F401 - re-exported for quantize
 
 DEFAULT_OPS = tuple(sorted(set(QLinearOpsRegistry) | set(QDQRegistry)))  # ORT's default set, in a fixed order
-
-
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    out: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for t in n.input:
-            out.setdefault(t, []).append(n)
-    return out
 
 
 def _stem(graph: onnx.GraphProto) -> list[str]:
@@ -56,7 +48,7 @@ def _depthwise(graph: onnx.GraphProto) -> list[str]:
 def _se(graph: onnx.GraphProto) -> list[str]:
     """Squeeze-excitation gates: every node from a global pooling (GlobalAveragePool, or ReduceMean over
     H and W) to the Mul that scales the feature map with the gate (pool -> conv -> act -> conv -> sigmoid)."""
-    cons, keep = _consumers(graph), []
+    cons, keep = consumers(graph), []
     for n in graph.node:
         if n.op_type not in ("GlobalAveragePool", "ReduceMean"):
             continue
@@ -99,103 +91,6 @@ KEEP_RULES: dict[str, Callable[[onnx.GraphProto], list[str]]] = {
 }
 
 
-def _global_pool(model: onnx.ModelProto) -> None:
-    """ReduceMean over H and W of a 4-D tensor -> GlobalAveragePool (the same mean; + Flatten when
-    keepdims=0), which ORT runs in INT8 (QLinearGlobalAveragePool) while ReduceMean stays fp32 between a DQ
-    and a Q."""
-    g = model.graph
-    consts = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in g.initializer if len(t.dims) <= 1}
-    for n in g.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = onnx.numpy_helper.to_array(n.attribute[0].t).tolist()
-    rank = {v.name: len(v.type.tensor_type.shape.dim) for v in list(g.value_info) + list(g.input)}
-    nodes = []
-    for n in g.node:
-        nodes.append(n)
-        keepdims = next((a.i for a in n.attribute if a.name == "keepdims"), 1)
-        axes = consts.get(n.input[1]) if n.op_type == "ReduceMean" and len(n.input) > 1 else None
-        if axes is None or rank.get(n.input[0]) != 4 or sorted(a % 4 for a in axes) != [2, 3]:
-            continue
-        n.op_type = "GlobalAveragePool"
-        del n.input[1:]
-        del n.attribute[:]
-        if not keepdims:  # [N, C, 1, 1] -> [N, C] as ReduceMean gave
-            out = n.output[0]
-            n.output[0] = f"{out}_pooled"
-            nodes.append(
-                onnx.helper.make_node("Flatten", [n.output[0]], [out], name=f"{n.name}_flatten", axis=1)
-            )
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {t for n in g.node for t in n.input}
-    dead = [t for t in g.initializer if t.name not in used]  # the axes tensors: ORT would warn about them
-    for t in dead:
-        g.initializer.remove(t)
-
-
-def _attr(n: onnx.NodeProto, name: str, default: float) -> float:
-    return next((a.f for a in n.attribute if a.name == name), default)
-
-
-def _bounds(t: str, users: list[onnx.NodeProto]) -> list[float] | None:
-    """[lo] or [lo, hi] beyond which every user of tensor `t` is constant, or None: HardSwish ops (lo = -3),
-    or one HardSigmoid h (lo = -beta/alpha, hi = (1 - beta)/alpha) with, at most, the Muls t * h(t) of an
-    inlined HardSwish (then no hi)."""
-    if users and all(c.op_type == "HardSwish" for c in users):
-        return [-3.0]
-    hs = [c for c in users if c.op_type == "HardSigmoid"]
-    rest = [c for c in users if c.op_type != "HardSigmoid"]
-    if len(hs) != 1 or not all(c.op_type == "Mul" and set(c.input) == {t, hs[0].output[0]} for c in rest):
-        return None  # t also feeds something that sees values beyond the saturation points
-    alpha, beta = _attr(hs[0], "alpha", 0.2), _attr(hs[0], "beta", 0.5)
-    return [-beta / alpha] + ([] if rest else [(1 - beta) / alpha])
-
-
-def _saturate(model: onnx.ModelProto) -> None:
-    """Clip(x, lo[, hi]) before each HardSigmoid or HardSwish, at the input values where it saturates
-    (`_bounds`; torch's HardSigmoid has alpha 1/6, beta 0.5: lo = -3, hi = 3).
-
-    Exact in fp32 (the activation is constant beyond those points), and ORT removes the Clip into the
-    producer's quantization range like a Relu, so the 256 levels of that tensor cover only values that
-    change the output. A channel that never leaves the saturated side (mobilenet_v3_small's stem: one
-    channel in [-329, -29] on calibration images, the others within +-20) otherwise sets the whole
-    tensor's scale: 68 % vs 79 % validation top-1 in INT8 (fp32 100 %), measured on a 10-class student."""
-    g = model.graph
-    cons = _consumers(g)
-    outputs = {o.name for o in g.output}
-    nodes = []
-    for n in g.node:
-        nodes.append(n)
-        for t in n.output:
-            users = cons.get(t, [])
-            bounds = None if t in outputs else _bounds(t, users)
-            if bounds is None:
-                continue
-            names = [f"{t}_sat_{k}" for k in ("min", "max")[: len(bounds)]]
-            g.initializer.extend(numpy_helper.from_array(np.float32(v), k) for v, k in zip(bounds, names))
-            nodes.append(onnx.helper.make_node("Clip", [t, *names], [f"{t}_saturated"], name=f"{t}_saturate"))
-            for c in users:
-                c.input[:] = [f"{t}_saturated" if i == t else i for i in c.input]
-    del g.node[:]
-    g.node.extend(nodes)
-
-
-def name_nodes(model: onnx.ModelProto) -> None:
-    """Give every unnamed node a unique name (`<op>_<index>`): the exporter leaves the nodes of inlined
-    functions (HardSwish -> HardSigmoid, Mul) unnamed, and `nodes_to_exclude` matches by name, so one
-    empty name would keep every unnamed node fp32."""
-    taken = {n.name for n in model.graph.node}
-    for i, n in enumerate(model.graph.node):
-        if not n.name:
-            n.name = f"{n.op_type}_{i}"
-            while n.name in taken:
-                n.name += "_"
-            taken.add(n.name)
-
-
-FUSIONS: dict[str, Callable[[onnx.ModelProto], None]] = {"global_pool": _global_pool, "saturate": _saturate}
-
-
 @dataclass(frozen=True)
 class Recipe:
     """How one model family is quantized. `keep`: KEEP_RULES names whose nodes stay fp32; `op_types`:
@@ -210,15 +105,22 @@ class Recipe:
 
 
 # Chosen from INT8/ORT-fp32 p50 ratios at 96 px RGB, 1 thread, untrained weights, variants timed in one run
-# (bench/results_int8_families.md has the defaults against ORT's default QDQ). Slower than quantizing
-# everything: the first conv fp32 when it has 3 input channels (resnet18 b32 1.59x vs 2.19x), SE blocks fp32
-# (efficientnet_b0 b32 1.18x vs 1.63x), depthwise convs fp32 (mobilenet_v2 b32 1.35x vs 1.88x), only Conv/Gemm
-# quantized (mobilenet_v2 1.06x). The ReduceMean -> GlobalAveragePool rewrite gained most on SE families
-# (efficientnet_b0 b1 1.27x vs 1.11x, mobilenet_v3_large b1 1.22x vs 1.09x). Per-tensor weights, SE Muls or
-# depthwise fp32 on mobilenet_v3_small and shufflenet_v2_x0_5 stayed within run-to-run noise (+-10 %), so
-# every family shares one recipe: ORT's op types, the pooling rewrite, the saturation clips (exact; they are
-# for accuracy, not speed), a thin (K < 16) stem kept fp32.
-_BASE = {"keep": ("thin_stem",), "fusions": ("global_pool", "saturate")}
+# (bench/results_int8_families.md has the defaults against ORT's default QDQ), on two CPUs.
+# AMD EPYC, AVX2 without VNNI. Slower than quantizing everything: the first conv fp32 when it has 3 input
+# channels (resnet18 b32 1.59x vs 2.19x), SE blocks fp32 (efficientnet_b0 b32 1.18x vs 1.63x), depthwise convs
+# fp32 (mobilenet_v2 b32 1.35x vs 1.88x), only Conv/Gemm quantized (mobilenet_v2 1.06x). The ReduceMean ->
+# GlobalAveragePool rewrite gained most on SE families (efficientnet_b0 b1 1.27x vs 1.11x, mobilenet_v3_large
+# b1 1.22x vs 1.09x). Per-tensor weights, SE Muls or depthwise fp32 on mobilenet_v3_small and
+# shufflenet_v2_x0_5 stayed within run-to-run noise (+-10 %).
+# Xeon with AVX512-VNNI and AMX (b32): RGB stem fp32 slower (resnet18 1.93x vs 3.44x, shufflenet_v2_x1_0 1.02x
+# vs 1.76x), SE fp32 slower (efficientnet_b0 1.24x vs 1.47x), depthwise fp32 slower (mobilenet_v2 1.45x vs
+# 1.87x), per-tensor weights within noise, U8U8 and S8S8 3x slower (resnet18 1.20x, 1.10x vs 3.5x). The
+# HardSigmoid -> Add + Clip rewrite (quant_fusions) lifts mobilenet_v3_small b32 from 0.87x to 1.05x and
+# mobilenet_v3_large from 1.20x to 1.37x (two runs); with it, an fp32 stem (16 output channels, then a
+# hardswish that the fp32 Conv fuses) adds 4-7 % on both nets at b1 and b32.
+# So: ORT's op types, the pooling and HardSigmoid rewrites, the saturation clips (exact; for accuracy, not
+# speed), a thin (K < 16) stem kept fp32 everywhere, and the whole stem fp32 in mobilenet_v3.
+_BASE = {"keep": ("thin_stem",), "fusions": ("global_pool", "saturate", "hard_sigmoid")}
 FAMILIES = (
     "default",
     "resnet",
@@ -231,6 +133,7 @@ FAMILIES = (
     "convnext",
 )
 RECIPES: dict[str, Recipe] = {f: Recipe(f, **_BASE) for f in FAMILIES}
+RECIPES["mobilenet_v3"] = Recipe("mobilenet_v3", **(_BASE | {"keep": ("stem",)}))
 MANUAL = "manual"  # recipe name when the caller's own per_channel / fp32_stem settings are used
 # Used only while pipeline.models has no model_info: (arch name prefix, family), first match wins.
 _PREFIXES = (
