@@ -175,13 +175,15 @@ def _hard_sigmoid(model: onnx.ModelProto) -> None:
             and not (n.op_type == "Gemm" and next((a.i for a in n.attribute if a.name == "transA"), 0))
         ):
             w = weights[n.input[1]]
-            arr = numpy_helper.to_array(w) * np.float32(factor[n.input[0]])
-            if uses[w.name] > 1:  # shared weights: give this node its own scaled copy
-                name = f"{w.name}_{n.name}_scaled"
-                g.initializer.append(numpy_helper.from_array(arr.astype(np.float32), name))
+            shared = uses[w.name] > 1  # shared weights: this node gets its own scaled copy
+            name = f"{w.name}_{n.name}_scaled" if shared else w.name
+            arr = numpy_helper.to_array(w) * np.float32(factor[n.input[0]])  # float32 stays float32
+            scaled_w = numpy_helper.from_array(arr, name)
+            if shared:
+                g.initializer.append(scaled_w)
                 n.input[1] = name
             else:
-                w.CopyFrom(numpy_helper.from_array(arr.astype(np.float32), w.name))
+                w.CopyFrom(scaled_w)
             nodes.append(n)
         else:  # any other op sees the true values
             for k, i in enumerate(n.input):
