@@ -103,6 +103,42 @@ def _saturate(model: onnx.ModelProto) -> None:
     g.node.extend(nodes)
 
 
+def _input_scale(model: onnx.ModelProto) -> None:
+    """Div(x, s) or Mul(x, k) by a constant per channel (shape [1, C, 1, 1], [C, 1, 1] or one value) whose
+    only user is a Conv -> the Conv's weights scaled along their input channels and the Div / Mul dropped:
+    conv(x / s) = conv_{W / s}(x), zero padding stays zero. The exported normalisation (x - mean) / std
+    ends in such a Div, so the INT8 model makes one fp32 pass fewer over the input (the Sub stays: zero
+    padding of x - mean is not zero padding of x). Exact up to fp32 rounding."""
+    g = model.graph
+    weights = {t.name: t for t in g.initializer}
+    cons = consumers(g)
+    outputs = {o.name for o in g.output}
+    for n in list(g.node):
+        users = cons.get(n.output[0], [])
+        if n.op_type not in ("Div", "Mul") or n.input[1] not in weights or n.output[0] in outputs:
+            continue
+        conv = users[0] if len(users) == 1 else None
+        if conv is None or conv.op_type != "Conv" or list(conv.input[:1]) != [n.output[0]]:
+            continue
+        w = weights.get(conv.input[1])
+        group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+        if w is None or len(cons.get(w.name, [])) != 1 or group != 1 or len(w.dims) != 4:
+            continue  # shared or grouped weights: leave the graph as it is
+        k = numpy_helper.to_array(weights[n.input[1]]).astype(np.float32)
+        c = w.dims[1]
+        per_channel = k.ndim >= 3 and k.shape[-3:] == (c, 1, 1) and all(d == 1 for d in k.shape[:-3])
+        if k.size != 1 and not per_channel:
+            continue  # a [C] tensor would broadcast along W, not along channels
+        k = k.reshape(1, -1, 1, 1) if per_channel else k.reshape(())
+        arr = numpy_helper.to_array(w)
+        arr = arr / k if n.op_type == "Div" else arr * k
+        w.CopyFrom(numpy_helper.from_array(arr.astype(np.float32), w.name))
+        conv.input[0] = n.input[0]
+        g.node.remove(n)
+        if not any(n.input[1] in m.input for m in g.node):
+            g.initializer.remove(weights[n.input[1]])
+
+
 def name_nodes(model: onnx.ModelProto) -> None:
     """Give every unnamed node a unique name (`<op>_<index>`): the exporter leaves the nodes of inlined
     functions (HardSwish -> HardSigmoid, Mul) unnamed, and `nodes_to_exclude` matches by name, so one
@@ -209,4 +245,5 @@ FUSIONS: dict[str, Callable[[onnx.ModelProto], None]] = {
     "global_pool": _global_pool,
     "saturate": _saturate,
     "hard_sigmoid": _hard_sigmoid,
+    "input_scale": _input_scale,
 }

@@ -120,3 +120,53 @@ def test_mobilenet_v3_recipe_runs_hardswish_on_integers(tmp_path):
     assert zq.shape == zf.shape == (32, 3)
     # INT8 stays close to fp32: error well under the logits' spread
     assert np.abs(zq - zf).max() < 0.1 * (zf.max() - zf.min())
+
+
+class Stem(nn.Module):
+    """conv -> relu -> mean -> linear; `twice` also reads the normalised input in a second place."""
+
+    def __init__(self, twice: bool = False) -> None:
+        super().__init__()
+        self.twice = twice
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x)).mean((2, 3))
+        return self.fc(h + x.mean((1, 2, 3))[:, None] if self.twice else h)
+
+
+def _export_stem(tmp_path, twice: bool = False) -> tuple[nn.Module, object]:
+    torch.manual_seed(0)
+    model = Stem(twice).eval()
+    path = tmp_path / f"stem{int(twice)}.onnx"
+    export_onnx(model, ART | {"arch": "stem", "std": [0.5, 0.25, 2.0]}, "0" * 64, path)
+    return model, path
+
+
+def test_input_scale_moves_the_division_by_std_into_the_stem_weights(tmp_path):
+    model, path = _export_stem(tmp_path)
+    plain, fused = tmp_path / "plain.onnx", tmp_path / "fused.onnx"
+    preprocess(path, plain)
+    preprocess(path, fused, ("input_scale",))
+    assert "Div" in [n.op_type for n in onnx.load(str(plain)).graph.node]
+    g = onnx.load(str(fused)).graph
+    assert [n.op_type for n in g.node][:2] == ["Sub", "Conv"]  # (x - mean) goes straight into the conv
+    conv = next(n for n in g.node if n.op_type == "Conv")
+    w, w0 = _weights(fused)[conv.input[1]], model.conv.weight.detach().numpy()
+    # std (0.5, 0.25, 2.0): input channel c of every filter is divided by std_c, i.e. times 2, 4, 0.5
+    for c, times in enumerate((2.0, 4.0, 0.5)):
+        np.testing.assert_allclose(w[:, c], w0[:, c] * times, rtol=1e-6)
+    assert not any(list(t.dims) == [1, 3, 1, 1] and "std" in t.name for t in g.initializer)  # no dead std
+    x = to_unit(_images())
+    za = run_logits(make_session(plain, threads=1)[0], x)
+    zb = run_logits(make_session(fused, threads=1)[0], x)
+    assert np.abs(za).max() > 1e-3
+    np.testing.assert_allclose(zb, za, rtol=1e-5, atol=1e-6)  # zero padding of x - mean is unchanged
+
+
+def test_input_scale_leaves_a_normalised_input_that_is_read_twice(tmp_path):
+    _, path = _export_stem(tmp_path, twice=True)
+    fused = tmp_path / "fused.onnx"
+    preprocess(path, fused, ("input_scale",))
+    assert "Div" in [n.op_type for n in onnx.load(str(fused)).graph.node]  # the mean still needs x / std
