@@ -50,9 +50,13 @@ def _global_pool(model: onnx.ModelProto) -> None:
             )
     del g.node[:]
     g.node.extend(nodes)
+    _drop_unused(g)  # the axes tensors
+
+
+def _drop_unused(g: onnx.GraphProto) -> None:
+    """Remove initializers no node reads any more (ORT warns about each)."""
     used = {t for n in g.node for t in n.input}
-    dead = [t for t in g.initializer if t.name not in used]  # the axes tensors: ORT would warn about them
-    for t in dead:
+    for t in [t for t in g.initializer if t.name not in used]:
         g.initializer.remove(t)
 
 
@@ -114,9 +118,9 @@ def _input_scale(model: onnx.ModelProto) -> None:
     cons = consumers(g)
     outputs = {o.name for o in g.output}
     for n in list(g.node):
-        users = cons.get(n.output[0], [])
         if n.op_type not in ("Div", "Mul") or n.input[1] not in weights or n.output[0] in outputs:
             continue
+        users = cons.get(n.output[0], [])
         conv = users[0] if len(users) == 1 else None
         if conv is None or conv.op_type != "Conv" or list(conv.input[:1]) != [n.output[0]]:
             continue
@@ -135,8 +139,7 @@ def _input_scale(model: onnx.ModelProto) -> None:
         w.CopyFrom(numpy_helper.from_array(arr.astype(np.float32), w.name))
         conv.input[0] = n.input[0]
         g.node.remove(n)
-        if not any(n.input[1] in m.input for m in g.node):
-            g.initializer.remove(weights[n.input[1]])
+    _drop_unused(g)  # the folded std
 
 
 def name_nodes(model: onnx.ModelProto) -> None:
