@@ -56,8 +56,8 @@ lint: env  ## house style: ruff lint and format check (line length 110)
 dvc.yaml: env  ## regenerate the stage file from params.yaml (after adding, removing or re-wiring models)
 	$(BIN)/kdpipe dvc-yaml
 
-bench: env data  ## fit vs plain PyTorch, KD epoch cost, ORT INT8 vs torch fp32, loader vs training; bench/*.md
-	$(BIN)/python -m stages bench --loader
+bench: env data  ## fit vs plain PyTorch, KD epoch cost, ORT INT8 vs torch fp32, loader vs training, INT8 per family; bench/*.md
+	$(BIN)/python -m stages bench --loader --families
 
 bench-families: env data  ## INT8 vs fp32 per model family at 96 px (about 15 min); writes bench/results_int8_families.md
 	$(BIN)/python -m stages bench --families --no-main

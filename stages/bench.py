@@ -42,8 +42,8 @@ def bench(
     students; optionally INT8 per model family and the streaming loader against training."""
     p = load_params(params)
     if families:  # torch, ORT fp32, INT8 (family recipe, ORT default) per arch
-        text, rows = family_table(tuple(family_archs), runs=family_runs)
-        write(out, "results_int8_families", rows, family_markdown(text))
+        rows = family_table(tuple(family_archs), runs=family_runs)
+        write(out, "results_int8_families", rows, family_markdown(rows))
     if loader:  # one streamed epoch of generated PNGs vs mobilenet_v3_small training steps
         res = throughput(loader_images, loader_size, workers=min(4, os.cpu_count() or 1))
         write(out, "results_loader", res | {"cpu": cpu_model(), **library_versions()}, loader_markdown(res))
