@@ -190,7 +190,7 @@ def family_bench(
         "parity_max_abs_diff": parity["max_abs_diff"],
         "latency": lat,
         "int8_vs_fp32": ratio,
-        "env": res["env"] | {"int8_isa": int8_isa()},
+        "env": res["env"] | {"int8_isa": int8_isa(), "size": size, "calib": calib},
     }
 
 
@@ -248,7 +248,7 @@ def _floor_cell(arch: str, batch: int, speedup: float) -> str:
     return "" if floor is None else f"{floor:.2f}x, {'met' if speedup >= floor else 'below'}"
 
 
-def family_markdown(rows: list[dict], size: int = 96, calib: int = 32) -> str:
+def family_markdown(rows: list[dict]) -> str:
     """bench/results_int8_families.md from `family_table`'s rows (or the rows of its .json)."""
     lines = [
         "# INT8 per model family",
@@ -276,11 +276,11 @@ def family_markdown(rows: list[dict], size: int = 96, calib: int = 32) -> str:
     v, isa, e = env["versions"], env.get("int8_isa"), lambda key: env.get(key, "?")
     lines += [
         "",
-        f"Untrained weights, {size}x{size} RGB, {e('threads')} intra-op thread(s), p50 of {e('runs')} timed "
-        f"runs per runtime and batch after {e('warmup')} warm-up runs, runtimes taking turns in blocks of "
-        f"{e('block')}; {env['cpu']}{f' ({isa})' if isa else ''}, torch {v.get('torch', '?')}, onnxruntime "
-        f"{v.get('onnxruntime', '?')}. "
-        f"INT8: U8S8 QDQ, calibration on {calib} random images. Host load average at the end: "
+        f"Untrained weights, {e('size')}x{e('size')} RGB, {e('threads')} intra-op thread(s), p50 of "
+        f"{e('runs')} timed runs per runtime and batch after {e('warmup')} warm-up runs, runtimes taking "
+        f"turns in blocks of {e('block')}; {env['cpu']}{f' ({isa})' if isa else ''}, "
+        f"torch {v.get('torch', '?')}, onnxruntime {v.get('onnxruntime', '?')}. "
+        f"INT8: U8S8 QDQ, calibration on {e('calib')} random images. Host load average at the end: "
         f"{', '.join(f'{a:.1f}' for a in env.get('load_average') or [])}.",
         "",
     ]

@@ -7,7 +7,7 @@ from pipeline.bench_families import family_markdown, family_table, int8_isa
 
 def test_family_table_rows_and_ratios():
     rows = family_table(("resnet8",), runs=2, warmup=0, size=16, batch_sizes=(1, 2))
-    text = family_markdown(rows, size=16)
+    text = family_markdown(rows)
     (r,) = rows
     assert (r["family"], r["recipe"]) == ("resnet_cifar", "resnet_cifar") and r[
         "fp32_nodes"
