@@ -46,8 +46,11 @@ study: env data  ## copy PROFILE to params.yaml, run it with JOBS stages at once
 	$(BIN)/dvc repro
 	@echo; cat results/report.md
 
+# Test files run in TEST_JOBS processes (pytest-xdist), each file in one process: a file's tests share its
+# module fixtures (an end-to-end project, an export) and run in order; TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= 2
 test: env  ## set up and run the test suite
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadscope
 
 lint: env  ## house style: ruff lint and format check (line length 110)
 	$(BIN)/ruff check .

@@ -40,9 +40,21 @@ def predict(
     from rich.table import Table
 
     table = Table(title=f"{model.name}: top-{min(top_k, len(preds[0].top))}")
-    table.add_column("image")
+    table.add_column("image", no_wrap=True)
     for i in range(len(preds[0].top)):
         table.add_column(f"#{i + 1}")
     for p in preds:
-        table.add_row(p.file, *(f"{t['class']} {t['prob']:.3f}" for t in p.top))
-    Console(width=max(100, 30 * (1 + len(preds[0].top)))).print(table)
+        table.add_row(_shown(p.file), *(f"{t['class']} {t['prob']:.3f}" for t in p.top))
+    Console(width=max(100, IMAGE_CHARS + 4 + 30 * len(preds[0].top))).print(table)
+
+
+IMAGE_CHARS = 60  # a longer path is cut at its start, so the file name always shows (--json has it whole)
+
+
+def _shown(file: str) -> str:
+    """The path relative to the working directory when it is inside it, cut to its last IMAGE_CHARS."""
+    try:
+        file = str(Path(file).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        pass
+    return file if len(file) <= IMAGE_CHARS else "…" + file[-(IMAGE_CHARS - 1) :]

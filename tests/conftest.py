@@ -14,8 +14,8 @@ from pipeline.models import create_model
 from pipeline.params import DataParams
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-# unit tests use tiny tensors: one intra-op thread is fastest and keeps them stable on a shared 2-core machine
-# (the end-to-end and DDP tests start their own processes with torch's defaults)
+# unit tests use tiny tensors: one intra-op thread is fastest, and `make test` runs two test processes on a
+# 2-core machine (the end-to-end and DDP tests start their own processes with torch's defaults)
 torch.set_num_threads(1)
 
 

@@ -97,3 +97,15 @@ def test_train_writes_artifact_and_metrics(project):
     assert 0.0 <= metrics["val"]["acc"] <= 1.0
     result = runner.invoke(app, ["train-teacher", "t1"])  # state matches: resumes at the end, says so
     assert "resumed at epoch 1" in result.output
+
+
+def test_predict_table_keeps_the_file_name_of_a_long_path(tmp_path, monkeypatch):
+    """The table's image column is cut at its start, so a deep path still shows its file name."""
+    from stages.predict import IMAGE_CHARS, _shown
+
+    monkeypatch.chdir(tmp_path)
+    assert _shown(str(tmp_path / "imgs" / "a.png")) == "imgs/a.png"  # inside the working directory: relative
+    deep = "/elsewhere/" + "d" * 100 + "/cat_0001.png"
+    shown = _shown(deep)
+    assert len(shown) == IMAGE_CHARS and shown.startswith("…") and shown.endswith("d/cat_0001.png")
+    assert _shown("/x/short.png") == "/x/short.png"
