@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from pipeline.bench import benchmark, cpu_model, library_versions
+from pipeline.bench import benchmark, cpu_model, int8_isa, library_versions
 from pipeline.onnx_write import Normalized, export_onnx
 from pipeline.parity import check_parity
 from pipeline.predict import make_session, read_metadata
@@ -83,21 +83,6 @@ SPEEDUP_FLOORS_B32 = {
     "mobilenet_v3_small": 1.24,
     "efficientnet_b0": 1.2,
 }
-_ISA = {"avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI", "amx_int8": "AMX", "avx2": "AVX2"}
-
-
-def int8_isa(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    """The CPU's instructions that decide INT8 speed, e.g. "AVX512-VNNI, AMX" or "AVX2, no VNNI" ("" when
-    /proc/cpuinfo cannot be read)."""
-    try:
-        line = next(x for x in Path(cpuinfo).read_text().splitlines() if x.startswith("flags"))
-    except (OSError, StopIteration):
-        return ""
-    flags = set(line.split(":", 1)[1].split())
-    have = [name for flag, name in _ISA.items() if flag in flags]
-    if any("VNNI" in h for h in have):
-        return ", ".join(h for h in have if h != "AVX2")
-    return ", ".join([*have, "no VNNI"])
 
 
 class _Logits(nn.Module):
@@ -171,8 +156,8 @@ def family_bench(
         runs,
         threads,
         block=block,
-        pause_s=0.0 if threads == 1 else 0.05,
-    )  # 1 thread: no workers to park
+        pause_s=0.0 if threads == 1 else 0.05,  # 1 thread: no workers to park
+    )
     lat = res["latency"]
     ratio = {
         f"b{b}": {
@@ -274,11 +259,12 @@ def family_markdown(rows: list[dict]) -> str:
             )
     env = rows[0]["env"] if rows else {"cpu": cpu_model(), "versions": library_versions()}
     v, isa, e = env["versions"], env.get("int8_isa"), lambda key: env.get(key, "?")
+    cpu = f"{env['cpu']} ({isa})" if isa and isa not in env["cpu"] else env["cpu"]  # older rows: ISA apart
     lines += [
         "",
         f"Untrained weights, {e('size')}x{e('size')} RGB, {e('threads')} intra-op thread(s), p50 of "
         f"{e('runs')} timed runs per runtime and batch after {e('warmup')} warm-up runs, runtimes taking "
-        f"turns in blocks of {e('block')}; {env['cpu']}{f' ({isa})' if isa else ''}, "
+        f"turns in blocks of {e('block')}; {cpu}, "
         f"torch {v.get('torch', '?')}, onnxruntime {v.get('onnxruntime', '?')}. "
         f"INT8: U8S8 QDQ, calibration on {e('calib')} random images. Host load average at the end: "
         f"{', '.join(f'{a:.1f}' for a in env.get('load_average') or [])}.",

@@ -50,8 +50,7 @@ def training_markdown(train: dict, env: dict, student: str, teacher: str, reps: 
         "",
         f"{env['cpu']}, {env['torch_threads']} torch threads, torch {env['versions'].get('torch')}; "
         f"{train['images']} training images, batch {train['batch_size']}, student {student}, "
-        f"teacher {teacher}; "
-        f"median of {reps} interleaved epochs per side after one warm-up each.",
+        f"teacher {teacher}; median of {reps} interleaved epochs per side after one warm-up each.",
         "",
         "| comparison | ratio (median) | min–max | A s/epoch | B s/epoch | goal |",
         "|---|---:|---:|---:|---:|---|",

@@ -17,9 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-ROOT = (
-    Path(__file__).resolve().parents[1]
-)  # the repository (or installed tree) that holds pipeline/ and stages/
+# the repository (or installed tree) that holds pipeline/ and stages/
+ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "stages")
 
 

@@ -10,7 +10,8 @@ export is a single self-contained graph holding every member.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -64,8 +65,7 @@ def load_ensemble(paths: list[str | Path], name: str = "ensemble") -> tuple[Ense
             if meta[key] != metas[0][key]:
                 raise KdpipeError(
                     f"ensemble {name!r}: {path} has {key}={meta[key]!r} but {paths[0]} has "
-                    f"{metas[0][key]!r}; "
-                    "ensemble models trained on the same data"
+                    f"{metas[0][key]!r}; ensemble models trained on the same data"
                 )
     members = [
         {"name": m["name"], "arch": m["arch"], "path": str(p), "sha256": sha256(p)}
@@ -83,3 +83,16 @@ def load_ensemble(paths: list[str | Path], name: str = "ensemble") -> tuple[Ense
         "members": members,
     }
     return EnsembleModel(models).eval(), meta
+
+
+def ensemble_jobs(ensembles: dict[str, list[str]], member: Callable[[str], Path]) -> list[tuple]:
+    """One evaluation (pipeline.evaluate.Job) per ensemble params lists; `member` maps a member's params
+    name to its artifact."""
+    return [
+        (
+            name,
+            partial(load_ensemble, [member(m) for m in members], name=name),
+            {"kind": "ensemble", "method": "mean softmax", "sources": ", ".join(members)},
+        )
+        for name, members in ensembles.items()
+    ]

@@ -5,13 +5,17 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pipeline.errors import KdpipeError
 
 
 @torch.no_grad()
@@ -100,6 +104,40 @@ def evaluate_model(
         sources=sources,
     )
     return m, logits
+
+
+# one evaluation: (name, a loader returning (model, artifact meta), facts added to its metrics)
+Job = tuple[str, Callable[[], tuple[nn.Module, dict]], dict]
+
+
+def model_jobs(entries: Sequence[Entry], paths: Sequence[Path]) -> list[Job]:
+    """One evaluation per model params lists (`paths[i]`: the artifact of `entries[i]`)."""
+    from pipeline.checkpoint import load_model
+
+    return [
+        (e.name, partial(load_model, path), {"section": e.section, "group": e.group})
+        for e, path in zip(entries, paths, strict=True)
+    ]
+
+
+def evaluate_models(
+    jobs: Iterable[Job], data: dict, batch_size: int, ece_bins: int, device: torch.device | str
+) -> Iterator[tuple[str, dict, torch.Tensor]]:
+    """(name, metrics, test logits) of each job in turn: one model in memory at a time."""
+    for name, load, about in jobs:
+        model, meta = load()
+        metrics, logits = evaluate_model(model, meta, data, batch_size, ece_bins, device)
+        yield name, metrics | about, logits
+
+
+def require_artifacts(paths: Sequence[Path]) -> None:
+    """One line naming the first model artifact that is missing, and how many are."""
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise KdpipeError(
+            f"{missing[0]}: model artifact not found ({len(missing)} of the {len(paths)} "
+            "models params lists are missing); train them first (dvc repro)"
+        )
 
 
 KINDS = {"teachers": "teacher", "patriarchs": "teacher", "students": "student", "generations": "student"}

@@ -68,9 +68,8 @@ def export_student(
         log.info("ONNX Runtime provider: %s (exporter: %s, opset %d)", used, exporter, p.opset)
         wrapped = Normalized(model, art["mean"], art["std"])
         parity, fp32_z, torch_z = check_parity(wrapped, sess, data["test_x"], p.parity_atol, p.parity_rtol)
-        plain = (
-            Path(tmp) / "recipe_only.int8.onnx"
-        )  # the recipe without fallback: its latency is the fallback's cost
+        # the recipe without fallback: its latency is the fallback's cost
+        plain = Path(tmp) / "recipe_only.int8.onnx"
         qinfo = quantize_within_budget(
             f32,
             i8,

@@ -166,10 +166,11 @@ def knowledge_source(
     return teachers
 
 
+# jobs whose feature teachers may be cached (knowledge jobs read val too)
 DISTILLED = (
     "student",
     "generation",
-)  # jobs whose feature teachers may be cached (knowledge jobs read val too)
+)
 FEATURE_CACHE = 2 << 30  # bytes of teacher features one job may hold in memory; more runs the teachers online
 
 

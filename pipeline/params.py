@@ -53,24 +53,20 @@ class ModelParams:
     method: str = "ce"  # registry name, see `pipeline.methods.REGISTRY`
     teachers: list[str] = field(default_factory=list)  # knowledge sources: teacher names or students/<name>
     seed: int = bounded(0, ge=0)  # added to base.seed; different seeds give different initialisations
-    seeds: list[int] = bounded(
-        [], ge=0
-    )  # one model per seed, named <name>_s<seed> (replaces `seed`); [] = one model
-    baseline: str = (
-        ""  # student this one is compared with, paired by seed ("" = the ce student of the same arch)
-    )
+    # one model per seed, named <name>_s<seed> (replaces `seed`); [] = one model
+    seeds: list[int] = bounded([], ge=0)
+    # student this one is compared with, paired by seed ("" = the ce student of the same arch)
+    baseline: str = ""
     group: str = ""  # set when params load: the entry's name before seed expansion
     targets: Literal["online", "cached"] = "online"  # run teachers each step, or read infer-targets' logits
     cached_with_augment: bool = False  # allow cached (un-augmented) targets together with augmentation
     augment: bool = True  # random crop/flip on the training images
-    train_subset: int = bounded(
-        0, ge=0
-    )  # train on this many class-balanced images of the training split (0 = all); same images for every
+    # train on this many class-balanced images of the training split (0 = all); same images for every
     # model with the same number and base.seed, so paired comparisons stay paired
+    train_subset: int = bounded(0, ge=0)
     arch_kwargs: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the architecture
-    init: InitParams | None = (
-        None  # start from a weights file on disk (a DVC dep of the stage); None = random init
-    )
+    # start from a weights file on disk (a DVC dep of the stage); None = random init
+    init: InitParams | None = None
     optim: OptimParams = field(default_factory=OptimParams)
     args: Any = None  # the method's own block, parsed into its registered dataclass
 
@@ -79,9 +75,8 @@ class ModelParams:
 class EvaluateParams:
     batch_size: int = bounded(512, ge=1)  # images per forward pass
     ece_bins: int = bounded(15, ge=1)  # equal-width confidence bins for the expected calibration error
-    ensembles: dict[str, list[str]] = field(
-        default_factory=dict
-    )  # name -> members (teacher names or students/<n>); mean of softmaxes
+    # name -> members (teacher names or students/<n>); mean of softmaxes
+    ensembles: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -89,9 +84,8 @@ class ExportParams:
     # students to export: dvc.yaml makes one export stage per entry
     students: list[str] = field(default_factory=list)
     opset: int = bounded(18, ge=18)  # ONNX opset
-    parity_atol: float = bounded(
-        1e-4, gt=0
-    )  # ORT vs torch: max |Δlogit| <= parity_atol + parity_rtol * max |logit|
+    # ORT vs torch: max |Δlogit| <= parity_atol + parity_rtol * max |logit|
+    parity_atol: float = bounded(1e-4, gt=0)
     parity_rtol: float = bounded(1e-4, ge=0)  # the part of the parity tolerance relative to the logit scale
     calib_images: int = bounded(512, ge=1)  # training images for INT8 calibration
     calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
@@ -99,13 +93,11 @@ class ExportParams:
     weight_type: Literal["s8", "u8"] = "s8"  # INT8 weights
     per_channel: bool = True  # recipe "manual" only: per-channel weight scales
     fp32_stem: bool = True  # recipe "manual" only: keep the first conv in fp32
-    recipe: str = (
-        "auto"  # INT8 recipe: auto (the arch's family in pipeline.quantize.RECIPES), a RECIPES key, or manual
-    )
+    # INT8 recipe: auto (the arch's family in pipeline.quantize.RECIPES), a RECIPES key, or manual
+    recipe: str = "auto"
     int8_max_drop: float = bounded(0.5, ge=0)  # allowed INT8 top-1 drop on the validation split, in points
-    int8_max_tries: int = bounded(
-        5, ge=0
-    )  # fallback steps (one more node group kept fp32 each) to meet int8_max_drop
+    # fallback steps (one more node group kept fp32 each) to meet int8_max_drop
+    int8_max_tries: int = bounded(5, ge=0)
     latency_runs: int = bounded(30, ge=1)  # timed runs per (runtime, batch size)
     latency_warmup: int = bounded(5, ge=0)  # untimed warm-up runs
     threads: int = bounded(0, ge=0)  # intra-op threads for torch and ORT (0 = all cores)

@@ -84,8 +84,7 @@ def check_parity(
     if agreement < 1.0:
         fails.append(
             f"top-1 agreement {agreement:.4%} on {int(decisive.sum())} decisive images (top-2 margin > 2 x "
-            "tolerance), "
-            "need 100%"
+            "tolerance), need 100%"
         )
     if fails:
         raise KdpipeError(
@@ -94,8 +93,7 @@ def check_parity(
         )
     log.info(
         "parity: max |Δlogit| %.3g (tolerance %.3g) at batches %s and on %d test images, top-1 agreement "
-        "%.2f%% "
-        "(%d decisive images)",
+        "%.2f%% (%d decisive images)",
         max_diff,
         tol,
         ",".join(per_batch),
@@ -118,8 +116,7 @@ def onnx_accuracy(path: str | Path, data: dict, threads: int = 0, provider: str 
     if shape != (meta["in_channels"], meta["input_size"], meta["input_size"]):
         raise KdpipeError(
             f"{path} takes images {meta['in_channels']}x{meta['input_size']}x{meta['input_size']} but the "
-            "test set is "
-            f"{'x'.join(map(str, shape))}; re-export it for this data (dvc repro)"
+            f"test set is {'x'.join(map(str, shape))}; re-export it for this data (dvc repro)"
         )
     sess, _ = make_session(path, threads, provider)
     return top1(run_logits(sess, to_unit(data["test_x"])), data["test_y"])

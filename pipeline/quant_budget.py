@@ -226,9 +226,8 @@ def quantize_within_budget(
             pre, cand, best_path = Path(tmp) / "pre.onnx", Path(tmp) / "try.onnx", Path(tmp) / "best.onnx"
             shutil.copyfile(out_path, best_path)
             preprocess(fp32_path, pre, recipe.fusions)
-            probe = ImageReader(calib_u8, min(probe_images, n), seed=1).x.astype(np.float32) / np.float32(
-                255.0
-            )
+            probe_u8 = ImageReader(calib_u8, min(probe_images, n), seed=1).x
+            probe = probe_u8.astype(np.float32) / np.float32(255.0)
             fp32_graph = onnx.load(str(pre)).graph
             ranking = _ranking(pre, Path(out_path), probe, Path(tmp))
             extra: list[str] = []
@@ -260,8 +259,7 @@ def quantize_within_budget(
     if not within:
         log.warning(
             "INT8 top-1 drop %.2f points on the validation split exceeds export.int8_max_drop=%g after %d "
-            "fallback "
-            "tries; kept the best try (raise export.int8_max_tries or the budget)",
+            "fallback tries; kept the best try (raise export.int8_max_tries or the budget)",
             drop,
             max_drop,
             len(tries) - 1,

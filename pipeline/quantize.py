@@ -73,9 +73,8 @@ class ImageReader(CalibrationDataReader):
                 f"INT8 calibration needs at least one training image (export.calib_images={n}, {len(x)} "
                 "available); raise export.calib_images"
             )
-        pick = np.random.default_rng(seed).permutation(len(x))[
-            :n
-        ]  # a random, not first-N, sample: no class order bias
+        # a random, not first-N, sample: no class order bias
+        pick = np.random.default_rng(seed).permutation(len(x))[:n]
         self.x = x[np.sort(pick)]
         self.batch_size = batch_size
         self.pos = 0

@@ -29,9 +29,8 @@ log = logging.getLogger(__name__)
 # Used while the registry has no `model_info`: today's archs that export and quantize cleanly.
 FALLBACK_DEPLOYABLE = ("resnet8", "resnet14", "resnet20", "resnet8x4", "wrn_16_1", "vgg8", "tv_resnet18")
 DEFAULT_WIDTHS = (0.5, 0.75, 1.0)  # widths tried for a family whose constructor takes `width_mult`
-DEFAULT_SCALES = (
-    1.0,
-)  # input sides tried, as fractions of the data's side: students train at the data's size
+# input sides tried, as fractions of the data's side: students train at the data's size
+DEFAULT_SCALES = (1.0,)
 MIN_SIZE = 16  # pixels: smaller inputs leave the deeper nets' last stage with nothing to pool
 
 

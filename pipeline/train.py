@@ -223,9 +223,8 @@ def fit(
         log.info("%s: resuming from %s at epoch %d of %d", desc, state_path, start, optim.epochs)
     for h in history:
         tracker.log_epoch(int(h["epoch"]), {k: v for k, v in h.items() if k != "epoch"})
-    frozen, frozen_epochs = getattr(
-        method, "frozen", ([], 0)
-    )  # weights from disk: only the new head trains at first
+    # weights from disk: only the new head trains at first
+    frozen, frozen_epochs = getattr(method, "frozen", ([], 0))
     for epoch in range(start, optim.epochs):
         method.train()
         if hasattr(loaders.train, "set_epoch"):

@@ -8,9 +8,8 @@ from pipeline.errors import KdpipeError
 
 DATA = Path("data/prepared/data.pt")
 MODELS, STATE, RESULTS = Path("models"), Path("state"), Path("results")
-KNOWLEDGE = (
-    MODELS / "knowledge"
-)  # cached targets, professors, probes, factor encoders (students depend on it)
+# cached targets, professors, probes, factor encoders (students depend on it)
+KNOWLEDGE = MODELS / "knowledge"
 KIND = {"teachers": "teacher", "patriarchs": "patriarch", "students": "student", "generations": "generation"}
 
 
@@ -51,3 +50,32 @@ def knowledge_assets(spec) -> dict:
         "factor": KNOWLEDGE / "factor" / f"{first}.pt",
         "teacher_names": list(spec.teachers),
     }
+
+
+class Layout:
+    """The path conventions as strings, for the dvc.yaml generator (pipeline.dvcstage.Paths)."""
+
+    data = str(DATA.parent)
+    results_dir = str(RESULTS)
+
+    def model(self, ref: str) -> str:
+        return str(model_path(ref))
+
+    def state(self, section: str, name: str) -> str:
+        return str(STATE / section / name) if name else str(STATE / section)
+
+    def results(self, stage: str, name: str = "") -> str:
+        return str(RESULTS / stage / name) if name else str(RESULTS / stage)
+
+    def knowledge(self, kind: str, teacher: str = "") -> str:
+        short = teacher.rpartition("/")[2]
+        return {
+            "targets": str(targets_path(teacher)),
+            "professor": str(KNOWLEDGE / "professor" / f"{short}.pt"),
+            "professor_targets": str(KNOWLEDGE / "professor" / f"{short}.targets.pt"),
+            "probes": str(KNOWLEDGE / "probes.pt"),
+            "factor": str(KNOWLEDGE / "factor" / f"{short}.pt"),
+        }[kind]
+
+    def export(self, name: str, int8: bool = False) -> str:
+        return str(MODELS / "export" / f"{name}{'.int8' if int8 else ''}.onnx")

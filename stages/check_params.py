@@ -36,7 +36,6 @@ def check_params(
         for line in problems:
             typer.echo(f"kdpipe check-params: error: {line}", err=True)
         raise typer.Exit(2)
-    checkpoint.atomic_write_text(
-        Path(CHECKED), "params valid\n"
-    )  # constant: downstream stages never re-run for it
+    # constant: downstream stages never re-run for it
+    checkpoint.atomic_write_text(Path(CHECKED), "params valid\n")
     say(f"{params}: valid")

@@ -12,36 +12,7 @@ from pipeline.data.sources import raw_paths
 from pipeline.evaluate import model_entries
 from pipeline.report_dvc import dvc_sections
 from stages import command, say
-from stages._layout import DATA, KNOWLEDGE, MODELS, RESULTS, STATE, model_path, targets_path
-
-
-class Layout:
-    """The path conventions as strings, for the dvc.yaml generator (pipeline.dvcstage.Paths)."""
-
-    data = str(DATA.parent)
-    results_dir = str(RESULTS)
-
-    def model(self, ref: str) -> str:
-        return str(model_path(ref))
-
-    def state(self, section: str, name: str) -> str:
-        return str(STATE / section / name) if name else str(STATE / section)
-
-    def results(self, stage: str, name: str = "") -> str:
-        return str(RESULTS / stage / name) if name else str(RESULTS / stage)
-
-    def knowledge(self, kind: str, teacher: str = "") -> str:
-        short = teacher.rpartition("/")[2]
-        return {
-            "targets": str(targets_path(teacher)),
-            "professor": str(KNOWLEDGE / "professor" / f"{short}.pt"),
-            "professor_targets": str(KNOWLEDGE / "professor" / f"{short}.targets.pt"),
-            "probes": str(KNOWLEDGE / "probes.pt"),
-            "factor": str(KNOWLEDGE / "factor" / f"{short}.pt"),
-        }[kind]
-
-    def export(self, name: str, int8: bool = False) -> str:
-        return str(MODELS / "export" / f"{name}{'.int8' if int8 else ''}.onnx")
+from stages._layout import Layout
 
 
 def expected(params: Path) -> str:

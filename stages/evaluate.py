@@ -10,8 +10,15 @@ import typer
 
 from pipeline import checkpoint
 from pipeline.checks import load_params
-from pipeline.errors import KdpipeError
-from pipeline.evaluate import accuracy_metrics, confusion_rows, evaluate_model, model_entries
+from pipeline.ensemble import ensemble_jobs
+from pipeline.evaluate import (
+    accuracy_metrics,
+    confusion_rows,
+    evaluate_models,
+    model_entries,
+    model_jobs,
+    require_artifacts,
+)
 from stages import DATA, MODELS, RESULTS, command, model_path
 
 OUT = RESULTS / "evaluate"
@@ -28,44 +35,22 @@ def evaluate(params: Path = typer.Option(Path("params.yaml"), help="params file"
     """Evaluate every model params lists (models/<section>/<name>.pt) and each ensemble on the test split."""
     p = load_params(params)
     entries = model_entries(p)
-    paths = {e.name: MODELS / e.section / f"{e.name}.pt" for e in entries}
-    missing = [f"{path}" for path in paths.values() if not path.is_file()]
-    if missing:
-        raise KdpipeError(
-            f"{missing[0]}: model artifact not found ({len(missing)} of the {len(paths)} "
-            "models params lists are missing); train them first (dvc repro)"
-        )
+    paths = [MODELS / e.section / f"{e.name}.pt" for e in entries]
+    require_artifacts(paths)
     from pipeline.data.cache import load_prepared  # heavy: only when evaluating (the report needs the paths)
     from pipeline.runtime import prepare
 
-    device = prepare(p.base.device, p.base.threads, p.base.seed)[
-        0
-    ]  # base.device and base.threads, as training
-    data = load_prepared(DATA)
-    results = {}
-
-    def keep(name: str, metrics: dict, logits) -> None:
+    device = prepare(p.base.device, p.base.threads, p.base.seed)[0]  # base.device and base.threads
+    data, results = load_prepared(DATA), {}
+    jobs = model_jobs(entries, paths) + ensemble_jobs(p.evaluate.ensembles, model_path)
+    for name, metrics, logits in evaluate_models(
+        jobs, data, p.evaluate.batch_size, p.evaluate.ece_bins, device
+    ):
         results[name] = metrics
         saved = {"logits": logits, "labels": data["test_y"], "class_names": list(data["class_names"])}
         checkpoint.save(saved, logits_path(name))
         rows = confusion_rows(logits, data["test_y"], data["class_names"])
         checkpoint.atomic_write_text(OUT / "confusion" / f"{name}.json", json.dumps(rows))
-
-    for e in entries:
-        model, meta = checkpoint.load_model(paths[e.name])
-        metrics, logits = evaluate_model(
-            model, meta, data, p.evaluate.batch_size, p.evaluate.ece_bins, device
-        )
-        keep(e.name, {**metrics, "section": e.section, "group": e.group}, logits)
-    for name, members in p.evaluate.ensembles.items():
-        from pipeline.ensemble import load_ensemble  # only needed when ensembles are configured
-
-        model, meta = load_ensemble([model_path(m) for m in members], name=name)
-        metrics, logits = evaluate_model(
-            model, meta, data, p.evaluate.batch_size, p.evaluate.ece_bins, device
-        )
-        metrics.update(kind="ensemble", method="mean softmax", sources=", ".join(members))
-        keep(name, metrics, logits)
     checkpoint.atomic_write_text(ACCURACY, json.dumps(accuracy_metrics(results), indent=2))
     checkpoint.atomic_write_text(OUT / "models.json", json.dumps(results, indent=2))  # with descriptions
     for name, m in results.items():

@@ -45,9 +45,8 @@ def infer_targets(
     targets: cached."""
     p = load_params(params)
     ref = Teacher(*teacher_refs(p, [name])[0])
-    device = prepare(p.base.device, p.base.threads, p.base.seed)[
-        0
-    ]  # base.device and base.threads, like every job
+    # base.device and base.threads, like every job
+    device = prepare(p.base.device, p.base.threads, p.base.seed)[0]
     data = load_data(DATA)
     targets = compute_targets(load_teacher(ref, data)[0], data, device, p.evaluate.batch_size)
     targets.update(teacher=name, teacher_sha256=checkpoint.sha256(ref.path), augmented=False)

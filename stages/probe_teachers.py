@@ -32,9 +32,8 @@ def probe_teachers(params: Path = typer.Option(Path("params.yaml"), help="params
     if not names:
         raise KdpipeError("probes need at least one teacher; list them in probes.teachers")
     out = RESULTS / "probe-teachers"
-    paths = RunPaths(
-        KNOWLEDGE / "probes.pt", STATE / "probes" / "last.pt", out / "train"
-    )  # per-epoch probe losses
+    # per-epoch probe losses
+    paths = RunPaths(KNOWLEDGE / "probes.pt", STATE / "probes" / "last.pt", out / "train")
     res = run_knowledge("probes_job", "probes", pp, teacher_refs(p, names), p.base, DATA, paths)
     if res is not None:  # under torchrun only rank 0 writes (and has measured the probes)
         checkpoint.atomic_write_text(out / "metrics.json", json.dumps(res.metrics, indent=2) + "\n")

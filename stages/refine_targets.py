@@ -41,12 +41,10 @@ def refine_targets(
     if res is None:  # under torchrun only rank 0 writes (and has measured the refined targets)
         return
     summary = res.metrics | {"resumed_from_epoch": res.fit.resumed_from}
-    checkpoint.atomic_write_text(
-        out / "metrics.json", json.dumps(summary, indent=4) + "\n"
-    )  # replaces dvclive's summary
+    # replaces dvclive's summary
+    checkpoint.atomic_write_text(out / "metrics.json", json.dumps(summary, indent=4) + "\n")
     m, nan = summary.get("val", {}), float("nan")
     say(
         f"professor {teacher}: refined val top-1 {m.get('refined_top1', nan):.4f} (teacher "
-        f"{m.get('teacher_top1', nan):.4f}), "
-        f"KL {m.get('kl_refined_teacher', nan):.4f} -> {res.artifact}"
+        f"{m.get('teacher_top1', nan):.4f}), KL {m.get('kl_refined_teacher', nan):.4f} -> {res.artifact}"
     )

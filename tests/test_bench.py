@@ -39,6 +39,5 @@ def test_markdown_table_gives_speed_up_against_torch():
         },
     }
     text = markdown_table(res)
-    assert (
-        "| ORT INT8 | 64 | 4.00 | 4.00 | 4.00 | 16000 | 3.00x |" in text
-    )  # 12 ms / 4 ms = 3.00x; 64 / 0.004 s = 16000/s
+    # 12 ms / 4 ms = 3.00x; 64 / 0.004 s = 16000/s
+    assert "| ORT INT8 | 64 | 4.00 | 4.00 | 4.00 | 16000 | 3.00x |" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.bench import cpu_model
 from pipeline.bench_families import family_markdown, family_table, int8_isa
 
 
@@ -45,6 +46,25 @@ def test_int8_isa_names_vnni_or_its_absence(tmp_path):
     f.write_text("flags\t\t: fpu sse avx avx2 fma\n")
     assert int8_isa(f) == "AVX2, no VNNI"
     assert int8_isa(tmp_path / "absent") == ""
+
+
+def test_cpu_model_carries_the_int8_instructions(tmp_path):
+    f = tmp_path / "cpuinfo"
+    f.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_vnni avx_vnni\n")
+    assert cpu_model(f) == "AMD EPYC (AVX512-VNNI, AVX-VNNI)"
+    f.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx2\n")
+    assert cpu_model(f) == "AMD EPYC (AVX2, no VNNI)"
+    rows = [
+        {
+            "arch": "a",
+            "family": "f",
+            "recipe": "r",
+            "latency": {"ort_fp32": {}},
+            "int8_vs_fp32": {},
+            "env": {"cpu": cpu_model(f), "int8_isa": "AVX2, no VNNI", "versions": {}},
+        }
+    ]
+    assert "AMD EPYC (AVX2, no VNNI)," in family_markdown(rows)  # named once, not twice
 
 
 def test_bench_families_alone_needs_no_prepared_data(tmp_path, monkeypatch):

@@ -159,9 +159,8 @@ def test_changing_one_teacher_retrains_exactly_its_students(repo):
         trained = {
             s for s in ran if s.startswith(("train-teacher-", "distill-", "refine-", "pretrain-", "infer-"))
         }
-        assert trained == {"train-teacher-t2", "distill-kd", "distill-gpac"}, (
-            ran
-        )  # t2's students, nothing else
+        # t2's students, nothing else
+        assert trained == {"train-teacher-t2", "distill-kd", "distill-gpac"}, ran
         assert "probe-teachers" in ran and "export-kd" in ran
     finally:
         params.write_text(original)

@@ -142,9 +142,8 @@ def test_export_metrics_int8_budget_recipe_and_throughput(work):
     def acc(f):
         return (run_logits(make_session(out / f, threads=1)[0], vx).argmax(1) == vy).mean()
 
-    assert m["int8_val_drop_points"] == pytest.approx(
-        100 * (acc("tiny.onnx") - acc("tiny.int8.onnx"))
-    )  # val, not test
+    # val, not test
+    assert m["int8_val_drop_points"] == pytest.approx(100 * (acc("tiny.onnx") - acc("tiny.int8.onnx")))
     assert m["quantization"]["val_images"] == 32 and m["int8_within_budget"] is (
         m["int8_val_drop_points"] <= 0.5
     )
@@ -216,9 +215,8 @@ def test_predict_cli_on_pngs(work, tmp_path):
     folder.mkdir()
     for i, a in enumerate(imgs):
         Image.fromarray(a, "L").save(folder / f"g{i}.png")
-    Image.fromarray(np.stack([imgs[0]] * 3, -1), "RGB").resize((32, 32)).save(
-        folder / "rgb_big.png"
-    )  # converted to L, 16x16
+    # converted to L, 16x16
+    Image.fromarray(np.stack([imgs[0]] * 3, -1), "RGB").resize((32, 32)).save(folder / "rgb_big.png")
     (folder / "broken.png").write_bytes(b"not a png")
     note = tmp_path / "notes.txt"
     note.write_text("hello")
@@ -298,9 +296,8 @@ def test_near_ties_do_not_count_as_disagreement(work):
     rep, _, _ = check_parity(
         tied, make_session(path, threads=1)[0], work["data"]["test_x"][:16], atol=1e-4, rtol=0.0
     )
-    assert (
-        rep["decisive_images"] == 0 and rep["top1_agreement"] == 1.0
-    )  # every image is a tie: none is decisive
+    # every image is a tie: none is decisive
+    assert rep["decisive_images"] == 0 and rep["top1_agreement"] == 1.0
 
 
 class _Scaled(torch.nn.Module):
@@ -366,9 +363,8 @@ def test_dynamo_failure_falls_back_loudly(work, tmp_path, monkeypatch, caplog):
         z, torch_logits(Normalized(work["model"], work["art"]["mean"], work["art"]["std"]), x), atol=1e-4
     )
     assert read_metadata(path)["arch"] == "resnet8"
-    assert (
-        str(ROOT).encode() not in path.read_bytes() and b"site-packages" not in path.read_bytes()
-    )  # doc_strings stripped
+    # doc_strings stripped
+    assert str(ROOT).encode() not in path.read_bytes() and b"site-packages" not in path.read_bytes()
 
 
 def test_check_onnx_tool_reproduces_top1_without_kdpipe(work, tmp_path):
@@ -406,18 +402,18 @@ def test_stage_parity_failure_leaves_no_onnx(work, monkeypatch):
     Path("models/students/tiny2.pt").write_bytes(Path("models/students/tiny.pt").read_bytes())
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["students"]["tiny2"] = params["students"]["tiny"]
-    params["export"].update(
-        parity_atol=1e-12, parity_rtol=0.0
-    )  # no export passes: the stage fails after writing temporaries
+    # no export passes: the stage fails after writing temporaries
+    params["export"].update(parity_atol=1e-12, parity_rtol=0.0)
     Path("p3.yaml").write_text(yaml.safe_dump(params))
     res = run_cli("export", "tiny2", "--params", "p3.yaml")
     assert res.exit_code == 2 and "max |Δlogit|" in res.stderr and "exceeds the tolerance" in res.stderr, (
         res.output
     )
+    # no tiny2*, no .tmp
     assert sorted(f.name for f in Path("models/export").iterdir()) == [
         "tiny.int8.onnx",
         "tiny.onnx",
-    ]  # no tiny2*, no .tmp
+    ]
     assert not Path("results/export/tiny2").exists()
 
 

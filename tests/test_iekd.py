@@ -163,13 +163,11 @@ def test_factor_pretraining_with_fit_lowers_reconstruction():
     # features because the decoder's last BN emits unit-variance maps for targets of mean |f| ≈ 0.1
     rec = [h["train/rec"] for h in res.history]
     assert rec[-1] < 0.6 * rec[0]
-    assert "train/acc" not in res.final and {"val/rec", "val/teacher_acc"} <= set(
-        res.final
-    )  # the job's own validation
+    # the job's own validation
+    assert "train/acc" not in res.final and {"val/rec", "val/teacher_acc"} <= set(res.final)
     assert trainer.exported() == {}
-    assert all(
-        torch.equal(teacher_before[k], t) for k, t in teacher.state_dict().items()
-    )  # teacher untouched (BN too)
+    # teacher untouched (BN too)
+    assert all(torch.equal(teacher_before[k], t) for k, t in teacher.state_dict().items())
 
 
 def test_ie_dml_cross_targets_detached_and_two_plain_exports():

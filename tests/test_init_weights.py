@@ -38,9 +38,8 @@ def test_torchvision_state_dict_loads_with_new_head(tv_resnet18, caplog) -> None
     for k, v in sd.items():
         if not k.startswith("fc."):
             torch.testing.assert_close(ours["net." + k], v, rtol=0, atol=0)
-    torch.testing.assert_close(
-        model.net.fc.weight, fresh_fc, rtol=0, atol=0
-    )  # the 3-class head keeps its init
+    # the 3-class head keeps its init
+    torch.testing.assert_close(model.net.fc.weight, fresh_fc, rtol=0, atol=0)
     assert report["replaced_head"] == ["net.fc.bias", "net.fc.weight"]
     # every tensor of the file but fc.weight and fc.bias is loaded
     assert report["loaded"] == len(sd) - 2 and not report["missing"] and not report["unexpected"]
@@ -51,9 +50,8 @@ def test_torchvision_state_dict_loads_with_new_head(tv_resnet18, caplog) -> None
 def test_alias_and_checkpoint_wrappers(tv_resnet18, tmp_path) -> None:
     _, sd = tv_resnet18
     wrapped = tmp_path / "ckpt.pth"
-    torch.save(
-        {"model": {"module." + k: v for k, v in sd.items()}, "epoch": 3}, wrapped
-    )  # DDP-style checkpoint
+    # DDP-style checkpoint
+    torch.save({"model": {"module." + k: v for k, v in sd.items()}, "epoch": 3}, wrapped)
     model = create_model("tv_resnet18", num_classes=1000)
     report = apply_init(model, InitParams(path=str(wrapped), head="keep"), "tv_resnet18")
     assert report["loaded"] == len(sd) and not report["replaced_head"]
@@ -105,9 +103,8 @@ def test_rgb_stem_adapts_to_other_channel_counts(tv_resnet18) -> None:
     w = sd["conv1.weight"]  # (64, 3, 7, 7)
     gray = create_model("resnet18", num_classes=1000, in_channels=1)
     assert apply_init(gray, InitParams(path=str(path)), "resnet18")["adapted_stem"] == "net.conv1.weight"
-    torch.testing.assert_close(
-        gray.net.conv1.weight, w.sum(1, keepdim=True)
-    )  # gray x as (x, x, x): same response
+    # gray x as (x, x, x): same response
+    torch.testing.assert_close(gray.net.conv1.weight, w.sum(1, keepdim=True))
     five = create_model("resnet18", num_classes=1000, in_channels=5)
     apply_init(five, InitParams(path=str(path)), "resnet18")
     # channels cycle R, G, B, R, G, each scaled by 3/5 so the summed response keeps its scale

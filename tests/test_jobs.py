@@ -52,9 +52,8 @@ def test_the_same_inputs_give_byte_identical_artifacts(kind, tiny_data, make_art
         art = torch.load(res.artifact, weights_only=True)
         assert art["kind"] == kind and art["format"] == checkpoint.ARTIFACT_FORMAT
         assert not [k for k in art["metrics"] if k.startswith("time/")], art["metrics"]
-    assert shas[0] == shas[1] and len(shas[0]) == (
-        2 if kind == "professor" else 1
-    )  # the professor's .targets.pt too
+    # the professor's .targets.pt too
+    assert shas[0] == shas[1] and len(shas[0]) == (2 if kind == "professor" else 1)
 
 
 def test_resuming_a_finished_run_rewrites_the_same_bytes(tiny_data, tmp_path):
@@ -106,9 +105,8 @@ def test_data_digest_follows_the_training_data(tiny_data):
 
 def test_a_teacher_of_another_arch_under_the_right_name_is_one_line(tiny_data, make_artifact, tmp_path):
     job = _jobs(make_artifact("t"))["student"]
-    job.teachers = [
-        Teacher("t", job.teachers[0].path, "resnet20")
-    ]  # params say resnet20, the file holds a resnet8
+    # params say resnet20, the file holds a resnet8
+    job.teachers = [Teacher("t", job.teachers[0].path, "resnet20")]
     with pytest.raises(KdpipeError, match="has arch='resnet8' but params say 'resnet20'"):
         run_job(job, BASE, tiny_data, RunPaths(tmp_path / "s.pt"))
     assert not (tmp_path / "s.pt").exists()

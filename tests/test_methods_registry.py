@@ -293,11 +293,12 @@ def test_dkd_warmup_rises_per_step_with_fit_progress() -> None:
     assert ramps == pytest.approx(want, rel=1e-5)
     # a warm-up shorter than one epoch is possible: W = 0.5 reaches full weight at mid-epoch
     short = build_method("dkd", ctx, _params("dkd", warmup=0.5))
+    # (1/4)/0.5, (2/4)/0.5, capped
     assert (short.ramp(0.25), short.ramp(0.5), short.ramp(1.0)) == (
         0.5,
         1.0,
         1.0,
-    )  # (1/4)/0.5, (2/4)/0.5, capped
+    )
 
 
 @pytest.mark.parametrize(

@@ -39,10 +39,11 @@ FAMILIES = {
     "mobilenetv2_cifar",
     "shufflenet_cifar",
 }
+# 32 px is the smallest input every family takes (ConvNeXt's stem is 4x4/4, then /8 more)
 SIZE, CLASSES = (
     32,
     5,
-)  # 32 px is the smallest input every family takes (ConvNeXt's stem is 4x4/4, then /8 more)
+)
 
 
 @pytest.mark.parametrize("arch", list_models(aliases=False))
@@ -123,9 +124,8 @@ def test_required_archs_and_aliases() -> None:
     )
     assert model_info("tv_resnet50") == model_info("resnet50")
     old = create_model("tv_resnet18", 4, cifar_stem=True)  # the old adapter's kwarg still works
-    assert set(old.state_dict()) == set(
-        create_model("resnet18", 4).state_dict()
-    )  # same keys: old artifacts load
+    # same keys: old artifacts load
+    assert set(old.state_dict()) == set(create_model("resnet18", 4).state_dict())
 
 
 def test_lookups_never_import_torchvision() -> None:
@@ -173,9 +173,8 @@ def test_describe_counts_macs_by_hand() -> None:
     macs = 442_368 + 4_718_592 + 2 * (1_179_648 + 2_359_296 + 131_072) + 640
     d = describe("resnet8")
     assert d == {"params": num_parameters(create_model("resnet8", 10)), "macs": macs, "input_size": 32}
-    assert (
-        describe("resnet8", input_size=16)["macs"] == (macs - 640) // 4 + 640
-    )  # convs scale with H·W, fc does not
+    # convs scale with H·W, fc does not
+    assert describe("resnet8", input_size=16)["macs"] == (macs - 640) // 4 + 640
 
 
 def test_unknown_arch_lists_known_ones() -> None:

@@ -81,14 +81,12 @@ def test_target_metrics_by_hand() -> None:
     # KL([.5,.5]‖[.75,.25]) = .5 ln(.5/.75) + .5 ln(.5/.25) = 0.143841; KL([.25,.75]‖[.5,.5]) = .25 ln .5 +
     # .75 ln 1.5 = 0.130812
     assert m["kl_refined_teacher"] == pytest.approx((0.143841 + 0.130812) / 2, abs=1e-5)
-    assert math.isnan(
-        m["nontarget_corr"]
-    )  # one non-target class: correlation undefined, every sample left out
+    # one non-target class: correlation undefined, every sample left out
+    assert math.isnan(m["nontarget_corr"])
     y4 = torch.tensor([0, 0])
     pt = torch.tensor([[0.4, 0.1, 0.2, 0.3], [0.4, 0.1, 0.2, 0.3]])
-    pp = torch.tensor(
-        [[0.7, 0.05, 0.1, 0.15], [0.7, 0.15, 0.1, 0.05]]
-    )  # non-targets ∝ teacher's, then reversed
+    # non-targets ∝ teacher's, then reversed
+    pp = torch.tensor([[0.7, 0.05, 0.1, 0.15], [0.7, 0.15, 0.1, 0.05]])
     r = target_metrics(pp.log(), pt.log(), y4, 1.0)["nontarget_corr"]
     assert r == pytest.approx((1.0 + -1.0) / 2, abs=1e-6)  # r = +1 and r = −1
 
@@ -239,9 +237,8 @@ def test_strategies_reduce_to_the_base_method_when_the_professor_is_the_identity
             for a, b in zip(grads, ref_grads):
                 torch.testing.assert_close(a, b)
     # with a professor that differs from the teacher, each strategy picks the right target
-    neg_source = CachedLogits(
-        -teacher(batch[0]).detach()[None]
-    )  # what a negating professor yields, idx = arange
+    # what a negating professor yields, idx = arange
+    neg_source = CachedLogits(-teacher(batch[0]).detach()[None])
     neg = REGISTRY[base](
         Context(student=student, source=neg_source, num_classes=5, epochs=4),
         dataclasses.replace(REGISTRY[base].Params(), **args),
@@ -249,9 +246,8 @@ def test_strategies_reduce_to_the_base_method_when_the_professor_is_the_identity
     cur = build_method("professor", ctx(Negate()), P(strategy="curriculum", base=base, base_args=args))
     assert cur.mode(1) == "teacher" and cur.mode(2) == "professor"
     torch.testing.assert_close(_step(cur, batch, 1)[0], ref_loss)  # teacher phase
-    torch.testing.assert_close(
-        _step(cur, batch, 2)[0], _step(neg, batch, 2)[0]
-    )  # professor phase = KD from −z_t
+    # professor phase = KD from −z_t
+    torch.testing.assert_close(_step(cur, batch, 2)[0], _step(neg, batch, 2)[0])
     rep = build_method("professor", ctx(Negate()), P(strategy="replace", base=base, base_args=args))
     torch.testing.assert_close(_step(rep, batch, 3)[0], _step(neg, batch, 3)[0])
 
@@ -314,9 +310,8 @@ def test_online_and_cached_refined_targets_are_identical(tmp_path, tiny_data) ->
         torch.testing.assert_close(online.logits(batch), cached.logits(batch), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "augment", [True, False]
-)  # online teacher on augmented batches / teacher logits computed once
+# online teacher on augmented batches / teacher logits computed once
+@pytest.mark.parametrize("augment", [True, False])
 def test_refine_targets_stage_writes_artifact_targets_and_metrics(
     tmp_path, monkeypatch, tiny_data, make_artifact, augment
 ) -> None:

@@ -192,9 +192,8 @@ def _drowned_data(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 2, (n,), generator=g)
     x = torch.randint(0, 256, (n, 2, 4, 4), generator=g, dtype=torch.uint8)
-    x[:, 0] = torch.where(y.view(-1, 1, 1) == 0, 200, 50).to(
-        torch.uint8
-    )  # class 0: mean > 0.5, class 1: < 0.5
+    # class 0: mean > 0.5, class 1: < 0.5
+    x[:, 0] = torch.where(y.view(-1, 1, 1) == 0, 200, 50).to(torch.uint8)
     return x, y.numpy()
 
 
@@ -223,9 +222,8 @@ def test_budget_fallback_keeps_the_sensitive_nodes_fp32(tmp_path):
         n=64,
     )
     steps = info["fallback"]["steps"]
-    assert (
-        steps[0]["val_drop_points"] > 20
-    )  # fp32 is 100 % right; INT8 of the drowned signal near chance (50 %)
+    # fp32 is 100 % right; INT8 of the drowned signal near chance (50 %)
+    assert steps[0]["val_drop_points"] > 20
     assert info["within_budget"] and info["val_drop_points"] <= 0.5
     assert len(info["fp32_nodes"]) >= 2 and info["fallback"]["tries"] >= 1  # head + the conv feeding it
     zq = run_logits(make_session(tmp_path / "d.int8.onnx", threads=1)[0], to_unit(vx))
@@ -234,9 +232,8 @@ def test_budget_fallback_keeps_the_sensitive_nodes_fp32(tmp_path):
 
 def test_budget_that_cannot_be_met_keeps_best_try_and_flags_it(mobile, tmp_path, caplog):
     x = to_unit(mobile["images"])
-    y = run_logits(make_session(mobile["paths"][0], threads=1)[0], x).argmax(
-        1
-    )  # labels = fp32's own answers: 100 %
+    # labels = fp32's own answers: 100 %
+    y = run_logits(make_session(mobile["paths"][0], threads=1)[0], x).argmax(1)
     info = quantize_within_budget(
         mobile["paths"][0],
         tmp_path / "m.int8.onnx",
@@ -248,9 +245,8 @@ def test_budget_that_cannot_be_met_keeps_best_try_and_flags_it(mobile, tmp_path,
         max_tries=2,
         n=32,
     )
-    assert (
-        not info["within_budget"] and info["fallback"]["tries"] == 2
-    )  # a drop >= 0 never meets -1: all tries used
+    # a drop >= 0 never meets -1: all tries used
+    assert not info["within_budget"] and info["fallback"]["tries"] == 2
     assert all(s["added"] for s in info["fallback"]["steps"][1:])  # each try kept at least one more node fp32
     assert "exceeds export.int8_max_drop" in caplog.text
 
@@ -271,9 +267,8 @@ def test_node_errors_rank_the_drowned_head_first(tmp_path):
     preprocess(f32, pre)
     errs = node_errors(pre, q, to_unit(calib))
     convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
-    assert (
-        max(errs, key=errs.get) == convs[1]
-    )  # the head: its output error ~1 (signal lost) against a ~0 input error
+    # the head: its output error ~1 (signal lost) against a ~0 input error
+    assert max(errs, key=errs.get) == convs[1]
 
 
 def test_kernel_gains_find_the_node_that_fp32_inputs_rescue(tmp_path):

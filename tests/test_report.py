@@ -143,9 +143,8 @@ def fabricate(
         "size_mb": 0.59,
         "kind": "ensemble",
     }
-    evaluation["leftover_model"] = dict(
-        evaluation[next(n for n in names if n.startswith("kd"))]
-    )  # a model params no longer lists: must not appear
+    # a model params no longer lists: must not appear
+    evaluation["leftover_model"] = dict(evaluation[next(n for n in names if n.startswith("kd"))])
     (res / "evaluate" / "models.json").write_text(json.dumps(evaluation))
     exported = [n for n in names if n.split("_s")[0] in ("kd", "scratch")][:2] + ["leftover_model"]
     for j, name in enumerate(exported):
@@ -418,9 +417,8 @@ def test_dvc_sections_render_offline(dvc_repo, monkeypatch):
     monkeypatch.chdir(root)
     fabricate(root)
     assert CliRunner().invoke(app, ["report"]).exit_code == 0
-    (root / "results" / "metrics" / "accuracy.json").write_text(
-        json.dumps({"kd": {"top1": 0.8}})
-    )  # evaluate's
+    # evaluate's
+    (root / "results" / "metrics" / "accuracy.json").write_text(json.dumps({"kd": {"top1": 0.8}}))
     p = load_params(root / "params.yaml")
     sections = dvc_sections(model_entries(p), list(p.export.students))
     (root / "dvc.yaml").write_text(yaml.safe_dump(sections, sort_keys=False))
@@ -473,9 +471,8 @@ def test_a_panel_validated_once_is_a_dot_per_model(tmp_path):
     from pipeline.plots import Curve, plot_curves
 
     loss = [Curve(f"m{i}", [1, 2, 3], [1.0, 0.5, 0.25]) for i in range(30)]
-    once = [
-        Curve(f"m{i}", [3], [0.8], ([0.79], [0.81])) for i in range(30)
-    ]  # eval_every: the last epoch only
+    # eval_every: the last epoch only
+    once = [Curve(f"m{i}", [3], [0.8], ([0.79], [0.81])) for i in range(30)]
     plot_curves({"validation top-1": once, "training loss": loss}, "t", tmp_path / "once.png")
     plot_curves({"validation top-1": loss, "training loss": loss}, "t", tmp_path / "lines.png")
     # 30 models named on the y axis need more height than the 4.2 inches of two line panels

@@ -281,9 +281,8 @@ def test_dvc_graph_orders_the_chain_and_isolates_it(tmp_path):
     root = Path(__file__).resolve().parents[1]
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw.update({k: v for k, v in yaml.safe_load(chain_yaml()).items() if k != "students"})
-    raw["evaluate"].pop(
-        "ensembles", None
-    )  # the default profile's ensemble names generations this chain replaces
+    # the default profile's ensemble names generations this chain replaces
+    raw["evaluate"].pop("ensembles", None)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     from stages.dvc_yaml import expected
 

@@ -18,9 +18,8 @@ OPT = OptimParams(epochs=3, batch_size=64, lr=0.05)
 def setup(d, seed=0):
     torch.manual_seed(seed)
     method = build_method("ce", Context(student=create_model("resnet8", 4, 1)), REGISTRY["ce"].Params())
-    tr = make_loader(
-        d, "train", batch_size=64, train=True, seed=seed, augment=True
-    )  # the data's pad = 2, no flip
+    # the data's pad = 2, no flip
+    tr = make_loader(d, "train", batch_size=64, train=True, seed=seed, augment=True)
     va = make_loader(d, "val", batch_size=256)
     return method, Loaders(tr, va)
 

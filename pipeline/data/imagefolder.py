@@ -210,9 +210,8 @@ def load(p: DataParams, seed: int, alloc: Alloc) -> Raw:
                     notes, "unreadable", f, q.strict, f" ({got})" if isinstance(got, str) else ""
                 )
                 continue
-            conv = (
-                "bit16_to_8" if got[0] else _conversion(head[0], rgb, forced=q.mode == "grey")
-            )  # 16-bit RGB: PIL says RGB
+            # 16-bit RGB: PIL says RGB
+            conv = "bit16_to_8" if got[0] else _conversion(head[0], rgb, forced=q.mode == "grey")
             if conv:
                 _refuse_or_count(notes, conv, f, q.strict)
             rows[part].append(len(labels))

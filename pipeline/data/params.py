@@ -24,17 +24,14 @@ def _pair(name: str, pair: list[float]) -> None:
 class AugmentParams:
     """Training augmentation, run on the device (see `pipeline.data.augment`)."""
 
-    crop: Literal["pad_crop", "random_resized", "none"] = (
-        "pad_crop"  # pad_crop: small images; random_resized: >= 64 px
-    )
+    # pad_crop: small images; random_resized: >= 64 px
+    crop: Literal["pad_crop", "random_resized", "none"] = "pad_crop"
     pad: int = bounded(4, ge=0, le=64)  # pad_crop: zero padding in pixels (0 = no crop)
     flip: bool | None = None  # horizontal flip; None = the source's default (off for digits)
-    scale: list[float] = bounded(
-        [0.35, 1.0], gt=0, le=1
-    )  # random_resized: crop area as a fraction of the image
-    ratio: list[float] = bounded(
-        [0.75, 1.3333], gt=0, le=10
-    )  # random_resized: crop aspect ratio (w / h) range
+    # random_resized: crop area as a fraction of the image
+    scale: list[float] = bounded([0.35, 1.0], gt=0, le=1)
+    # random_resized: crop aspect ratio (w / h) range
+    ratio: list[float] = bounded([0.75, 1.3333], gt=0, le=10)
 
     def __post_init__(self) -> None:
         _pair("scale", self.scale)
@@ -57,9 +54,8 @@ class ImageFolderParams:
     root: str = "data/raw/images"  # the folder
     strict: bool = False  # true: refuse unreadable or non-plain images; false: skip/convert them, counted
     mode: Literal["auto", "rgb", "grey"] = "auto"  # auto: RGB if any image is colour, else grey
-    test_fraction: float = bounded(
-        0.2, gt=0, lt=1
-    )  # single-folder layout only: share held out as test, fixed seed
+    # single-folder layout only: share held out as test, fixed seed
+    test_fraction: float = bounded(0.2, gt=0, lt=1)
 
 
 @dataclass(frozen=True)
@@ -78,17 +74,14 @@ class DataParams:
     source: Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder", "synthetic"] = (
         "fashion_mnist"
     )
-    val_size: int = bounded(
-        5000, ge=0
-    )  # images held out of the training split for validation (by seed, balanced)
+    # images held out of the training split for validation (by seed, balanced)
+    val_size: int = bounded(5000, ge=0)
     train_subset: int = bounded(0, ge=0)  # keep this many training images after the split (0 = all), balanced
     test_subset: int = bounded(0, ge=0)  # keep this many test images (0 = all); for quick profiles only
-    image_size: int = bounded(
-        0, ge=0, le=1024
-    )  # square side in pixels (0 = the source's own; ImageFolder 32)
-    resize: Literal["shorter_center", "plain"] = (
-        "shorter_center"  # shorter side to size + centre crop, or stretch
-    )
+    # square side in pixels (0 = the source's own; ImageFolder 32)
+    image_size: int = bounded(0, ge=0, le=1024)
+    # shorter side to size + centre crop, or stretch
+    resize: Literal["shorter_center", "plain"] = "shorter_center"
     augment: AugmentParams = field(default_factory=AugmentParams)
     resident_max_mb: float = bounded(2048.0, ge=0)  # a split up to this many MiB (uint8) lives on the device
     workers: int = bounded(4, ge=0, le=64)  # DataLoader processes when a split streams from disk

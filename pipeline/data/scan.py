@@ -84,9 +84,8 @@ def profile_text(s: Scan, image_size: int = 0) -> str:
     """A minimal profile (base, data, teachers, students, export) for this folder."""
     size = image_size or s.suggested_size
     k, n = len(s.classes), s.n_train
-    val = (
-        min(5000, max(k, round(0.1 * n))) if n >= 4 * k else 0
-    )  # validation for model selection; none if tiny
+    # validation for model selection; none if tiny
+    val = min(5000, max(k, round(0.1 * n))) if n >= 4 * k else 0
     crop = (
         "crop: random_resized, scale: [0.35, 1.0]"
         if size >= 64

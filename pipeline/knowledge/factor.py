@@ -26,13 +26,11 @@ from pipeline.errors import KdpipeError
 class FactorParams:
     """The `factor` section of params.yaml (the pretrain-factor stage; the factor_job method's Params)."""
 
-    teachers: list[str] = field(
-        default_factory=list
-    )  # teachers that get a factor (dvc.yaml foreach); the ie_kd student's first teacher must be one
+    # teachers that get a factor (dvc.yaml foreach); the ie_kd student's first teacher must be one
+    teachers: list[str] = field(default_factory=list)
     channels: int = bounded(32, ge=1)  # factor channels k of the encoder output (official code: 32)
-    epochs: int = bounded(
-        3, ge=1
-    )  # passes over the training split; official code 30, 3 keeps the CPU demo short
+    # passes over the training split; official code 30, 3 keeps the CPU demo short
+    epochs: int = bounded(3, ge=1)
     batch_size: int = bounded(128, ge=1)  # images per step (official code: 128)
     optimizer: Literal["sgd", "adam"] = "sgd"  # official code: SGD
     lr: float = bounded(0.1, gt=0)  # constant learning rate (official code: 0.1, no decay)

@@ -35,19 +35,15 @@ from pipeline.errors import KdpipeError
 class ProbesParams:
     """The `probes` section of params.yaml (the probe-teachers stage; the probes_job method's Params)."""
 
-    teachers: list[str] = field(
-        default_factory=list
-    )  # teachers to probe, in order (empty = every entry of params.teachers)
-    stages: list[int] = field(
-        default_factory=list
-    )  # stage indices probed (Python style, -1 = last); empty = last min_k(#stages)
-    pool: Literal["gap", "flatten"] = (
-        "gap"  # probe input: global average pool, or adaptive pool to pool_size² and flatten
-    )
+    # teachers to probe, in order (empty = every entry of params.teachers)
+    teachers: list[str] = field(default_factory=list)
+    # stage indices probed (Python style, -1 = last); empty = last min_k(#stages)
+    stages: list[int] = field(default_factory=list)
+    # probe input: global average pool, or adaptive pool to pool_size² and flatten
+    pool: Literal["gap", "flatten"] = "gap"
     pool_size: int = bounded(4, ge=1)  # flatten: side s of the s×s pooled map (pixels after pooling)
-    epochs: int = bounded(
-        3, ge=1
-    )  # probe training passes over the training split (CPU-sized; the paper's recipe: 30)
+    # probe training passes over the training split (CPU-sized; the paper's recipe: 30)
+    epochs: int = bounded(3, ge=1)
     lr: float = bounded(0.1, gt=0)  # SGD peak learning rate, cosine schedule
     batch_size: int = bounded(128, ge=1)  # images per step
     weight_decay: float = bounded(5e-4, ge=0)  # L2 penalty on the probes (project default)
@@ -201,6 +197,5 @@ def plot_heatmap(result: dict, path: str | Path) -> None:
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     with checkpoint.atomic_path(path) as tmp:
-        fig.savefig(
-            tmp, format="png", dpi=100, metadata={"Software": None}
-        )  # no matplotlib version stamp: same bytes
+        # no matplotlib version stamp: same bytes
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})

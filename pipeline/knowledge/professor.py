@@ -31,25 +31,21 @@ class ProfessorParams:
     """The `professor` section of params.yaml (the refine-targets stage; the professor_job method's
     Params)."""
 
-    teachers: list[str] = field(
-        default_factory=list
-    )  # teachers that get a professor (dvc.yaml `foreach`); names as in distill
-    temperature: float = bounded(
-        4.0, gt=0
-    )  # τ of p^τ = softmax(z/τ): encoder input log p^τ(z_t), L_rec, D_p inputs [GUESS]
+    # teachers that get a professor (dvc.yaml `foreach`); names as in distill
+    teachers: list[str] = field(default_factory=list)
+    # τ of p^τ = softmax(z/τ): encoder input log p^τ(z_t), L_rec, D_p inputs [GUESS]
+    temperature: float = bounded(4.0, gt=0)
     latent_dim: int = bounded(64, ge=1)  # d_z, size of E_P's tanh latent and of the U[−1,1] prior [GUESS]
     encoder_hidden: list[int] = bounded([512, 256], ge=1)  # E_P widths C → … → d_z [GUESS]
     generator_hidden: list[int] = bounded([256, 512], ge=1)  # G_P widths [z, tiled y] → … → C [GUESS]
-    batch_norm: bool = (
-        True  # BN in the hidden layers of E_P and G_P (E_P has BN in the spec; G_P the same, our choice)
-    )
+    # BN in the hidden layers of E_P and G_P (E_P has BN in the spec; G_P the same, our choice)
+    batch_norm: bool = True
     latent_disc_hidden: list[int] = bounded([64, 32, 16], ge=1)  # D_z widths, BN + ReLU (CAAE sizes [CODE])
     cond_disc_hidden: list[int] = bounded([256, 64], ge=1)  # D_p widths on [p, onehot(y)], LeakyReLU [GUESS]
     lambda_rec: float = bounded(1.0, ge=0)  # λ_rec, weight of the L1 fidelity to the teacher's p^τ [GUESS]
     lambda_acc: float = bounded(1.0, ge=0)  # λ_acc, weight of CE(z_P, y); sweep {0.1, 0.5, 1} [GUESS]
-    lambda_z: float = bounded(
-        0.01, ge=0
-    )  # λ_z, weight of E_P's adversarial term vs D_z (CAAE keeps these small) [GUESS]
+    # λ_z, weight of E_P's adversarial term vs D_z (CAAE keeps these small) [GUESS]
+    lambda_z: float = bounded(0.01, ge=0)
     lambda_p: float = bounded(0.01, ge=0)  # λ_p, weight of G_P's adversarial term vs D_p [GUESS]
     epochs: int = bounded(30, ge=1)  # passes over the training split [GUESS]
     batch_size: int = bounded(128, ge=2)  # samples per Adam step (batch norm needs >= 2) [GUESS]
@@ -93,9 +89,8 @@ class ProfessorNet(nn.Module):
     def __init__(self, num_classes: int, p: ProfessorParams) -> None:
         super().__init__()
         self.num_classes, self.temperature = num_classes, p.temperature
-        self.repeat = math.ceil(
-            p.latent_dim / num_classes
-        )  # r: copies of the one-hot label, like CAAE's tiling
+        # r: copies of the one-hot label, like CAAE's tiling
+        self.repeat = math.ceil(p.latent_dim / num_classes)
         lrelu = nn.LeakyReLU(0.2)
         self.encoder = mlp([num_classes, *p.encoder_hidden, p.latent_dim], lrelu, p.batch_norm, nn.Tanh())
         self.generator = mlp(

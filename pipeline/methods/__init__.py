@@ -60,12 +60,10 @@ class Context:
     input_size: int = 32
     epochs: int = 1
     make_student: Callable[[], nn.Module] | None = None  # another fresh student (DML peers)
-    assets: dict[str, Any] = field(
-        default_factory=dict
-    )  # stage-provided extras (factor encoder, probe choice, teacher names...)
-    teachers: Any = (
-        None  # the online teachers (pipeline.sources.OnlineTeachers) even when `source` serves cached logits
-    )
+    # stage-provided extras (factor encoder, probe choice, teacher names...)
+    assets: dict[str, Any] = field(default_factory=dict)
+    # the online teachers (pipeline.sources.OnlineTeachers) even when `source` serves cached logits
+    teachers: Any = None
     train_size: int = 0  # images in the training split (0 = unknown)
     val_size: int = 0  # images in the validation split
 
@@ -91,9 +89,8 @@ class Method(nn.Module):
         str, ...
     ] = ()  # ctx.assets entries (stage-made files) the method reads: part of the run's identity
     splits: tuple[str, ...] = ("train", "val")  # loaders the job builds; without "val" fit validates nothing
-    precompute_targets = (
-        False  # without augmentation, serve the teachers' logits from one pass over the train split
-    )
+    # without augmentation, serve the teachers' logits from one pass over the train split
+    precompute_targets = False
     progress: float | None = None  # set by fit before each training step: epochs done after it (float)
 
     @dataclass(frozen=True)

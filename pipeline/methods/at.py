@@ -38,18 +38,14 @@ class AttentionTransfer(Method):
     @dataclass(frozen=True)
     class Params:
         beta: float = 1000.0  # weight β of Σ_l L_AT (RepDistiller `-b 1000`, mdistiller AT.FEAT_WEIGHT)
-        warmup_frac: float = bounded(
-            0.1, ge=0, le=1
-        )  # fraction of training over which β ramps in from 0; 0 = off
-        layers: list[int] = field(
-            default_factory=list
-        )  # stage indices used in both nets (0 = first); empty: see pairs
-        pairs: list[list[int]] = field(
-            default_factory=list
-        )  # [student_stage, teacher_stage]; empty = aligned from the end
-        teacher: int = (
-            0  # teacher index whose attention maps are the targets; −1 = mean of L_AT over all teachers
-        )
+        # fraction of training over which β ramps in from 0; 0 = off
+        warmup_frac: float = bounded(0.1, ge=0, le=1)
+        # stage indices used in both nets (0 = first); empty: see pairs
+        layers: list[int] = field(default_factory=list)
+        # [student_stage, teacher_stage]; empty = aligned from the end
+        pairs: list[list[int]] = field(default_factory=list)
+        # teacher index whose attention maps are the targets; −1 = mean of L_AT over all teachers
+        teacher: int = 0
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)

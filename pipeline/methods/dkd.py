@@ -37,9 +37,8 @@ class DKD(Method):
         alpha: float = bounded(1.0, ge=0)  # weight α of TCKD (mdistiller DKD.ALPHA)
         beta: float = bounded(8.0, ge=0)  # weight β of NCKD (mdistiller DKD.BETA, CIFAR-100 default)
         temperature: float = bounded(4.0, gt=0)  # softmax temperature T (mdistiller DKD.T)
-        warmup: float = bounded(
-            20.0, ge=0
-        )  # epochs over which the KD weight ramps linearly to 1 (mdistiller DKD.WARMUP); 0 = none
+        # epochs over which the KD weight ramps linearly to 1 (mdistiller DKD.WARMUP); 0 = none
+        warmup: float = bounded(20.0, ge=0)
         ce_weight: float = bounded(1.0, ge=0)  # weight of CE (mdistiller DKD.CE_WEIGHT)
         teachers: Literal["mean_logits", "first"] = "mean_logits"  # how several teachers become one target
 

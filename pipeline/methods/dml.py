@@ -38,15 +38,12 @@ class DML(Method):
     @dataclass(frozen=True)
     class Params:
         peers: int = bounded(2, ge=2)  # number K of peer students trained together (paper: 2 or more)
-        kl_weight: float = bounded(
-            1.0, ge=0
-        )  # weight w of the mutual KL term (IE-KD resnet56-20.yaml sets 1; never rely on a 0 default)
-        teacher_weight: float = bounded(
-            0.0, ge=0
-        )  # optional extra KD from teachers per peer; 0 = pure DML (paper)
-        temperature: float = bounded(
-            4.0, gt=0
-        )  # temperature of the optional teacher KD term only (mutual KL is at τ = 1)
+        # weight w of the mutual KL term (IE-KD resnet56-20.yaml sets 1; never rely on a 0 default)
+        kl_weight: float = bounded(1.0, ge=0)
+        # optional extra KD from teachers per peer; 0 = pure DML (paper)
+        teacher_weight: float = bounded(0.0, ge=0)
+        # temperature of the optional teacher KD term only (mutual KL is at τ = 1)
+        temperature: float = bounded(4.0, gt=0)
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)

@@ -49,19 +49,15 @@ class FitNet(Method):
     @dataclass(frozen=True)
     class Params:
         beta: float = 100.0  # weight of the hint MSE (RepDistiller `-b 100`, mdistiller FITNET.FEAT_WEIGHT)
-        warmup_frac: float = bounded(
-            0.1, ge=0, le=1
-        )  # fraction of training over which β ramps in from 0; 0 = off
-        hint: int = (
-            1  # student stage index of the hint (0 = first, negative from the end); 1 = RepDistiller feat[2]
-        )
-        teacher_hint: int | None = (
-            None  # teacher stage it learns to match; None = aligned with `hint` from the end
-        )
+        # fraction of training over which β ramps in from 0; 0 = off
+        warmup_frac: float = bounded(0.1, ge=0, le=1)
+        # student stage index of the hint (0 = first, negative from the end); 1 = RepDistiller feat[2]
+        hint: int = 1
+        # teacher stage it learns to match; None = aligned with `hint` from the end
+        teacher_hint: int | None = None
         teacher: int = 0  # teacher index giving the hint; −1 = mean of hint losses over all teachers
-        use_relu: bool = (
-            True  # ConvReg ends with ReLU (RepDistiller default), matching post-ReLU stage outputs
-        )
+        # ConvReg ends with ReLU (RepDistiller default), matching post-ReLU stage outputs
+        use_relu: bool = True
 
     def __init__(self, ctx, p) -> None:
         super().__init__(ctx, p)

@@ -36,16 +36,13 @@ class Generation(Method):
 
     @dataclass(frozen=True)
     class Params:
-        lam: float = bounded(
-            0.5, ge=0, le=1
-        )  # λ: weight of CE; the KL to the previous generation gets 1 − λ [GUESS]
+        # λ: weight of CE; the KL to the previous generation gets 1 − λ [GUESS]
+        lam: float = bounded(0.5, ge=0, le=1)
         temperature: float = bounded(1.0, gt=0)  # τ of both softmaxes in the KL (scaled by τ²) [GUESS]
-        eta: float = bounded(
-            1.0, ge=0, le=1
-        )  # η_s: weight of the CE+KL mix; TSD on the student gets 1 − η_s (1 = off); ablation
-        k: int = bounded(
-            0, ge=0
-        )  # K of the student's TSD (eta < 1 only); 0 = from the classes, as tolerant's
+        # η_s: weight of the CE+KL mix; TSD on the student gets 1 − η_s (1 = off); ablation
+        eta: float = bounded(1.0, ge=0, le=1)
+        # K of the student's TSD (eta < 1 only); 0 = from the classes, as tolerant's
+        k: int = bounded(0, ge=0)
 
         def __post_init__(self) -> None:
             if self.k == 1:

@@ -42,22 +42,17 @@ class GPAC(Method):
 
     @dataclass(frozen=True)
     class Params:
-        alpha: float = bounded(
-            1.0, ge=0
-        )  # weight of the adaptive multi-teacher KL L_MT; 0 switches it off (α=1)
+        # weight of the adaptive multi-teacher KL L_MT; 0 switches it off (α=1)
+        alpha: float = bounded(1.0, ge=0)
         temperature: float = bounded(4.0, gt=0)  # softmax temperature τ of L_MT (default, yardstick τ=4)
-        t_w: float = bounded(
-            1.0, gt=0
-        )  # temperature of the instruction weights softmax_k(−KL_k/t_w) ([GUESS])
-        rho_max: float = bounded(
-            0.2, ge=0, le=1
-        )  # corrector strength: the farthest teacher's target mixes in ρ_max of the student ([GUESS])
-        beta_levels: list[float] = bounded(
-            [1000.0, 500.0, 100.0], ge=0
-        )  # β(e) per interval ([GUESS]; AT's β=1000)
-        beta_breakpoints: list[float] = bounded(
-            [150 / 240, 210 / 240], ge=0, le=1
-        )  # interval ends as fractions of the epochs, rounded to whole epochs (the paper: 150, 210 of 240)
+        # temperature of the instruction weights softmax_k(−KL_k/t_w) ([GUESS])
+        t_w: float = bounded(1.0, gt=0)
+        # corrector strength: the farthest teacher's target mixes in ρ_max of the student ([GUESS])
+        rho_max: float = bounded(0.2, ge=0, le=1)
+        # β(e) per interval ([GUESS]; AT's β=1000)
+        beta_levels: list[float] = bounded([1000.0, 500.0, 100.0], ge=0)
+        # interval ends as fractions of the epochs, rounded to whole epochs (the paper: 150, 210 of 240)
+        beta_breakpoints: list[float] = bounded([150 / 240, 210 / 240], ge=0, le=1)
         use_probe: bool = True  # False: teacher 0 for every layer instead of the probe choice (ablation)
         use_weights: bool = True  # False: uniform teacher weights 1/K (ablation)
         use_corrector: bool = True  # False: ρ = 0, targets are the teachers' own (ablation)
@@ -98,8 +93,7 @@ class GPAC(Method):
             if chosen not in names:
                 raise KdpipeError(
                     f"probe-teachers chose {chosen!r} for stage[{l}] but the student's teachers are "
-                    f"{list(names)}; "
-                    "list the same teachers in probes.teachers and the student's teachers"
+                    f"{list(names)}; list the same teachers in probes.teachers and the student's teachers"
                 )
             if not -n_s <= l < n_s:
                 log.warning("gpac: the student has %d stages; probe layer stage[%d] is skipped", n_s, l)

@@ -44,31 +44,24 @@ class IEDML(Method):
 
     @dataclass(frozen=True)
     class Params:
-        dml_weight: float = bounded(
-            1.0, ge=0
-        )  # w of each network's KL(p_other ‖ p_self) at τ = 1 (DML; the spec: set 1 explicitly)
-        lambda_inh: float = bounded(
-            500.0, ge=0
-        )  # weight of L_inh against the other network's factor; [GUESS]
-        lambda_exp: float = bounded(
-            500.0, ge=0
-        )  # weight of L_exp against the other network's factor; [GUESS]
-        warmup_frac: float = bounded(
-            0.25, ge=0, le=1
-        )  # share of training over which λ terms ramp in; 0 = off
-        exploration: Literal["l1", "cos"] = (
-            "l1"  # L_exp form: l1 = −D₁ | cos = mean |cos| (~20× larger than D₁, so lower λ_exp)
-        )
+        # w of each network's KL(p_other ‖ p_self) at τ = 1 (DML; the spec: set 1 explicitly)
+        dml_weight: float = bounded(1.0, ge=0)
+        # weight of L_inh against the other network's factor; [GUESS]
+        lambda_inh: float = bounded(500.0, ge=0)
+        # weight of L_exp against the other network's factor; [GUESS]
+        lambda_exp: float = bounded(500.0, ge=0)
+        # share of training over which λ terms ramp in; 0 = off
+        warmup_frac: float = bounded(0.25, ge=0, le=1)
+        # L_exp form: l1 = −D₁ | cos = mean |cos| (~20× larger than D₁, so lower λ_exp)
+        exploration: Literal["l1", "cos"] = "l1"
         split: float = bounded(0.5, gt=0, lt=1)  # fraction of last-stage channels that inherit (spec: 50/50)
         divide: Literal["natural", "random"] = "natural"  # channel order of the split
         divide_seed: int = bounded(0, ge=0)  # seed of the random permutation (divide: random)
         factor_channels: int = bounded(32, ge=1)  # channels k of every factor
-        factor_input: Literal["full", "inh"] = (
-            "full"  # what each network's factor encodes: full feature (spec) | inheritance half [GUESS]
-        )
-        rec_weight: float = bounded(
-            1.0, ge=0
-        )  # weight of the ℓ1 reconstruction loss of the on-the-fly auto-encoders [GUESS]
+        # what each network's factor encodes: full feature (spec) | inheritance half [GUESS]
+        factor_input: Literal["full", "inh"] = "full"
+        # weight of the ℓ1 reconstruction loss of the on-the-fly auto-encoders [GUESS]
+        rec_weight: float = bounded(1.0, ge=0)
 
     def __init__(self, ctx: Context, p: Params) -> None:
         super().__init__(ctx, p)

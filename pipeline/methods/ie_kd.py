@@ -53,28 +53,23 @@ class IEKD(Method):
 
     @dataclass(frozen=True)
     class Params:
-        lambda_inh: float = bounded(
-            500.0, ge=0
-        )  # weight of L_inh = D₁(F_inh, F_T); [GUESS] (official FT's β = 500)
+        # weight of L_inh = D₁(F_inh, F_T); [GUESS] (official FT's β = 500)
+        lambda_inh: float = bounded(500.0, ge=0)
         lambda_exp: float = bounded(500.0, ge=0)  # weight of L_exp; 0 = inheritance-only control; [GUESS]
         warmup_frac: float = bounded(0.1, ge=0, le=1)  # share of training over which λ terms ramp in; 0 = off
         # L_exp form: l1 = −D₁ (spec default) | cos = mean |cos| (code's ablation; ~20× larger than D₁,
         # so lower λ_exp)
         exploration: Literal["l1", "cos"] = "l1"
-        split: float = bounded(
-            0.5, gt=0, lt=1
-        )  # fraction of the student's last-stage channels that inherit (the paper: 50/50)
-        divide: Literal["natural", "random"] = (
-            "natural"  # natural = first channels inherit | random = fixed permutation
-        )
+        # fraction of the student's last-stage channels that inherit (the paper: 50/50)
+        split: float = bounded(0.5, gt=0, lt=1)
+        # natural = first channels inherit | random = fixed permutation
+        divide: Literal["natural", "random"] = "natural"
         divide_seed: int = bounded(0, ge=0)  # seed of the random permutation (divide: random)
-        kd_alpha: float = bounded(
-            0.0, ge=0, le=1
-        )  # α of Hinton KD in L_goal = (1 − α)·CE + α·T²·KL; 0 = CE only (spec), 0.9 = IE-KD(KD)
+        # α of Hinton KD in L_goal = (1 − α)·CE + α·T²·KL; 0 = CE only (spec), 0.9 = IE-KD(KD)
+        kd_alpha: float = bounded(0.0, ge=0, le=1)
         temperature: float = bounded(4.0, gt=0)  # KD temperature T (kd_alpha > 0 only; the spec: 4)
-        aggregate: str = (
-            "mean_prob"  # multi-teacher KD rule (pipeline.losses.multi_teacher.RULES); kd_alpha > 0 only
-        )
+        # multi-teacher KD rule (pipeline.losses.multi_teacher.RULES); kd_alpha > 0 only
+        aggregate: str = "mean_prob"
 
     def __init__(self, ctx: Context, p: Params) -> None:
         super().__init__(ctx, p)
@@ -86,16 +81,15 @@ class IEKD(Method):
         if src is None or (isinstance(src, (str, Path)) and not Path(src).is_file()):
             raise KdpipeError(
                 f"ie_kd needs the first teacher's factor encoder ({src or 'no path given'}); list that "
-                "teacher "
-                "under factor.teachers and run pretrain-factor (dvc repro)"
+                "teacher under factor.teachers and run pretrain-factor (dvc repro)"
             )
         self.teacher_encoder, meta = load_factor(src)  # frozen, eval
         teachers = getattr(ctx.source, "teachers", None)
         if teachers is not None and int(teachers[0].stage_channels[-1]) != meta["in_channels"]:
             raise KdpipeError(
                 f"factor {meta['teacher']!r} expects {meta['in_channels']} teacher channels, the first "
-                "teacher has "
-                f"{teachers[0].stage_channels[-1]}; re-run pretrain-factor for the student's first teacher"
+                f"teacher has {teachers[0].stage_channels[-1]}; re-run pretrain-factor for the student's "
+                "first teacher"
             )
         inh, exp = split_indices(int(ctx.student.stage_channels[-1]), p.split, p.divide, p.divide_seed)
         self.register_buffer("inh_index", inh)

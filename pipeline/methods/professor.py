@@ -40,9 +40,8 @@ class StrategySource(KnowledgeSource):
         z_p = (
             self.refined.refine(batch, z_t) if hasattr(self.refined, "refine") else self.refined.logits(batch)
         )
-        return mix_logits(
-            z_t, z_p, self.weight, self.temperature
-        )  # (K, B, C): teacher k mixed with professor k
+        # (K, B, C): teacher k mixed with professor k
+        return mix_logits(z_t, z_p, self.weight, self.temperature)
 
 
 @register_method("professor")
@@ -72,19 +71,15 @@ class ProfessorKD(Method):
 
     @dataclass(frozen=True)
     class Params:
-        strategy: Literal["replace", "joint", "curriculum"] = (
-            "replace"  # how teacher and professor are used [GUESS]
-        )
-        joint_weight: float = bounded(
-            0.5, ge=0, le=1
-        )  # joint: w, the teacher's share of the mixed target; 1 − w is the professor's [GUESS]
-        switch_fraction: float = bounded(
-            0.5, ge=0, le=1
-        )  # curriculum: fraction of the epochs taught by the teacher before the professor [GUESS]
+        # how teacher and professor are used [GUESS]
+        strategy: Literal["replace", "joint", "curriculum"] = "replace"
+        # joint: w, the teacher's share of the mixed target; 1 − w is the professor's [GUESS]
+        joint_weight: float = bounded(0.5, ge=0, le=1)
+        # curriculum: fraction of the epochs taught by the teacher before the professor [GUESS]
+        switch_fraction: float = bounded(0.5, ge=0, le=1)
         base: str = "kd"  # the logit-based method that consumes the targets (kd, dkd, ...)
-        base_args: dict[str, Any] = field(
-            default_factory=dict
-        )  # the base method's params block (e.g. {temperature: 4, alpha: 0.9})
+        # the base method's params block (e.g. {temperature: 4, alpha: 0.9})
+        base_args: dict[str, Any] = field(default_factory=dict)
 
         def __post_init__(
             self,
@@ -150,7 +145,6 @@ class ProfessorKD(Method):
         self._base.progress = self.progress  # fit sets it on us; the base method's schedule reads it
         out = self._base(batch, epoch)
         share = {"teacher": 1.0, "professor": 0.0, "joint": self.p.joint_weight}[self.source.mode]
-        out["teacher_share"] = torch.tensor(
-            share, device=out["loss"].device
-        )  # logged: which target taught this epoch
+        # logged: which target taught this epoch
+        out["teacher_share"] = torch.tensor(share, device=out["loss"].device)
         return out

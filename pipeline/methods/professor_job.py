@@ -73,9 +73,8 @@ class ProfessorTrainer(Method):
         self.student = ctx.student if ctx.student is not None else ProfessorNet(c, p)
         self.d_z = mlp([p.latent_dim, *p.latent_disc_hidden, 1], nn.ReLU(), True)
         self.d_p = mlp([2 * c, *p.cond_disc_hidden, 1], nn.LeakyReLU(0.2), False)
-        self.__dict__["teachers"] = (
-            ctx.teachers
-        )  # plain attribute: the online teacher, for the cached targets
+        # plain attribute: the online teacher, for the cached targets
+        self.__dict__["teachers"] = ctx.teachers
         self.__dict__["assets"] = ctx.assets
 
     def forward(self, batch, epoch: int) -> dict:
@@ -86,9 +85,8 @@ class ProfessorTrainer(Method):
         p_t, p_p = F.softmax(z_t / p.temperature, dim=1), F.softmax(z_p.float() / p.temperature, dim=1)
         rec, acc = L.rec_loss(z_p.float(), z_t, p.temperature), L.acc_loss(z_p.float(), y)
         adv_z = L.adv_gen_loss(frozen_call(self.d_z, latent).float())  # reaches E_P only
-        adv_p = L.adv_gen_loss(
-            frozen_call(self.d_p, torch.cat([p_p, onehot], 1)).float()
-        )  # reaches E_P and G_P
+        # reaches E_P and G_P
+        adv_p = L.adv_gen_loss(frozen_call(self.d_p, torch.cat([p_p, onehot], 1)).float())
         # discriminators: one pass each on [real; detached fake], so they reach only their own parameters
         prior = torch.rand_like(latent) * 2 - 1  # u ~ U[−1, 1]^d_z
         dz = self.d_z(torch.cat([prior, latent.detach()])).float()

@@ -35,15 +35,12 @@ class Tolerant(Method):
     class Params:
         eta: float = bounded(0.6, ge=0, le=1)  # weight η of CE; TSD gets 1 − η (1 = plain CE) [MEM]
         k: int = bounded(0, ge=0)  # K: the primary plus K − 1 secondaries (2..classes); 0 = from the classes
-        start_epoch: int = bounded(
-            0, ge=0
-        )  # 0-based epoch from which TSD is on (warm-up with CE before it); [GUESS]
-        primary: Literal["gt", "top1"] = (
-            "gt"  # a1 = ground truth (v1 abstract) or the top-1 prediction (reimplementation)
-        )
-        divisor: Literal["k_minus_1", "k"] = (
-            "k_minus_1"  # TSD secondaries: mean over K−1 [GUESS] or sum/K (reimplementation)
-        )
+        # 0-based epoch from which TSD is on (warm-up with CE before it); [GUESS]
+        start_epoch: int = bounded(0, ge=0)
+        # a1 = ground truth (v1 abstract) or the top-1 prediction (reimplementation)
+        primary: Literal["gt", "top1"] = "gt"
+        # TSD secondaries: mean over K−1 [GUESS] or sum/K (reimplementation)
+        divisor: Literal["k_minus_1", "k"] = "k_minus_1"
 
         def __post_init__(self) -> None:
             if self.k == 1:

@@ -169,8 +169,7 @@ def apply_init(model: nn.Module, p: InitParams, arch: str) -> dict:
         got = tuple(sd[f"{head_name}.weight"].shape) if f"{head_name}.weight" in sd else "none"
         raise KdpipeError(
             f"{path}: head layer {head_name} is {got} in the file "
-            f"but {tuple(head.weight.shape)} in the model; "
-            "set init.head: auto (or replace) to start it fresh"
+            f"but {tuple(head.weight.shape)} in the model; set init.head: auto (or replace) to start it fresh"
         )
     load_head = p.head != "replace" and head_ok
     replaced = [] if load_head else sorted(head_keys)

@@ -71,9 +71,8 @@ class MobileNetV2Cifar(nn.Module):
                 cin = cout
             groups.append(nn.Sequential(*blocks))
         self.blocks = nn.ModuleList(groups)
-        last = (
-            int(1280 * width_mult) if width_mult > 1.0 else 1280
-        )  # the yardstick never narrows the last conv
+        # the yardstick never narrows the last conv
+        last = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.conv2 = nn.Sequential(*_conv_bn(cin, last, 1))
         self.fc = nn.Linear(last, num_classes)
         self.stage_channels = [int(_GROUPS[i][1] * width_mult) for i in _TAPS]

@@ -75,10 +75,8 @@ _LAYOUTS: dict[
     "mobilenet_v2": (_features, _pool_fc("classifier")),
     "mobilenet_v3": (_features, _pool_fc("classifier")),
     "efficientnet": (_features, _pool_fc("classifier")),
-    "convnext": (
-        _features,
-        lambda n, h: n.classifier(n.avgpool(h)),
-    ),  # classifier = LayerNorm2d, Flatten, Linear
+    # classifier: LayerNorm2d, Flatten, Linear
+    "convnext": (_features, lambda n, h: n.classifier(n.avgpool(h))),
 }
 
 
