@@ -118,7 +118,7 @@ class Recipe:
 # HardSigmoid -> Add + Clip rewrite (quant_fusions) lifts mobilenet_v3_small b32 from 0.87x to 1.05x and
 # mobilenet_v3_large from 1.20x to 1.37x (two runs); with it, an fp32 stem (16 output channels, then a
 # hardswish that the fp32 Conv fuses) adds 4-7 % on both nets at b1 and b32.
-# AMD EPYC (Zen 4) with AVX512-VNNI, every rewrite, b32: the defaults meet every floor but
+# AMD EPYC with AVX512-VNNI and AVX-VNNI, every rewrite, b32: the defaults meet every floor but
 # mobilenet_v3_small's (1.20x vs 1.24; ORT default 0.95x). Its variants in one run: stem INT8 1.12x,
 # per-tensor weights 1.21x, SE or SE Muls fp32 1.19x, depthwise fp32 1.01x, no saturation clips 1.22x (for
 # accuracy, kept), no HardSigmoid rewrite 1.04x. Its INT8 time: integer convs 47 %, integer Muls 22 % (18
