@@ -35,9 +35,8 @@ def compact(files: list[str]) -> list[str]:
     listed, out = set(files), set(files)
     for f in files:
         parts = f.split("/")
-        for depth in range(
-            2, len(parts)
-        ):  # pipeline/<pkg>, pipeline/<pkg>/<sub>, ...; never the whole pipeline/
+        # pipeline/<pkg>, pipeline/<pkg>/<sub>, ...; never the whole pipeline/
+        for depth in range(2, len(parts)):
             folder = ROOT.joinpath(*parts[:depth])
             every = {str(g.relative_to(ROOT)) for g in folder.rglob("*.py")}
             if every <= listed:

@@ -167,10 +167,7 @@ def knowledge_source(
 
 
 # jobs whose feature teachers may be cached (knowledge jobs read val too)
-DISTILLED = (
-    "student",
-    "generation",
-)
+DISTILLED = ("student", "generation")
 FEATURE_CACHE = 2 << 30  # bytes of teacher features one job may hold in memory; more runs the teachers online
 
 

@@ -10,9 +10,8 @@ def test_family_table_rows_and_ratios():
     rows = family_table(("resnet8",), runs=2, warmup=0, size=16, batch_sizes=(1, 2))
     text = family_markdown(rows)
     (r,) = rows
-    assert (r["family"], r["recipe"]) == ("resnet_cifar", "resnet_cifar") and r[
-        "fp32_nodes"
-    ] == 0  # 3-channel stem: K = 27
+    # 3-channel stem: K = 27
+    assert (r["family"], r["recipe"]) == ("resnet_cifar", "resnet_cifar") and r["fp32_nodes"] == 0
     for b in ("b1", "b2"):
         lat = r["latency"]
         assert r["int8_vs_fp32"][b]["ort_int8"] == lat["ort_fp32"][b]["p50_ms"] / lat["ort_int8"][b]["p50_ms"]

@@ -226,9 +226,8 @@ def test_predict_cli_on_pngs(work, tmp_path):
     out = json.loads(res.stdout)
     assert [Path(p["file"]).name for p in out["predictions"]] == ["g0.png", "g1.png", "g2.png", "rgb_big.png"]
     assert all(len(p["top"]) == 2 and p["top"][0]["prob"] >= p["top"][1]["prob"] for p in out["predictions"])
-    assert [p["top"][0]["index"] for p in out["predictions"][:3]] == work["data"]["test_y"][
-        :3
-    ].tolist()  # trained model is right
+    # trained model is right
+    assert [p["top"][0]["index"] for p in out["predictions"][:3]] == work["data"]["test_y"][:3].tolist()
     assert sorted(Path(s["file"]).name for s in out["skipped"]) == ["broken.png", "notes.txt"]
     assert "skipped" in res.stderr and "notes.txt" in res.stderr
     table = run_cli("predict", model, str(folder / "g0.png"))
@@ -258,9 +257,8 @@ def test_parity_failure_names_the_figure_that_failed(work):
     path = work["root"] / "models/export/tiny.onnx"
     wrapped = Normalized(work["model"], work["art"]["mean"], work["art"]["std"])
     sess, _ = make_session(path, threads=1)
-    with pytest.raises(
-        KdpipeError, match=r"max \|Δlogit\| .* exceeds the tolerance 1e-12"
-    ) as e:  # 1e-12 + 0 x max|z|
+    # 1e-12 + 0 x max|z|
+    with pytest.raises(KdpipeError, match=r"max \|Δlogit\| .* exceeds the tolerance 1e-12") as e:
         check_parity(wrapped, sess, work["data"]["test_x"][:16], atol=1e-12, rtol=0.0)
     assert "agreement" not in str(e.value)  # agreement was fine: only the failing figure is named
     proto = onnx.load(str(path))  # tamper: flip the sign of the classifier's weights

@@ -153,9 +153,8 @@ def test_single_folder_holds_out_a_fixed_test_split(tmp_path):
     # 30 images, 20% = 6 test (2 per class), 24 left: 3 val + 21 train
     assert (len(a["train_y"]), len(a["val_y"]), len(a["test_y"])) == (21, 3, 6)
     assert a["test_y"].bincount().tolist() == [2, 2, 2]
-    assert (a["test_x"] == b["test_x"]).all() and not (
-        a["val_x"] == b["val_x"]
-    ).all()  # test fixed, validation by seed
+    # test fixed, validation by seed
+    assert (a["test_x"] == b["test_x"]).all() and not (a["val_x"] == b["val_x"]).all()
 
 
 def test_failed_prepare_leaves_nothing_and_keeps_old_data(tmp_path):

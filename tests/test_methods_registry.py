@@ -117,9 +117,8 @@ def test_knowledge_jobs_are_flagged_and_not_student_methods() -> None:
     jobs = {n for n, c in REGISTRY.items() if c.job}
     assert jobs == {"professor_job", "probes_job", "factor_job"} and not jobs & set(STUDENT_METHODS)
     assert {REGISTRY[n].kind for n in jobs} == {"professor", "probes", "factor"}
-    with pytest.raises(
-        KdpipeError, match="not a base KD method"
-    ):  # a job cannot be the professor's base either
+    # a job cannot be the professor's base either
+    with pytest.raises(KdpipeError, match="not a base KD method"):
         build_method(
             "professor", _context("professor", 1, 4), REGISTRY["professor"].Params(base="factor_job")
         )

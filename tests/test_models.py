@@ -49,9 +49,8 @@ SIZE, CLASSES = (
 @pytest.mark.parametrize("arch", list_models(aliases=False))
 def test_contract_with_one_channel(arch: str) -> None:
     torch.manual_seed(0)
-    model = create_model(
-        arch, num_classes=CLASSES, in_channels=1
-    ).eval()  # eval: dropout/stochastic depth off
+    # eval: dropout/stochastic depth off
+    model = create_model(arch, num_classes=CLASSES, in_channels=1).eval()
     x = torch.randn(2, 1, SIZE, SIZE)
     with torch.no_grad():
         logits = model(x)

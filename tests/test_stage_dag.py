@@ -49,9 +49,8 @@ def test_run_stages_runs_in_order_and_names_a_failed_stage(tmp_path):
     bad = {**STAGES, "kd": {**STAGES["kd"], "cmd": "echo 'no teacher file' >&2; exit 3"}}
     with pytest.raises(KdpipeError, match=r"stage kd failed \(no teacher file\); see .*kd.log"):
         run_stages(bad, 2, tmp_path, tmp_path / "logs")
-    assert not (
-        tmp_path / "logs" / "report.log"
-    ).read_text()  # the report's earlier log: it did not run again
+    # the report's earlier log: it did not run again
+    assert not (tmp_path / "logs" / "report.log").read_text()
 
 
 def test_stages_with_dependants_start_first(tmp_path):

@@ -85,9 +85,8 @@ class Method(nn.Module):
     kind: str | None = None  # knowledge jobs: the artifact kind they write (professor | probes | factor)
     needs_teachers = False  # the job refuses a model with this method and no teachers
     needs_features = False  # the source must return teacher stage features
-    uses_assets: tuple[
-        str, ...
-    ] = ()  # ctx.assets entries (stage-made files) the method reads: part of the run's identity
+    # ctx.assets entries (stage-made files) the method reads: part of the run's identity
+    uses_assets: tuple[str, ...] = ()
     splits: tuple[str, ...] = ("train", "val")  # loaders the job builds; without "val" fit validates nothing
     # without augmentation, serve the teachers' logits from one pass over the train split
     precompute_targets = False

@@ -81,9 +81,7 @@ class ProfessorKD(Method):
         # the base method's params block (e.g. {temperature: 4, alpha: 0.9})
         base_args: dict[str, Any] = field(default_factory=dict)
 
-        def __post_init__(
-            self,
-        ) -> None:  # strict like every params block: a typo fails when params.yaml loads
+        def __post_init__(self) -> None:  # strict like every params block: a typo fails when params load
             if self.base in REGISTRY:
                 from_dict(REGISTRY[self.base].Params, self.base_args, "professor.base_args")
 

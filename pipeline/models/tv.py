@@ -128,9 +128,8 @@ class TorchvisionNet(nn.Module):
             _adapt_stem(net, in_channels)
         self.net, self.family = net, family
         chunks = _LAYOUTS[family][0](net)
-        if (
-            family == "shufflenet_v2"
-        ):  # its blocks concatenate two branches: the last conv sees half the channels
+        # its blocks concatenate two branches: the last conv sees half the channels
+        if family == "shufflenet_v2":
             self.stage_channels = list(net._stage_out_channels[1:])
         else:  # a stage's last conv (projection / final 1x1 / depthwise in ConvNeXt) has the stage's width
             self.stage_channels = [_out_channels(c) for c, tap in chunks if tap]
@@ -138,9 +137,8 @@ class TorchvisionNet(nn.Module):
     def forward_stages(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         chunks, head = _LAYOUTS[self.family]
         feats, h = [], x
-        for chunk, tap in chunks(
-            self.net
-        ):  # rebuilt per call: holds no module references that deepcopy would miss
+        # rebuilt per call: holds no module references that deepcopy would miss
+        for chunk, tap in chunks(self.net):
             h = chunk(h)
             if tap:
                 feats.append(h)
