@@ -8,3 +8,11 @@ class KdpipeError(Exception):
 
     Stages catch it, print the message and exit with code 2; no traceback is shown.
     """
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for a failed write outside kdpipe's atomic writes (a library's own files), with the fix."""
+    return (
+        f"cannot write {e.filename or 'a file'}: {e.strerror or e}; free disk space, fix the path (a file "
+        "where a folder belongs?) or its permissions, then re-run"
+    )

@@ -126,6 +126,16 @@ class Params:
             raise KdpipeError(f"{ref!r} is not a model in params; use a teacher name or <section>/<name>")
         return section, name, models[name]
 
+    def teacher(self, ref: str) -> ModelParams:
+        """The entry of a model that teaches (`model`), or one line listing the teachers params has."""
+        try:
+            return self.model(ref)[2]
+        except KdpipeError:
+            raise KdpipeError(
+                f"no teacher {ref!r} in params; name a key of teachers, or <section>/<name> "
+                f"(known teachers: {', '.join(self.teachers) or 'none'})"
+            ) from None
+
 
 MODEL_SECTIONS = ("teachers", "students", "patriarchs", "generations")
 

@@ -6,5 +6,27 @@ output. The shared plumbing is in `stages/_cli.py`, the project's path conventio
 
 from __future__ import annotations
 
-from stages._cli import app, command, load_all, say  # noqa: F401
-from stages._layout import DATA, KNOWLEDGE, MODELS, RESULTS, STATE, knowledge_assets, model_path, targets_path  # noqa: F401
+import importlib
+import pkgutil
+from pathlib import Path
+
+from stages._cli import app, command, say  # noqa: F401
+from stages._layout import (  # noqa: F401
+    DATA,
+    MODELS,
+    RESULTS,
+    STATE,
+    knowledge_assets,
+    knowledge_path,
+    model_path,
+    targets_path,
+)
+
+HERE = Path(__file__).parent  # one module per command
+
+
+def load_all() -> None:
+    """Import every stage module so its command registers (`python -m stages` imports only the one run)."""
+    for mod in pkgutil.iter_modules([str(HERE)]):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"stages.{mod.name}")

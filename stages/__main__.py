@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from stages._cli import HERE, app, load_all
+from stages import HERE, app, load_all
 
 NO_COMMANDS = {"--version"}  # root options that never reach a command
 

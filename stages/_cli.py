@@ -1,23 +1,17 @@
 """CLI plumbing shared by every stage command: the Typer app (with `--version` and shell completion),
-the one-line error on a user mistake (exit code 2), rank-0 output, and `load_all` (every command;
-`stages/__main__.py` imports only one)."""
+the one-line error on a user mistake (exit code 2), rank-0 output."""
 
 from __future__ import annotations
 
 import functools
-import importlib
 import os
-import pkgutil
 from collections.abc import Callable
-from pathlib import Path
 
 import typer
 
 from pipeline import __version__, logs
 from pipeline.allocator import steady_allocator
-from pipeline.errors import KdpipeError
-
-HERE = Path(__file__).parent  # the stages package: one module per command
+from pipeline.errors import KdpipeError, os_error_line
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -52,12 +46,7 @@ def command(name: str) -> Callable:
                 typer.echo(f"kdpipe {name}: error: {e}", err=True)
                 raise typer.Exit(2) from None
             except OSError as e:  # a write outside the atomic layer (a library's files): still one line
-                where = e.filename or "a file"
-                typer.echo(
-                    f"kdpipe {name}: error: cannot write {where}: {e.strerror or e}; free disk space, "
-                    "fix the path (a file where a folder belongs?) or its permissions, then re-run",
-                    err=True,
-                )
+                typer.echo(f"kdpipe {name}: error: {os_error_line(e)}", err=True)
                 raise typer.Exit(2) from None
 
         return app.command(name)(wrapper)
@@ -69,10 +58,3 @@ def say(message: str) -> None:
     """Print a result line for the user (rank 0 only under torchrun)."""
     if logs.launch_rank() == 0:
         typer.echo(message)
-
-
-def load_all() -> None:
-    """Import every stage module so its command registers."""
-    for mod in pkgutil.iter_modules([str(HERE)]):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"stages.{mod.name}")

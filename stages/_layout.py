@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-from pipeline.errors import KdpipeError
+from types import SimpleNamespace
 
 DATA = Path("data/prepared/data.pt")
 MODELS, STATE, RESULTS = Path("models"), Path("state"), Path("results")
-# cached targets, professors, probes, factor encoders (students depend on it)
-KNOWLEDGE = MODELS / "knowledge"
+KNOWLEDGE = MODELS / "knowledge"  # cached targets, professors, probes, factor encoders
+# each kind of knowledge file under KNOWLEDGE; {} = the teacher (targets: its full reference, else its name)
+KNOWLEDGE_FILES = {
+    "targets": "targets/{}.pt", "probes": "probes.pt", "factor": "factor/{}.pt",
+    "professor": "professor/{}.pt", "professor_targets": "professor/{}.targets.pt",
+}  # fmt: skip
 KIND = {"teachers": "teacher", "patriarchs": "patriarch", "students": "student", "generations": "generation"}
 
 
@@ -19,63 +22,38 @@ def model_path(name: str) -> Path:
     return MODELS / (section or "teachers") / f"{n}.pt"
 
 
+def knowledge_path(kind: str, teacher: str = "") -> Path:
+    """Where the knowledge stages write `kind` (a KNOWLEDGE_FILES key) for `teacher`."""
+    name = teacher if kind == "targets" else teacher.rpartition("/")[2]
+    return KNOWLEDGE / KNOWLEDGE_FILES[kind].format(name)
+
+
 def targets_path(name: str) -> Path:
-    return KNOWLEDGE / "targets" / f"{name}.pt"
-
-
-def model_spec(params, name: str, what: str = "model"):
-    """The params entry of `name` (`<section>/<n>` or a bare teacher name); a one-line error if there is
-    none."""
-    section, _, key = name.rpartition("/")
-    models = getattr(params, section or "teachers", None) if (section or "teachers") in KIND else None
-    if not isinstance(models, dict) or key not in models:
-        raise KdpipeError(
-            f"no {what} {name!r} in params; name a key of teachers, or <section>/<name> "
-            f"(known teachers: {', '.join(params.teachers) or 'none'})"
-        )
-    return models[key]
+    return knowledge_path("targets", name)
 
 
 def teacher_refs(params, names: list[str]) -> list[tuple[str, Path, str]]:
     """(name, artifact path, arch params say it has) per teacher: the fields of pipeline.job_spec.Teacher."""
-    return [(n, model_path(n), model_spec(params, n, "teacher").arch) for n in names]
+    return [(n, model_path(n), params.teacher(n).arch) for n in names]
 
 
 def knowledge_assets(spec) -> dict:
     """Paths of stage-made knowledge a method may need (professor, probes, factor encoder), by teacher."""
-    first = spec.teachers[0].rpartition("/")[2] if spec.teachers else ""
     return {
-        "professor": [KNOWLEDGE / "professor" / f"{t.rpartition('/')[2]}.pt" for t in spec.teachers],
-        "probes": KNOWLEDGE / "probes.pt",
-        "factor": KNOWLEDGE / "factor" / f"{first}.pt",
+        "professor": [knowledge_path("professor", t) for t in spec.teachers],
+        "probes": knowledge_path("probes"),
+        "factor": knowledge_path("factor", spec.teachers[0] if spec.teachers else ""),
         "teacher_names": list(spec.teachers),
     }
 
 
-class Layout:
-    """The path conventions as strings, for the dvc.yaml generator (pipeline.dvcstage.Paths)."""
-
-    data = str(DATA.parent)
-    results_dir = str(RESULTS)
-
-    def model(self, ref: str) -> str:
-        return str(model_path(ref))
-
-    def state(self, section: str, name: str) -> str:
-        return str(STATE / section / name) if name else str(STATE / section)
-
-    def results(self, stage: str, name: str = "") -> str:
-        return str(RESULTS / stage / name) if name else str(RESULTS / stage)
-
-    def knowledge(self, kind: str, teacher: str = "") -> str:
-        short = teacher.rpartition("/")[2]
-        return {
-            "targets": str(targets_path(teacher)),
-            "professor": str(KNOWLEDGE / "professor" / f"{short}.pt"),
-            "professor_targets": str(KNOWLEDGE / "professor" / f"{short}.targets.pt"),
-            "probes": str(KNOWLEDGE / "probes.pt"),
-            "factor": str(KNOWLEDGE / "factor" / f"{short}.pt"),
-        }[kind]
-
-    def export(self, name: str, int8: bool = False) -> str:
-        return str(MODELS / "export" / f"{name}{'.int8' if int8 else ''}.onnx")
+# the conventions as strings, for the dvc.yaml generator (pipeline.dvcstage.Paths); a name "" adds nothing
+LAYOUT = SimpleNamespace(
+    data=str(DATA.parent),
+    results_dir=str(RESULTS),
+    model=lambda ref: str(model_path(ref)),
+    state=lambda section, name: str(STATE / section / name),
+    results=lambda stage, name="": str(RESULTS / stage / name),
+    knowledge=lambda kind, teacher="": str(knowledge_path(kind, teacher)),
+    export=lambda name, int8=False: str(MODELS / "export" / f"{name}{'.int8' if int8 else ''}.onnx"),
+)

@@ -12,7 +12,7 @@ from pipeline.data.sources import raw_paths
 from pipeline.evaluate import model_entries
 from pipeline.report_dvc import dvc_sections
 from stages import command, say
-from stages._layout import Layout
+from stages._layout import LAYOUT
 
 
 def expected(params: Path) -> str:
@@ -20,7 +20,7 @@ def expected(params: Path) -> str:
     raw = read_yaml(params)
     p = parse_params(raw, str(params))
     top = dvc_sections(model_entries(p), list(p.export.students))  # curated metrics, overlay plots, artifacts
-    return dvcgen.render(dvcgen.build(p, raw, Layout(), raw_paths(p.data), top))
+    return dvcgen.render(dvcgen.build(p, raw, LAYOUT, raw_paths(p.data), top))
 
 
 @command("dvc-yaml")

@@ -13,7 +13,7 @@ from pipeline.job_spec import RunPaths
 from pipeline.jobs import run_knowledge
 from pipeline.knowledge.factor import FactorParams
 from pipeline.params import section
-from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, say
+from stages import DATA, RESULTS, STATE, command, knowledge_path, say
 from stages._layout import teacher_refs
 
 
@@ -26,7 +26,7 @@ def pretrain_factor_cmd(
     state/factor/<name>/last.pt."""
     p = load_params(params)
     short = name.rpartition("/")[2]
-    paths = RunPaths(KNOWLEDGE / "factor" / f"{short}.pt", STATE / "factor" / short / "last.pt")
+    paths = RunPaths(knowledge_path("factor", name), STATE / "factor" / short / "last.pt")
     res = run_knowledge(
         "factor_job", name, section(p, "factor", FactorParams), teacher_refs(p, [name]), p.base, DATA, paths
     )

@@ -14,7 +14,7 @@ from pipeline.job_spec import RunPaths
 from pipeline.jobs import run_knowledge
 from pipeline.knowledge.probes import ProbesParams, load_probes, plot_heatmap
 from pipeline.params import section
-from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, say
+from stages import DATA, RESULTS, STATE, command, knowledge_path, say
 from stages._layout import teacher_refs
 
 
@@ -33,7 +33,7 @@ def probe_teachers(params: Path = typer.Option(Path("params.yaml"), help="params
         raise KdpipeError("probes need at least one teacher; list them in probes.teachers")
     out = RESULTS / "probe-teachers"
     # per-epoch probe losses
-    paths = RunPaths(KNOWLEDGE / "probes.pt", STATE / "probes" / "last.pt", out / "train")
+    paths = RunPaths(knowledge_path("probes"), STATE / "probes" / "last.pt", out / "train")
     res = run_knowledge("probes_job", "probes", pp, teacher_refs(p, names), p.base, DATA, paths)
     if res is not None:  # under torchrun only rank 0 writes (and has measured the probes)
         checkpoint.atomic_write_text(out / "metrics.json", json.dumps(res.metrics, indent=2) + "\n")

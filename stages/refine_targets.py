@@ -14,14 +14,8 @@ from pipeline.job_spec import RunPaths
 from pipeline.jobs import run_knowledge
 from pipeline.knowledge.professor import ProfessorParams
 from pipeline.params import section
-from stages import DATA, KNOWLEDGE, RESULTS, STATE, command, say
+from stages import DATA, RESULTS, STATE, command, knowledge_path, say
 from stages._layout import teacher_refs
-
-
-def professor_path(teacher: str) -> Path:
-    """models/knowledge/professor/<n>.pt (what knowledge_assets hands distill); refined logits go to
-    <n>.targets.pt."""
-    return KNOWLEDGE / "professor" / f"{teacher.rpartition('/')[2]}.pt"
 
 
 @command("refine-targets")
@@ -34,7 +28,7 @@ def refine_targets(
     p = load_params(params)
     refs, key = teacher_refs(p, [teacher]), teacher.rpartition("/")[2]
     out = RESULTS / "refine-targets" / key
-    paths = RunPaths(professor_path(teacher), STATE / "professor" / key / "last.pt", out)
+    paths = RunPaths(knowledge_path("professor", teacher), STATE / "professor" / key / "last.pt", out)
     res = run_knowledge(
         "professor_job", teacher, section(p, "professor", ProfessorParams), refs, p.base, DATA, paths
     )

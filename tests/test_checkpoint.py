@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline import checkpoint
-from pipeline.errors import KdpipeError
+from pipeline.errors import KdpipeError, os_error_line
 from pipeline.models import create_model
 
 
@@ -125,3 +125,12 @@ def test_a_temp_file_left_by_a_killed_write_is_removed_by_the_next_write(tmp_pat
     checkpoint.atomic_write_bytes(target, b"whole")
     assert sorted(f.name for f in tmp_path.iterdir()) == [".other.pt.abc123.tmp", "out.pt"]
     assert target.read_bytes() == b"whole"
+
+
+def test_os_error_line_names_the_file_and_the_fix():
+    line = os_error_line(OSError(28, "No space left on device", "models/x.onnx"))
+    assert line == (
+        "cannot write models/x.onnx: No space left on device; free disk space, fix the path (a file where a "
+        "folder belongs?) or its permissions, then re-run"
+    )
+    assert os_error_line(OSError("boom")).startswith("cannot write a file: boom; free disk space")
