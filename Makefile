@@ -62,5 +62,5 @@ dvc.yaml: env  ## regenerate the stage file from params.yaml (after adding, remo
 bench: env data  ## fit vs plain PyTorch, KD epoch cost, ORT INT8 vs torch fp32, loader vs training, INT8 per family; bench/*.md
 	$(BIN)/python -m stages bench --loader --families
 
-bench-families: env data  ## INT8 vs fp32 per model family at 96 px (about 15 min); writes bench/results_int8_families.md
+bench-families: env data  ## INT8 vs fp32 per model family at 96 px (about 4 min on 2 cores); writes bench/results_int8_families.md
 	$(BIN)/python -m stages bench --families --no-main

@@ -13,13 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-
-def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    out: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for t in n.input:
-            out.setdefault(t, []).append(n)
-    return out
+from pipeline.onnx_graph import attr, consumers, drop_unused, name_nodes, stem_block
 
 
 def _global_pool(model: onnx.ModelProto) -> None:
@@ -50,37 +44,25 @@ def _global_pool(model: onnx.ModelProto) -> None:
             )
     del g.node[:]
     g.node.extend(nodes)
-    _drop_unused(g)  # the axes tensors
-
-
-def _drop_unused(g: onnx.GraphProto) -> None:
-    """Remove initializers no node reads any more (ORT warns about each)."""
-    used = {t for n in g.node for t in n.input}
-    for t in [t for t in g.initializer if t.name not in used]:
-        g.initializer.remove(t)
-
-
-def _attr(n: onnx.NodeProto, name: str, default: float) -> float:
-    return next((a.f for a in n.attribute if a.name == name), default)
+    drop_unused(g)  # the axes tensors
 
 
 def _bounds(t: str, users: list[onnx.NodeProto]) -> list[float] | None:
-    """[lo] or [lo, hi] beyond which every user of tensor `t` is constant, or None: HardSwish ops (lo = -3),
-    or one HardSigmoid h (lo = -beta/alpha, hi = (1 - beta)/alpha) with, at most, the Muls t * h(t) of an
-    inlined HardSwish (then no hi)."""
-    if users and all(c.op_type == "HardSwish" for c in users):
-        return [-3.0]
+    """[lo] or [lo, hi] beyond which every user of tensor `t` is constant, or None: one HardSigmoid h
+    (lo = -beta/alpha, hi = (1 - beta)/alpha) with, at most, the Muls t * h(t) of an inlined HardSwish
+    (then no hi)."""
     hs = [c for c in users if c.op_type == "HardSigmoid"]
     rest = [c for c in users if c.op_type != "HardSigmoid"]
     if len(hs) != 1 or not all(c.op_type == "Mul" and set(c.input) == {t, hs[0].output[0]} for c in rest):
         return None  # t also feeds something that sees values beyond the saturation points
-    alpha, beta = _attr(hs[0], "alpha", 0.2), _attr(hs[0], "beta", 0.5)
+    alpha, beta = attr(hs[0], "alpha", 0.2), attr(hs[0], "beta", 0.5)
     return [-beta / alpha] + ([] if rest else [(1 - beta) / alpha])
 
 
 def _saturate(model: onnx.ModelProto) -> None:
-    """Clip(x, lo[, hi]) before each HardSigmoid or HardSwish, at the input values where it saturates
-    (`_bounds`; torch's HardSigmoid has alpha 1/6, beta 0.5: lo = -3, hi = 3).
+    """Clip(x, lo[, hi]) before each HardSigmoid, alone or in an inlined hardswish, at the input values where
+    it saturates (`_bounds`; torch's HardSigmoid has alpha 1/6, beta 0.5: lo = -3, hi = 3). HardSwish nodes
+    are left alone: only `_stem_hardswish` makes them, in the stem block that stays fp32.
 
     Exact in fp32 (the activation is constant beyond those points), and ORT removes the Clip into the
     producer's quantization range like a Relu, so the 256 levels of that tensor cover only values that
@@ -139,20 +121,7 @@ def _input_scale(model: onnx.ModelProto) -> None:
         w.CopyFrom(numpy_helper.from_array(arr.astype(np.float32), w.name))
         conv.input[0] = n.input[0]
         g.node.remove(n)
-    _drop_unused(g)  # the folded std
-
-
-def name_nodes(model: onnx.ModelProto) -> None:
-    """Give every unnamed node a unique name (`<op>_<index>`): the exporter leaves the nodes of inlined
-    functions (HardSwish -> HardSigmoid, Mul) unnamed, and `nodes_to_exclude` matches by name, so one
-    empty name would keep every unnamed node fp32."""
-    taken = {n.name for n in model.graph.node}
-    for i, n in enumerate(model.graph.node):
-        if not n.name:
-            n.name = f"{n.op_type}_{i}"
-            while n.name in taken:
-                n.name += "_"
-            taken.add(n.name)
+    drop_unused(g)  # the folded std
 
 
 # Ops through which a pending scale factor passes unchanged: linear in their data input (input 0), or
@@ -190,7 +159,7 @@ def _hard_sigmoid(model: onnx.ModelProto) -> None:
     for n in g.node:
         scaled = [i for i in n.input if factor.get(i, 1.0) != 1.0]
         if n.op_type == "HardSigmoid" and not scaled:
-            a, b = _attr(n, "alpha", 0.2), _attr(n, "beta", 0.5)
+            a, b = attr(n, "alpha", 0.2), attr(n, "beta", 0.5)
             t, out = n.input[0], n.output[0]
             shift, top = _const(g, f"{out}_shift", b / a), _const(g, f"{out}_top", 1.0 / a)
             zero = _const(g, f"{out}_zero", 0.0)
@@ -244,9 +213,31 @@ def _hard_sigmoid(model: onnx.ModelProto) -> None:
     name_nodes(model)
 
 
+def _stem_hardswish(model: onnx.ModelProto) -> None:
+    """The inlined hardswishes t * HardSigmoid(t) (alpha 1/6, beta 1/2) of the stem block
+    (`onnx_graph.stem_block`) -> one HardSwish node each, which ORT's fp32 Conv fuses.
+
+    For recipes that keep the stem block fp32 (`stem_block` keep rule): there the hardswish of
+    mobilenet_v3's stem would otherwise run as separate fp32 passes over its largest tensor. Exact:
+    HardSwish(t) = t * clip(t / 6 + 1/2, 0, 1)."""
+    g = model.graph
+    block = stem_block(g)
+    gates = set()
+    for gate, mul in zip(block, block[1:]):
+        a, b = attr(gate, "alpha", 0.2), attr(gate, "beta", 0.5)
+        if gate.op_type == "HardSigmoid" and mul.op_type == "Mul" and abs(a - 1 / 6) < 1e-6 and b == 0.5:
+            mul.op_type = "HardSwish"
+            mul.input[:] = [gate.input[0]]
+            gates.add(gate.name)
+    kept = [n for n in g.node if n.name not in gates]
+    del g.node[:]
+    g.node.extend(kept)
+
+
 FUSIONS: dict[str, Callable[[onnx.ModelProto], None]] = {
     "global_pool": _global_pool,
     "saturate": _saturate,
     "hard_sigmoid": _hard_sigmoid,
     "input_scale": _input_scale,
+    "stem_hardswish": _stem_hardswish,
 }

@@ -16,7 +16,8 @@ import onnx
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
 from pipeline.errors import KdpipeError
-from pipeline.quant_fusions import FUSIONS, consumers, name_nodes  # noqa: F401 - re-exported for quantize
+from pipeline.onnx_graph import consumers, is_depthwise, stem_block
+from pipeline.quant_fusions import FUSIONS  # noqa: F401 - re-exported for quantize
 
 DEFAULT_OPS = tuple(sorted(set(QLinearOpsRegistry) | set(QDQRegistry)))  # ORT's default set, in a fixed order
 
@@ -34,15 +35,7 @@ def _classifier(graph: onnx.GraphProto) -> list[str]:
 def _depthwise(graph: onnx.GraphProto) -> list[str]:
     """Grouped Convs with one input channel per group (weight shape [C, 1, k, k], group > 1)."""
     dims = {t.name: list(t.dims) for t in graph.initializer}
-
-    def group(n: onnx.NodeProto) -> int:
-        return next((a.i for a in n.attribute if a.name == "group"), 1)
-
-    return [
-        n.name
-        for n in graph.node
-        if n.op_type == "Conv" and group(n) > 1 and dims.get(n.input[1], [0, 0])[1] == 1
-    ]
+    return [n.name for n in graph.node if is_depthwise(n, dims)]
 
 
 def _se(graph: onnx.GraphProto) -> list[str]:
@@ -81,8 +74,17 @@ def _se_mul(graph: onnx.GraphProto) -> list[str]:
     return [n for n in _se(graph) if ops[n] == "Mul"]
 
 
+def _stem_block(graph: onnx.GraphProto) -> list[str]:
+    """The stem block (`onnx_graph.stem_block`): the first Conv, its activation and, in mobilenets and
+    efficientnets, the depthwise Conv after it with its activation. In fp32, ORT runs them as blocked-layout
+    Convs with fused activations and the model quantizes the depthwise conv's output (4x smaller in
+    mobilenet_v3_small, stride 2) instead of the stem's, its largest tensor."""
+    return [n.name for n in stem_block(graph)]
+
+
 KEEP_RULES: dict[str, Callable[[onnx.GraphProto], list[str]]] = {
     "stem": _stem,
+    "stem_block": _stem_block,
     "thin_stem": _thin_stem,
     "classifier": _classifier,
     "depthwise": _depthwise,
@@ -105,7 +107,7 @@ class Recipe:
 
 
 # Chosen from INT8/ORT-fp32 p50 ratios at 96 px RGB, 1 thread, untrained weights, variants timed in one run
-# (bench/results_int8_families.md has the defaults against ORT's default QDQ), on two CPUs.
+# (bench/results_int8_families.md has the defaults against ORT's default QDQ), on three CPUs.
 # AMD EPYC, AVX2 without VNNI. Slower than quantizing everything: the first conv fp32 when it has 3 input
 # channels (resnet18 b32 1.59x vs 2.19x), SE blocks fp32 (efficientnet_b0 b32 1.18x vs 1.63x), depthwise convs
 # fp32 (mobilenet_v2 b32 1.35x vs 1.88x), only Conv/Gemm quantized (mobilenet_v2 1.06x). The ReduceMean ->
@@ -118,16 +120,22 @@ class Recipe:
 # HardSigmoid -> Add + Clip rewrite (quant_fusions) lifts mobilenet_v3_small b32 from 0.87x to 1.05x and
 # mobilenet_v3_large from 1.20x to 1.37x (two runs); with it, an fp32 stem (16 output channels, then a
 # hardswish that the fp32 Conv fuses) adds 4-7 % on both nets at b1 and b32.
-# AMD EPYC with AVX512-VNNI and AVX-VNNI, every rewrite, b32: the defaults meet every floor but
-# mobilenet_v3_small's (1.20x vs 1.24; ORT default 0.95x). Its variants in one run: stem INT8 1.12x,
-# per-tensor weights 1.21x, SE or SE Muls fp32 1.19x, depthwise fp32 1.01x, no saturation clips 1.22x (for
-# accuracy, kept), no HardSigmoid rewrite 1.04x. Its INT8 time: integer convs 47 %, integer Muls 22 % (18
-# hardswish, 10 SE gates), integer Adds 8 %, the fp32 stem 9 %: the fp32 model fuses each hardswish into its
-# conv, INT8 needs an Add and a Mul.
+# AMD EPYC with AVX512-VNNI and AVX-VNNI, every rewrite, b32: with only its stem conv fp32,
+# mobilenet_v3_small stayed under its floor (1.20x vs 1.24; ORT default 0.95x). Its variants in one run:
+# stem INT8 1.12x, per-tensor weights 1.21x, SE or SE Muls fp32 1.19x, all depthwise convs fp32 1.01x, no
+# saturation clips 1.22x (for accuracy, kept), no HardSigmoid rewrite 1.04x. Profiled, a fifth of its INT8
+# time went around the stem: the fp32 conv in ORT's blocked layout, the reorder of its output to NCHW, the
+# quantization of that largest tensor ([32, 16, 48, 48]) and its hardswish as an integer Add and Mul.
+# Keeping the stem block fp32 (the stem conv with its hardswish fused, and the stride-2 depthwise conv after
+# it) quantizes a 4x smaller tensor: 1.37x vs 1.23x at b32 and 1.42x vs 1.22x at b1 in one run;
+# efficientnet_b0 1.39x vs 1.33x (b1 1.21x vs 1.08x: its SiLUs stay fp32 there), mobilenet_v3_large 1.55x vs
+# 1.50x; mobilenet_v2 (stride-1 depthwise conv: nothing gets smaller) 2.37x vs 2.65x at b32 although 2.38x
+# vs 1.94x at b1, so it keeps only a thin stem fp32.
 # AMD EPYC, profiled at b32: the input's Div by std is 2-4 % of the INT8 time (mobilenet_v2 1.1 of 60 ms,
 # mobilenet_v3_small 1.2 of 30 ms); the input_scale rewrite folds it into the stem weights.
 # So: ORT's op types, the pooling, HardSigmoid and input-scale rewrites, the saturation clips (exact; for
-# accuracy, not speed), a thin (K < 16) stem kept fp32 everywhere, and the whole stem fp32 in mobilenet_v3.
+# accuracy, not speed), a thin (K < 16) stem kept fp32 everywhere, and the stem block fp32 in mobilenet_v3 and
+# efficientnet.
 _BASE = {"keep": ("thin_stem",), "fusions": ("global_pool", "saturate", "hard_sigmoid", "input_scale")}
 FAMILIES = (
     "default",
@@ -141,7 +149,8 @@ FAMILIES = (
     "convnext",
 )
 RECIPES: dict[str, Recipe] = {f: Recipe(f, **_BASE) for f in FAMILIES}
-RECIPES["mobilenet_v3"] = Recipe("mobilenet_v3", **(_BASE | {"keep": ("stem",)}))
+_STEM_BLOCK = {"keep": ("stem_block",), "fusions": ("stem_hardswish", *_BASE["fusions"])}
+RECIPES |= {f: Recipe(f, **_STEM_BLOCK) for f in ("mobilenet_v3", "efficientnet")}
 MANUAL = "manual"  # recipe name when the caller's own per_channel / fp32_stem settings are used
 # Used only while pipeline.models has no model_info: (arch name prefix, family), first match wins.
 _PREFIXES = (

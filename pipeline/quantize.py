@@ -34,6 +34,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from pipeline.errors import KdpipeError
 from pipeline.logs import NOISY, quiet_loggers
+from pipeline.onnx_graph import name_nodes
 from pipeline.predict import INPUT, check_onnx
 from pipeline.quant_recipes import (  # noqa: F401 - the recipe API is used through this module too
     DEFAULT_OPS,
@@ -44,7 +45,6 @@ from pipeline.quant_recipes import (  # noqa: F401 - the recipe API is used thro
     RECIPES,
     Recipe,
     family_of,
-    name_nodes,
     nodes_for,
     recipe_for,
     with_options,

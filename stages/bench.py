@@ -29,7 +29,7 @@ def bench(
     reps: int = typer.Option(5, help="interleaved timed epochs per side"),
     runs: int = typer.Option(100, help="timed calls per runtime and batch size, in blocks taking turns"),
     threads: list[int] = typer.Option([1, 0], help="intra-op threads of the latency tables (0 = all)"),
-    families: bool = typer.Option(False, help="also INT8 vs fp32 per model family (96 px; ~15 min)"),
+    families: bool = typer.Option(False, help="also INT8 vs fp32 per model family (96 px; ~4 min)"),
     family_archs: list[str] = typer.Option(list(FAMILY_ARCHS), help="archs for --families"),
     family_runs: int = typer.Option(60, help="timed calls per runtime and batch size for --families"),
     loader: bool = typer.Option(False, help="also the streaming loader vs training (generated PNGs)"),

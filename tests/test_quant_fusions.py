@@ -113,8 +113,10 @@ def test_mobilenet_v3_recipe_runs_hardswish_on_integers(tmp_path):
     q = tmp_path / "q.onnx"
     images = _images(32)
     quantize_int8(path, q, images, n=32, recipe=RECIPES["mobilenet_v3"])
-    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
-    assert "HardSigmoid" not in ops  # the Add / Clip / Mul of each hardswish are QDQ-quantized
+    ops = [n.op_type for n in onnx.load(str(q)).graph.node]
+    # the SE gate's HardSigmoid runs as a quantized Add and Clip; the stem's hardswish (stem block, fp32)
+    # is one HardSwish node that ORT's fp32 Conv fuses
+    assert "HardSigmoid" not in ops and ops.count("HardSwish") == 1
     zq = run_logits(make_session(q, threads=1)[0], to_unit(images))
     zf = run_logits(make_session(path, threads=1)[0], to_unit(images))
     assert zq.shape == zf.shape == (32, 3)
@@ -170,3 +172,15 @@ def test_input_scale_leaves_a_normalised_input_that_is_read_twice(tmp_path):
     fused = tmp_path / "fused.onnx"
     preprocess(path, fused, ("input_scale",))
     assert "Div" in [n.op_type for n in onnx.load(str(fused)).graph.node]  # the mean still needs x / std
+
+
+def test_stem_block_stops_where_another_node_reads_the_stem(tmp_path):
+    from pipeline.onnx_graph import stem_block
+
+    for mode, ops in (("se", ["Conv", "HardSigmoid", "Mul"]), ("add", ["Conv"])):
+        _, path = _export(mode, tmp_path)
+        pre = tmp_path / f"{mode}.pre.onnx"
+        preprocess(path, pre)
+        # se: the hardswish output feeds the pool and the gating Mul, not a depthwise conv: the block ends;
+        # add: the conv output is also read by the residual Add, so it has no activation of its own
+        assert [n.op_type for n in stem_block(onnx.load(str(pre)).graph)] == ops

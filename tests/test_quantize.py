@@ -125,6 +125,29 @@ def test_keep_rules_find_the_mobile_parts(mobile, tmp_path):
     se = KEEP_RULES["se"](g)
     assert convs[2] in se and convs[3] in se and op[se[-1]] == "Mul"  # squeeze, excite ... the gating Mul
     assert nodes_for(Recipe("x", keep=("stem", "depthwise")), g) == convs[:2]
+    # stem conv -> relu -> the depthwise conv that alone reads it -> its hardswish (inlined: gate and Mul)
+    block = KEEP_RULES["stem_block"](g)
+    assert [op[n] for n in block] == ["Conv", "Relu", "Conv", "HardSigmoid", "Mul"]
+    assert block[0] == convs[0] and block[2] == convs[1]
+
+
+def test_stem_hardswish_fuses_only_the_stem_block_and_keeps_the_logits(mobile, tmp_path):
+    plain, fused = tmp_path / "plain.onnx", tmp_path / "fused.onnx"
+    preprocess(mobile["paths"][0], plain)
+    preprocess(mobile["paths"][0], fused, ("stem_hardswish", "saturate"))
+    ops = [n.op_type for n in onnx.load(str(fused)).graph.node]
+    # the depthwise conv's hardswish is one node; the SE gate's HardSigmoid (outside the block) stays
+    assert ops.count("HardSwish") == 1 and ops.count("HardSigmoid") == 1
+    # saturate clips only the SE gate's input (-3, 3): a HardSwish left by the rewrite stays fp32, unclipped
+    assert ops.count("Clip") == 1
+    x = to_unit(mobile["images"])
+    za = run_logits(make_session(plain, threads=1)[0], x)
+    zb = run_logits(make_session(fused, threads=1)[0], x)
+    np.testing.assert_allclose(zb, za, rtol=0, atol=1e-5)  # exact: HardSwish(t) = t * HardSigmoid(t)
+    q = tmp_path / "q.onnx"
+    info = quantize_int8(mobile["paths"][0], q, mobile["images"], n=32, recipe=RECIPES["mobilenet_v3"])
+    assert info["fp32_nodes"][:1] == KEEP_RULES["stem"](onnx.load(str(plain)).graph)
+    assert len(info["fp32_nodes"]) == 4  # stem conv, relu, depthwise conv, HardSwish
 
 
 def test_saturation_clips_are_exact_and_every_node_is_named(mobile, tmp_path):
