@@ -30,4 +30,4 @@ def init_data(
     text = profile_text(scan, image_size)
     parse_params(yaml.safe_load(text), str(out))  # the profile must load as it is
     checkpoint.atomic_write_text(out, text)
-    typer.echo(f"wrote {out}; train on it with: cp {out} params.yaml && dvc repro")
+    typer.echo(f"wrote {out}; train on it with: cp {out} params.yaml && kdpipe dvc-yaml && dvc repro")

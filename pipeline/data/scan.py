@@ -112,7 +112,7 @@ def profile_text(s: Scan, image_size: int = 0) -> str:
     ]
     head = (
         f"# Own-data profile written by `kdpipe init-data {s.root}`: {k} classes, {n} training images\n"
-        f"# ({'RGB' if colour else 'grey'}, resized to {size} px). Use it: cp <this file> params.yaml && dvc "
-        "repro\n"
+        f"# ({'RGB' if colour else 'grey'}, resized to {size} px).\n"
+        "# Use it: cp <this file> params.yaml && kdpipe dvc-yaml && dvc repro\n"
     )
     return head + "".join(f"{t.ljust(44)}  # {c}\n" if c else f"{t}\n" for t, c in rows)
