@@ -43,6 +43,11 @@ def name_nodes(model: onnx.ModelProto) -> None:
             taken.add(n.name)
 
 
+def first_conv(graph: onnx.GraphProto) -> onnx.NodeProto | None:
+    """The stem: the first Conv in graph order (which is topological), or None."""
+    return next((n for n in graph.node if n.op_type == "Conv"), None)
+
+
 def is_depthwise(n: onnx.NodeProto, dims: dict[str, list[int]]) -> bool:
     """A grouped Conv with one input channel per group (weight shape [C, 1, k, k], group > 1); `dims`:
     initializer name -> shape."""
@@ -69,7 +74,7 @@ def stem_block(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     Conv (mobilenet, efficientnet), the depthwise Conv with its activation; [] without a Conv."""
     cons = consumers(graph)
     dims = {t.name: list(t.dims) for t in graph.initializer}
-    first = next((n for n in graph.node if n.op_type == "Conv"), None)
+    first = first_conv(graph)
     if first is None:
         return []
     block = [first, *activation(first.output[0], cons)]

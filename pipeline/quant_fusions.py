@@ -1,5 +1,5 @@
-"""Exact fp32 graph rewrites applied before INT8 quantization (`FUSIONS`, named by a recipe's `fusions`),
-and `name_nodes`, which gives every node the unique name that `nodes_to_exclude` matches.
+"""Exact fp32 graph rewrites applied before INT8 quantization (`FUSIONS`, named by a recipe's `fusions`);
+the graph readers they share with the recipes are in pipeline.onnx_graph.
 
 Each rewrite computes the same function in fp32 (tests compare the logits); what changes is which ops
 ONNX Runtime can run on integers and how the 256 levels of each tensor are spent.
